@@ -1,0 +1,260 @@
+//! Keys and values of the data plane's maps.
+//!
+//! A first packet makes these lookups (see `docs/ARCHITECTURE.md`):
+//!
+//! 1. `FILTER_ACTIVE[0]`: the running generation (one u32, written last by
+//!    an apply: the atomic switch).
+//! 2. `FILTER_ENIS[(slot, ifindex)]`: the ENI and its tables per direction.
+//! 3. Per table (NACL, then security groups): `FILTER_TABLES[table]`, then
+//!    `FILTER_DPORT` (destination port -> class), optionally `FILTER_SPORT`,
+//!    `FILTER_LOCAL` and `FILTER_CELLS`, then one `FILTER_RULES` longest-prefix
+//!    lookup on the remote address that yields the strongest matching rule.
+//!
+//! LPM trie keys put the exact-match fields before the address or port, so
+//! the prefix length of a key is `fixed bits + CIDR length` (the layout
+//! cloudflare/tubular uses). aya wraps these `*KeyData` types in its own
+//! `Key { prefix_len, data }`.
+use crate::{assert_size, pod};
+
+/// Exact-match bits in front of the port in a [`PortKeyData`].
+pub const PORT_KEY_FIXED_BITS: u32 = 48;
+/// Exact-match bits in front of the address in an [`AddrKeyData`].
+pub const ADDR_KEY_FIXED_BITS: u32 = 64;
+
+/// Per-generation settings, `FILTER_CONFIG[slot]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    /// Conntrack idle timeouts in nanoseconds (SPEC §3.1).
+    pub tcp_syn_ns: u64,
+    pub tcp_established_ns: u64,
+    pub tcp_closing_ns: u64,
+    pub udp_ns: u64,
+    pub udp_stream_ns: u64,
+    pub icmp_ns: u64,
+    pub other_ns: u64,
+    /// [`crate::ON_CHANGE_REVALIDATE`] or [`crate::ON_CHANGE_KEEP`].
+    pub on_change: u32,
+    pub _pad: u32,
+}
+assert_size!(GenConfig, 64);
+
+/// `FILTER_ENIS` key: the generation slot, then the interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EniKey {
+    pub slot: u32,
+    pub ifindex: u32,
+}
+assert_size!(EniKey, 8);
+
+/// `FILTER_ENIS` value: one guarded interface in one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EniConfig {
+    /// Stable index of the ENI in the daemon (flow logs, counters).
+    pub eni_index: u32,
+    /// [`crate::MODE_TAP`] or [`crate::MODE_NIC`].
+    pub mode: u8,
+    pub _pad: [u8; 3],
+    /// Security-group table per ENI direction (index: `DIR_*`).
+    pub sg_table: [u32; 2],
+    /// NACL table per ENI direction, [`crate::ID_NONE`] when the vSwitch has
+    /// no ACL.
+    pub nacl_table: [u32; 2],
+}
+assert_size!(EniConfig, 24);
+
+/// The table uses source-port classes (`FILTER_SPORT`).
+pub const TABLE_HAS_SPORT: u32 = 1;
+/// The table uses local-address classes (`FILTER_LOCAL`).
+pub const TABLE_HAS_LOCAL: u32 = 2;
+/// The table has inner-access members (`FILTER_INNER`).
+pub const TABLE_HAS_INNER: u32 = 4;
+
+/// `FILTER_TABLES[table]`: how to classify a packet against one table (the
+/// security groups of an ENI in one direction, or one NACL direction).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableMeta {
+    /// `TABLE_HAS_*` bits: which optional lookups this table needs.
+    pub flags: u32,
+    /// What happens when no rule matches: [`crate::ACTION_ACCEPT`] or
+    /// [`crate::ACTION_DROP`] (SPEC §3 step 5.3; a NACL always drops).
+    pub default_action: u32,
+    /// Counter slot of the default verdict (`default-deny`,
+    /// `default-accept`, or the NACL's own no-match slot).
+    pub default_slot: u32,
+    pub _pad: u32,
+}
+assert_size!(TableMeta, 16);
+
+/// `FILTER_DPORT` / `FILTER_SPORT` LPM key data: a port range is stored as
+/// the prefixes that cover it. Protocols without ports use one entry with
+/// prefix length [`PORT_KEY_FIXED_BITS`] and are looked up with port 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKeyData {
+    pub table: u32,
+    /// Protocol class (`PROTO_*`).
+    pub proto: u8,
+    pub _pad: u8,
+    /// Big-endian, so that prefix bits are port bits.
+    pub port: [u8; 2],
+}
+assert_size!(PortKeyData, 8);
+
+/// LPM key data over an address, used by `FILTER_LOCAL` (local-address
+/// classes), `FILTER_RULES` (rules by remote address) and `FILTER_INNER`
+/// (inner-access members).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddrKeyData {
+    /// Table id (`FILTER_LOCAL`, `FILTER_INNER`) or rule-set id
+    /// (`FILTER_RULES`).
+    pub id: u32,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+assert_size!(AddrKeyData, 24);
+
+/// `FILTER_CELLS` key: the classes of one packet in one table. Only tables
+/// with source-port or local-address classes have cells; for the others the
+/// destination-port class is the rule-set id itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellKey {
+    pub table: u32,
+    pub dport_class: u32,
+    pub sport_class: u32,
+    pub local_class: u32,
+}
+assert_size!(CellKey, 16);
+
+/// `FILTER_RULES` and `FILTER_INNER` value: the strongest rule that covers
+/// the matched prefix, already resolved at compile time (priority, then deny
+/// before accept for security groups; entry order for NACLs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleHit {
+    /// `ACTION_ACCEPT`, `ACTION_DROP` or (NACL) `ACTION_SKIP`.
+    pub action: u32,
+    /// Counter slot of the rule, which names it to user space.
+    pub slot: u32,
+}
+assert_size!(RuleHit, 8);
+
+/// Conntrack key (`FILTER_CT`, LRU). Endpoints are ordered so both directions
+/// of a connection find the same entry: `(addr_a, port_a) <= (addr_b, port_b)`.
+/// ICMP echo puts its identifier in both ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub ifindex: u32,
+    pub family: u8,
+    /// IANA protocol number (not the class).
+    pub proto: u8,
+    pub _pad: u16,
+    pub addr_a: [u8; 16],
+    pub addr_b: [u8; 16],
+    pub port_a: u16,
+    pub port_b: u16,
+}
+assert_size!(CtKey, 44);
+
+/// Conntrack states, each with its own timeout (SPEC §3.1).
+pub const CT_TCP_SYN: u8 = 1;
+pub const CT_TCP_ESTABLISHED: u8 = 2;
+pub const CT_TCP_CLOSING: u8 = 3;
+/// UDP seen in one direction only.
+pub const CT_UDP: u8 = 4;
+/// UDP seen in both directions.
+pub const CT_UDP_STREAM: u8 = 5;
+pub const CT_ICMP: u8 = 6;
+pub const CT_OTHER: u8 = 7;
+
+/// Conntrack value. Counters are per direction of the connection: index 0 is
+/// the direction of the first packet ("original"), 1 the replies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// Counter slot of the rule that admitted the connection.
+    pub rule_slot: u32,
+    /// Generation that admitted (or last revalidated) it.
+    pub generation: u32,
+    /// `CT_*` state.
+    pub state: u8,
+    /// ENI direction (`DIR_*`) of the first packet.
+    pub orig_dir: u8,
+    /// 1 when the first packet's source was endpoint `a` of the key.
+    pub orig_src_is_a: u8,
+    /// OR of the TCP flags seen (SPEC §7 bit values).
+    pub tcp_flags: u8,
+    pub _pad: u32,
+}
+assert_size!(CtEntry, 64);
+
+/// Fragment tracking key (`FILTER_FRAGS`, LRU): the datagram a fragment
+/// belongs to. `id` is the IPv4 identification or the IPv6 fragment id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub ifindex: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u16,
+    pub id: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+assert_size!(FragKey, 44);
+
+/// The verdict of a datagram's first fragment, which later fragments follow
+/// (SPEC §3.1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    pub seen_ns: u64,
+    pub rule_slot: u32,
+    /// Ports of the first fragment, so later fragments count to its flow.
+    pub sport: u16,
+    pub dport: u16,
+    /// `ACTION_ACCEPT` or `ACTION_DROP`.
+    pub action: u32,
+    pub _pad: u32,
+}
+assert_size!(FragEntry, 24);
+
+/// Per-rule counters, `FILTER_RULE_STATS[slot]` (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` of the last hit; user space converts it.
+    pub last_hit_ns: u64,
+}
+assert_size!(RuleStats, 24);
+
+pod!(
+    GenConfig,
+    EniKey,
+    EniConfig,
+    TableMeta,
+    PortKeyData,
+    AddrKeyData,
+    CellKey,
+    RuleHit,
+    CtKey,
+    CtEntry,
+    FragKey,
+    FragEntry,
+    RuleStats,
+);

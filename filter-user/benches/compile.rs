@@ -1,0 +1,2 @@
+//! Compile-time benchmark (`cargo xtask bench`).
+fn main() {}

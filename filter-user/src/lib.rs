@@ -1,0 +1,10 @@
+//! `filter`: the control plane of a host packet filter (SPEC.md).
+//!
+//! A rule-set document (`model`) is validated into a [`ruleset::Ruleset`]
+//! (`validate`), which the reference evaluator (`eval`) decides packets
+//! against straight from SPEC §3, and which the compiler (`compile`) turns
+//! into the contents of the data plane's maps. `dataplane` loads the eBPF
+//! object and writes generations into it; `daemon`, `api` and the two thin
+//! binaries make the product.
+pub mod ruleset;
+pub mod verdict;

@@ -1,0 +1,1 @@
+//! Privileged test helpers (namespaces, veths, pin directories, packets).
