@@ -1,10 +1,15 @@
 //! `filter`: the control plane of a host packet filter (SPEC.md).
 //!
-//! A rule-set document (`model`) is validated into a [`ruleset::Ruleset`]
-//! (`validate`), which the reference evaluator (`eval`) decides packets
-//! against straight from SPEC §3, and which the compiler (`compile`) turns
-//! into the contents of the data plane's maps. `dataplane` loads the eBPF
-//! object and writes generations into it; `daemon`, `api` and the two thin
-//! binaries make the product.
+//! A rule-set document ([`model`]) is validated ([`validate`]) into a
+//! [`ruleset::Ruleset`], which the reference evaluator ([`eval`]) decides
+//! packets against straight from SPEC §3, and which the compiler
+//! ([`compile`]) turns into the contents of the data plane's maps.
+//! [`dataplane`] loads the eBPF object and writes generations into it; the
+//! daemon, the socket API and the two thin binaries make the product.
+pub mod compile;
+pub mod dataplane;
+pub mod eval;
+pub mod model;
 pub mod ruleset;
+pub mod validate;
 pub mod verdict;

@@ -1,0 +1,1 @@
+//! The rule compiler: `Ruleset` → the contents of the data plane maps.

@@ -1,0 +1,1 @@
+//! The rule-set document of SPEC §2, exactly as users write it (serde).
