@@ -241,6 +241,13 @@ pub struct ConntrackConfig {
     pub other_s: u32,
     /// `on_change: revalidate` (true, the default) or `keep`.
     pub revalidate: bool,
+    /// `max_entries`: the size of the connection table (SPEC §3.1).
+    #[serde(default = "default_ct_max_entries")]
+    pub max_entries: u32,
+}
+
+fn default_ct_max_entries() -> u32 {
+    filter_common::DEFAULT_CT_ENTRIES
 }
 
 impl Default for ConntrackConfig {
@@ -254,6 +261,7 @@ impl Default for ConntrackConfig {
             icmp_s: 30,
             other_s: 600,
             revalidate: true,
+            max_entries: default_ct_max_entries(),
         }
     }
 }

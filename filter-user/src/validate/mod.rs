@@ -1,1 +1,163 @@
-//! Validation (SPEC §2.5): document → `Ruleset`, every error with its JSON path.
+//! Validation (SPEC §2.5): document text → [`Document`] → [`Ruleset`], with
+//! every mistake reported at its JSON path, not only the first.
+//!
+//! [`load`] is what `filterd` calls on an apply: it runs both steps and
+//! reports structural and semantic mistakes together. [`parse_document`] and
+//! [`validate`] are the two steps on their own.
+//!
+//! Checks go topic by topic (`network`, `groups`, `rules` and `peers`,
+//! `acls`, `enis`, `settings`, over the leaf checks of `values`, `addrs` and
+//! `ports`), each returning, besides its errors, the facts later checks
+//! need; a later check uses only facts that are valid, so one mistake gives
+//! one message. Every limit is in [`limits`]; `docs/RULESET.md` describes
+//! the document and the decisions taken where SPEC is silent.
+use std::path::Path;
+
+use crate::{model::Document, ruleset::Ruleset};
+
+mod acls;
+mod addrs;
+mod build;
+mod de;
+mod enis;
+mod errors;
+mod groups;
+mod hints;
+pub mod limits;
+mod network;
+mod node;
+mod parse;
+mod peers;
+mod ports;
+mod refs;
+mod rules;
+mod settings;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+pub use errors::{ValidationError, ValidationErrors};
+
+use errors::Errors;
+
+/// What validation needs to know about the host.
+pub trait Environment {
+    /// Whether a network interface of that name exists now.
+    fn interface_exists(&self, name: &str) -> bool;
+}
+
+/// The real host: an interface exists when `/sys/class/net/<name>` does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostInterfaces;
+
+impl Environment for HostInterfaces {
+    fn interface_exists(&self, name: &str) -> bool {
+        // Never build a path out of something that is not an interface name.
+        let plain = !name.is_empty() && name != "." && name != ".." && !name.contains('/');
+        plain && Path::new("/sys/class/net").join(name).exists()
+    }
+}
+
+/// Accepts every interface name: for tests, and for checking a document
+/// meant for another host (`filterctl apply --dry-run`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnyInterface;
+
+impl Environment for AnyInterface {
+    fn interface_exists(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Parses document text. Malformed JSON gives one error with its line and
+/// column; otherwise every unknown field, repeated key, wrong type and
+/// missing required field is reported.
+pub fn parse_document(text: &str) -> Result<Document, ValidationErrors> {
+    let parsed = parse::parse(text);
+    let mut errs = Errors::default();
+    errs.extend(parsed.errors);
+    if errs.is_empty() {
+        Ok(parsed.doc)
+    } else {
+        Err(ValidationErrors(errs.into_sorted()))
+    }
+}
+
+/// Checks a document against SPEC §2 and the host, and builds the typed
+/// rule set: ids resolved to indices, text parsed, defaults applied.
+pub fn validate(doc: &Document, env: &dyn Environment) -> Result<Ruleset, ValidationErrors> {
+    check(doc, env, Errors::default())
+}
+
+/// [`parse_document`] then [`validate`], reporting the mistakes of both in
+/// one go. (Only when an element could not be read at all — a wrong type,
+/// a missing field — are the semantic checks skipped, since its siblings'
+/// indices would be off.)
+pub fn load(text: &str, env: &dyn Environment) -> Result<Ruleset, ValidationErrors> {
+    let parsed = parse::parse(text);
+    let mut errs = Errors::default();
+    errs.extend(parsed.errors);
+    if !parsed.complete {
+        return Err(ValidationErrors(errs.into_sorted()));
+    }
+    check(&parsed.doc, env, errs)
+}
+
+fn check(
+    doc: &Document,
+    env: &dyn Environment,
+    mut errs: Errors,
+) -> Result<Ruleset, ValidationErrors> {
+    let ruleset = checked(doc, env, &mut errs);
+    match ruleset {
+        Some(ruleset) if errs.is_empty() => Ok(ruleset),
+        _ => {
+            if errs.is_empty() {
+                errs.push(ValidationError::new(
+                    "",
+                    "",
+                    "internal error: a check passed but left no value (a bug)",
+                ));
+            }
+            Err(ValidationErrors(errs.into_sorted()))
+        }
+    }
+}
+
+fn checked(doc: &Document, env: &dyn Environment, errs: &mut Errors) -> Option<Ruleset> {
+    let ix = refs::Indexes::new(doc);
+    let vpcs = network::vpcs(doc, &ix, errs);
+    let vswitches = network::vswitches(doc, &ix, &vpcs, errs);
+    let prefix_lists = network::prefix_lists(doc, &ix, errs);
+    let groups = groups::facts(doc, &ix, errs);
+    let rules = groups::rules(doc, &ix, &groups, &prefix_lists, errs);
+    let acls = acls::check(doc, &ix, errs);
+    let enis = enis::check(
+        &enis::EniContext {
+            doc,
+            ix: &ix,
+            vswitches: &vswitches,
+            groups: &groups,
+            env,
+        },
+        errs,
+    );
+    let conntrack = settings::conntrack(doc, errs);
+    let flow_log = settings::flow_log(doc, errs);
+    if !errs.is_empty() {
+        return None;
+    }
+    let checked = build::Checked {
+        vpcs,
+        vswitches,
+        prefix_lists,
+        groups,
+        rules,
+        acls,
+        enis,
+        conntrack,
+        flow_log,
+    };
+    build::ruleset(doc, checked)
+}
