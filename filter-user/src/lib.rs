@@ -6,7 +6,10 @@
 //! ([`compile`]) turns into the contents of the data plane's maps.
 //! [`dataplane`] loads the eBPF object and writes generations into it; the
 //! daemon, the socket API and the two thin binaries make the product.
+pub mod api;
+pub mod cli;
 pub mod compile;
+pub mod daemon;
 pub mod dataplane;
 pub mod eval;
 pub mod model;

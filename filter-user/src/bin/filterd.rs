@@ -1,4 +1,143 @@
-//! `filterd`: the daemon (SPEC §4).
+//! `filterd`: the daemon (SPEC §4). Everything but the flags and the
+//! signals lives in `filter::daemon`.
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use filter::{
+    api::DEFAULT_SOCKET,
+    daemon::{
+        auth::Access, kernel::KernelEnforcer, library::LibraryValidator, parse_capture_window,
+        serve, socket, Daemon, DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
+    },
+};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "filterd",
+    version,
+    about = "The filter daemon: enforces security groups and network ACLs with eBPF"
+)]
+struct Args {
+    /// The API socket (created fresh, mode 0660).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where applied generations are saved (the last 10 are kept).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/filterd")]
+    state_dir: PathBuf,
+    /// Where programs, links and maps are pinned (in bpffs).
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/filterd")]
+    pin_dir: PathBuf,
+    /// The flow-log file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/log/filterd/flows.log"
+    )]
+    flow_log: PathBuf,
+    /// Flow-log capture window: 60s, 1m, ... (1s to 10m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_capture_window)]
+    capture_window: Duration,
+    /// The group (name or gid) that owns the socket; its members may apply,
+    /// roll back and detach, as root may.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Apply this document at start instead of restoring the saved
+    /// generation.
+    #[arg(long, value_name = "FILE")]
+    ruleset: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("filterd is not implemented yet")
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let gid = args
+        .socket_group
+        .as_deref()
+        .map(socket::resolve_group)
+        .transpose()?;
+    let ruleset = args
+        .ruleset
+        .as_ref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --ruleset {}", path.display()))
+        })
+        .transpose()?;
+
+    // The data plane locks the pin directory itself when it loads (and
+    // mounts bpffs first if needed).
+    let locks = DirLocks::state_only(&args.state_dir)?;
+    let enforcer = KernelEnforcer::load(&args.pin_dir)?;
+    let bound = socket::bind(&args.socket, gid)?;
+    let config = DaemonConfig {
+        flow_log: args.flow_log,
+        capture_window: args.capture_window,
+        ..DaemonConfig::new(&args.state_dir, &args.pin_dir)
+    };
+    let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?;
+    match daemon.start(ruleset) {
+        Ok(Started::Applied(g)) => tracing::info!("--ruleset enforced as generation {g}"),
+        Ok(Started::Adopted(g)) => {
+            tracing::info!("took over generation {g} from the pinned data plane")
+        }
+        Ok(Started::Restored { from, generation }) => {
+            tracing::info!("restored saved generation {from} as generation {generation}")
+        }
+        Ok(Started::RestoreFailed(e)) => {
+            tracing::error!("serving without a restored generation: {e}")
+        }
+        Ok(Started::Nothing) => tracing::info!("nothing to restore; waiting for an apply"),
+        Err(DaemonError::Invalid(errors)) => bail!(
+            "--ruleset {} was rejected:\n{}",
+            args.ruleset.unwrap_or_default().display(),
+            errors.join("\n")
+        ),
+        Err(e) => return Err(e).context("applying --ruleset"),
+    }
+
+    let listener = tokio::net::UnixListener::from_std(bound.try_clone_listener()?)?;
+    tracing::info!("serving on {}", bound.path().display());
+    let server = ServerConfig {
+        access: Access::new(gid),
+        ..ServerConfig::default()
+    };
+    serve(listener, Arc::new(daemon), server, shutdown_signal()).await;
+    // Enforcement stays in place (pinned); only the socket goes.
+    drop(bound);
+    tracing::info!("stopped; the pinned data plane keeps enforcing");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

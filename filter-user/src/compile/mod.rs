@@ -1,1 +1,295 @@
 //! The rule compiler: `Ruleset` → the contents of the data plane maps.
+//!
+//! The design is `docs/ARCHITECTURE.md`: per table, the rules are cut into
+//! destination-port (and, when used, source-port and local-address) classes,
+//! equal classes share one rule set, and each rule set becomes one LPM trie on
+//! the remote address whose values already name the strongest rule. A first
+//! packet then costs a handful of lookups whatever the rule count.
+//!
+//! - [`compile`] builds a [`Compiled`] generation; [`SlotTable`] keeps rule
+//!   counter slots and ENI indices stable across generations.
+//! - [`model`] performs exactly the kernel's lookups on a [`Compiled`], so
+//!   the compiled form is tested against `crate::eval` without a kernel.
+//! - [`shadow`] finds rules that can never decide anything.
+mod classes;
+mod emit;
+mod fast_hash;
+pub mod model;
+mod port_cover;
+mod prefix;
+mod push_down;
+mod rules;
+pub mod shadow;
+mod slots;
+mod stats;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use filter_common::{
+    generation_slot, AddrKeyData, CellKey, EniConfig, EniKey, GenConfig, PortKeyData, RuleHit,
+    TableMeta, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MAX_TABLES, MODE_NIC, MODE_TAP, ON_CHANGE_KEEP,
+    ON_CHANGE_REVALIDATE, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
+};
+pub use shadow::{shadow_warnings, ShadowKind, ShadowWarning};
+pub use slots::{fixed_slots, SlotTable, StableIds};
+pub use stats::CompileStats;
+
+use self::{
+    emit::{half, inner_hit, Emitter},
+    tables::SlotRef,
+};
+use crate::{
+    ruleset::{AttachMode, ConntrackConfig, Ruleset},
+    verdict::Reason,
+};
+
+/// One LPM trie entry: aya's `lpm_trie::Key { prefix_len, data }` and the
+/// value. `prefix_len` counts the fixed fields of the key too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LpmEntry<K, V> {
+    pub prefix_len: u32,
+    pub key: K,
+    pub value: V,
+}
+
+/// One generation, ready to be written into its slot of the maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    pub generation: u32,
+    /// `FILTER_CONFIG[generation & 1]`.
+    pub config: GenConfig,
+    pub enis: Vec<(EniKey, EniConfig)>,
+    pub tables: Vec<(u32, TableMeta)>,
+    pub dport: Vec<LpmEntry<PortKeyData, u32>>,
+    pub sport: Vec<LpmEntry<PortKeyData, u32>>,
+    pub local: Vec<LpmEntry<AddrKeyData, u32>>,
+    pub cells: Vec<(CellKey, u32)>,
+    pub rules: Vec<LpmEntry<AddrKeyData, RuleHit>>,
+    pub inner: Vec<LpmEntry<AddrKeyData, RuleHit>>,
+    /// Every counter slot this generation can count into (the fixed
+    /// `RULE_SLOT_*` ones included) and the reason it stands for.
+    pub slot_reasons: BTreeMap<u32, Reason>,
+    /// Slots given to a reason that did not have one before: zero their
+    /// `FILTER_RSTATS` counters before the generation goes live (a reused
+    /// slot still holds the counts of its previous reason).
+    pub fresh_slots: Vec<u32>,
+    /// `EniConfig::eni_index` → ENI id, for flow logs and counters.
+    pub eni_index: Vec<(u32, String)>,
+    /// Table id → what it is and which ENIs use it (debugging, `status`).
+    pub table_labels: Vec<(u32, String)>,
+    /// How many distinct rule sets (and so `FILTER_RULES` tries) there are.
+    pub rule_sets: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("enis: {eni}: interface {interface:?} does not exist on this host")]
+    MissingInterface { eni: String, interface: String },
+    #[error("enis: {eni} and {other} are the same interface (ifindex {ifindex})")]
+    SameInterface {
+        eni: String,
+        other: String,
+        ifindex: u32,
+    },
+    #[error(
+        "{table}: needs more than {limit} entries in {map} (each generation may use half of the map, \
+         since two live side by side during an apply)"
+    )]
+    MapFull {
+        map: &'static str,
+        limit: usize,
+        table: String,
+    },
+    #[error("{what}: {count} is more than the {limit} one generation may use")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    #[error(
+        "rule counter slots: the generation being replaced still holds some, and together they pass \
+         {limit}; apply a smaller rule set first"
+    )]
+    SlotsExhausted { limit: u32 },
+}
+
+/// Compiles generation `generation` of `rs` into its slot (`generation & 1`).
+///
+/// `ifindex_of` resolves interface names (an ENI whose interface is missing
+/// is an error). `slots` gives every rule its stable counter slot and every
+/// ENI its stable index; it is updated only when the compile succeeds. A
+/// daemon that then fails to write the generation should restore its copy
+/// (the slots handed out would otherwise only be wasted, never wrong).
+pub fn compile(
+    rs: &Ruleset,
+    generation: u32,
+    ifindex_of: &dyn Fn(&str) -> Option<u32>,
+    slots: &mut SlotTable,
+) -> Result<Compiled, CompileError> {
+    let slot = generation_slot(generation);
+    let slot_bit = slot * SLOT_ID_BIT;
+
+    let ifindexes = resolve_interfaces(rs, ifindex_of)?;
+    limit("ENIs", rs.enis.len(), half(MAX_ENIS))?;
+    let mut plan = tables::plan(rs);
+    limit(
+        "tables (security-group sets and NACL directions in use)",
+        plan.tables.len(),
+        half(MAX_TABLES),
+    )?;
+    limit(
+        "rule counter slots",
+        plan.reasons.len(),
+        half(MAX_RULE_SLOTS - RULE_SLOT_FIRST_DYNAMIC),
+    )?;
+
+    let reason_texts: Vec<String> = plan.reasons.iter().map(Reason::to_string).collect();
+    let reason_names: Vec<&str> = reason_texts.iter().map(String::as_str).collect();
+    let rule_plan = slots
+        .rules
+        .plan(&reason_names, slots::RULE_SLOT_LIMIT)
+        .ok_or(CompileError::SlotsExhausted {
+            limit: MAX_RULE_SLOTS,
+        })?;
+    let eni_names: Vec<&str> = rs.enis.iter().map(|e| e.id.as_str()).collect();
+    let eni_plan =
+        slots
+            .enis
+            .plan(&eni_names, slots::ENI_INDEX_LIMIT)
+            .ok_or(CompileError::TooMany {
+                what: "ENI indices",
+                count: rs.enis.len(),
+                limit: half(MAX_ENIS),
+            })?;
+    let reason_slot = &rule_plan.ids;
+    let resolve = |slot: SlotRef| match slot {
+        SlotRef::Fixed(slot) => slot,
+        SlotRef::Reason(i) => reason_slot[i],
+    };
+    for (rule, slot) in plan.boxes.iter_mut().zip(&plan.box_slots) {
+        rule.hit.slot = resolve(*slot);
+    }
+
+    let mut emitter = Emitter::new(&plan.boxes, slot_bit);
+    let table_id = |index: usize| slot_bit | index as u32;
+    let mut table_labels = Vec::with_capacity(plan.tables.len());
+    for (index, spec) in plan.tables.iter().enumerate() {
+        let inner_hits: Vec<RuleHit> = spec
+            .inner_slots
+            .iter()
+            .map(|s| inner_hit(resolve(*s)))
+            .collect();
+        emitter.table(
+            table_id(index),
+            spec,
+            &inner_hits,
+            resolve(spec.default_slot),
+        )?;
+        table_labels.push((table_id(index), spec.label.clone()));
+    }
+
+    let mut enis = Vec::with_capacity(rs.enis.len());
+    let mut eni_index = Vec::with_capacity(rs.enis.len());
+    for (((eni, tables), ifindex), &index) in rs
+        .enis
+        .iter()
+        .zip(&plan.eni_tables)
+        .zip(&ifindexes)
+        .zip(&eni_plan.ids)
+    {
+        let config = EniConfig {
+            eni_index: index,
+            mode: match eni.mode {
+                AttachMode::Tap => MODE_TAP,
+                AttachMode::Nic => MODE_NIC,
+            },
+            _pad: [0; 3],
+            sg_table: tables.sg.map(table_id),
+            nacl_table: tables.nacl.map_or([ID_NONE; 2], |t| t.map(table_id)),
+        };
+        enis.push((
+            EniKey {
+                slot,
+                ifindex: *ifindex,
+            },
+            config,
+        ));
+        eni_index.push((index, eni.id.clone()));
+    }
+
+    let mut slot_reasons: BTreeMap<u32, Reason> = fixed_slots().into_iter().collect();
+    let rule_sets = emitter.rule_set_count();
+    let entries = emitter.out;
+    slot_reasons.extend(reason_slot.iter().copied().zip(plan.reasons));
+    slots.rules = rule_plan.next_state;
+    slots.enis = eni_plan.next_state;
+    Ok(Compiled {
+        generation,
+        config: gen_config(&rs.conntrack),
+        enis,
+        tables: entries.tables,
+        dport: entries.dport,
+        sport: entries.sport,
+        local: entries.local,
+        cells: entries.cells,
+        rules: entries.rules,
+        inner: entries.inner,
+        slot_reasons,
+        fresh_slots: rule_plan.fresh,
+        eni_index,
+        table_labels,
+        rule_sets,
+    })
+}
+
+fn limit(what: &'static str, count: usize, limit: usize) -> Result<(), CompileError> {
+    if count > limit {
+        return Err(CompileError::TooMany { what, count, limit });
+    }
+    Ok(())
+}
+
+fn resolve_interfaces(
+    rs: &Ruleset,
+    ifindex_of: &dyn Fn(&str) -> Option<u32>,
+) -> Result<Vec<u32>, CompileError> {
+    let mut seen: HashMap<u32, &str> = HashMap::new();
+    let mut out = Vec::with_capacity(rs.enis.len());
+    for eni in &rs.enis {
+        let ifindex = ifindex_of(&eni.interface).ok_or_else(|| CompileError::MissingInterface {
+            eni: eni.id.clone(),
+            interface: eni.interface.clone(),
+        })?;
+        if let Some(other) = seen.insert(ifindex, &eni.id) {
+            return Err(CompileError::SameInterface {
+                eni: eni.id.clone(),
+                other: other.to_string(),
+                ifindex,
+            });
+        }
+        out.push(ifindex);
+    }
+    Ok(out)
+}
+
+fn gen_config(ct: &ConntrackConfig) -> GenConfig {
+    let ns = |s: u32| u64::from(s) * 1_000_000_000;
+    GenConfig {
+        tcp_syn_ns: ns(ct.tcp_syn_s),
+        tcp_established_ns: ns(ct.tcp_established_s),
+        tcp_closing_ns: ns(ct.tcp_closing_s),
+        udp_ns: ns(ct.udp_s),
+        udp_stream_ns: ns(ct.udp_stream_s),
+        icmp_ns: ns(ct.icmp_s),
+        other_ns: ns(ct.other_s),
+        on_change: if ct.revalidate {
+            ON_CHANGE_REVALIDATE
+        } else {
+            ON_CHANGE_KEEP
+        },
+        _pad: 0,
+    }
+}

@@ -1,3 +1,269 @@
 //! The kernel side seen from user space: load the eBPF object, pin, attach,
 //! and write compiled generations into its maps.
+//!
+//! ```text
+//! Dataplane::load(Some(pin_dir))   maps adopted from / pinned to pin_dir, programs loaded
+//!   .write_generation(&maps)       new slot written, FILTER_ACTIVE switched, old slot deleted
+//!   .attach("tap-web1")            XDP + TC egress, links pinned (enforcement outlives us)
+//!   .stats() / .all_rule_stats() / .conntrack_entries()
+//! detach_all_pinned(pin_dir)       `filterctl detach`: links, maps, the directory
+//! ```
+//!
+//! The pin layout is described in [`pins`]; the apply protocol in
+//! [`Dataplane::write_generation`] and `docs/ARCHITECTURE.md` ("Atomic
+//! generations").
+mod attach;
+mod counters;
+mod error;
+mod generation;
+mod maps;
 pub mod object;
+pub mod pins;
+mod sys;
+
+use std::{collections::BTreeMap, fs, io, path::Path};
+
+use aya::{
+    maps::Map,
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use filter_common::{names, CtEntry, CtKey, STAT_COUNT};
+
+pub use attach::Attachment;
+pub use counters::{KtimeClock, RuleCounters};
+pub use error::{DataplaneError, Result};
+pub use generation::{GenerationMaps, LpmEntry, SlotContents, WriteSummary};
+pub use pins::{detach_all_pinned, ensure_bpffs, DetachReport};
+
+use attach::IfaceLinks;
+use maps::{Maps, PINNED_MAPS};
+use pins::PinDir;
+
+/// The loaded data plane: the programs, typed handles on the maps, and the
+/// links this process holds.
+pub struct Dataplane {
+    /// Declared before `ebpf` so the links go before the programs.
+    links: BTreeMap<String, IfaceLinks>,
+    maps: Maps,
+    ebpf: Ebpf,
+    /// Declared last: the directory stays locked until everything else is
+    /// closed.
+    pins: Option<PinDir>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("pin_dir", &self.pin_dir())
+            .field("attached", &self.links.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Loads the data plane.
+    ///
+    /// With `pins`, bpffs is mounted at `/sys/fs/bpf` if needed, the
+    /// directory is created and locked, and every state map is pinned there
+    /// by name, or adopted when an earlier process pinned it (checked
+    /// against this build's layouts): a restarted daemon keeps the running
+    /// generation and the tracked connections (SPEC §4). The programs are
+    /// pinned under `progs/`. Without `pins` the maps are private to this
+    /// value (tests).
+    ///
+    /// A program the verifier rejects fails with
+    /// [`DataplaneError::Verifier`], which carries the verifier log.
+    pub fn load(pins: Option<&Path>) -> Result<Self> {
+        let object = object::object()?;
+        let pin_dir = pins.map(PinDir::open).transpose()?;
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = &pin_dir {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.root().join(name));
+            }
+        }
+        let mut ebpf = loader.load(object).map_err(DataplaneError::Load)?;
+        let maps = Maps::take(&mut ebpf)?;
+        load_programs(&mut ebpf, pin_dir.as_ref())?;
+        Ok(Self {
+            links: BTreeMap::new(),
+            maps,
+            ebpf,
+            pins: pin_dir,
+        })
+    }
+
+    /// The pin directory, when loaded with one.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(PinDir::root)
+    }
+
+    /// Writes generation `maps.generation` and switches to it, all or
+    /// nothing:
+    ///
+    /// 1. checks that every key lies in the generation's slot and that the
+    ///    slot is not the running one (the generation must have the other
+    ///    parity than [`Self::active_generation`]: use `active + 1`);
+    /// 2. removes leftovers of an interrupted earlier apply from the slot;
+    /// 3. writes config, rules, classes, tables and, last, the ENIs; on any
+    ///    failure deletes what it wrote and returns the error, and the
+    ///    running generation never noticed;
+    /// 4. `FILTER_ACTIVE[0] = generation`: the one write that switches;
+    /// 5. waits one RCU grace period (`membarrier`; programs read the
+    ///    generation once per run, inside an RCU read-side section), so no
+    ///    program run still uses the old slot;
+    /// 6. deletes every entry of the old slot.
+    ///
+    /// A failure in step 6 does not undo the switch: it is reported in
+    /// [`WriteSummary::cleanup_error`] and the leftovers, invisible to the
+    /// programs, are removed by the next apply (step 2).
+    pub fn write_generation(&mut self, maps: &GenerationMaps<'_>) -> Result<WriteSummary> {
+        self.maps.write_generation(maps)
+    }
+
+    /// Reads back what slot `slot` (0 or 1) of the maps holds: the running
+    /// generation's is `generation_slot(active_generation())`. For tests
+    /// and debugging dumps.
+    pub fn read_slot(&self, slot: u32) -> Result<SlotContents> {
+        self.maps.read_slot(slot)
+    }
+
+    /// The running generation, `FILTER_ACTIVE[0]` (0: none written yet).
+    pub fn active_generation(&self) -> Result<u32> {
+        self.maps.active_generation()
+    }
+
+    /// `FILTER_STATS`, summed over CPUs, indexed by `STAT_*`.
+    pub fn stats(&self) -> Result<[u64; STAT_COUNT as usize]> {
+        self.maps.stats()
+    }
+
+    /// The counters of one rule slot.
+    pub fn rule_stats(&self, slot: u32) -> Result<RuleCounters> {
+        self.maps.rule_stats(slot)
+    }
+
+    /// Every rule slot that counted something (walks all
+    /// `MAX_RULE_SLOTS` slots).
+    pub fn all_rule_stats(&self) -> Result<Vec<(u32, RuleCounters)>> {
+        self.maps.all_rule_stats()
+    }
+
+    /// Zeroes a rule slot's counters, for a slot given to a new rule.
+    pub fn reset_rule_stats(&mut self, slot: u32) -> Result<()> {
+        self.maps.reset_rule_stats(slot)
+    }
+
+    /// Every conntrack entry (timestamps are `bpf_ktime_get_ns`; see
+    /// [`KtimeClock`]). Expired entries that the kernel has not evicted are
+    /// included; compare `last_seen_ns` with the timeouts to hide them.
+    pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        self.maps.conntrack_entries()
+    }
+
+    /// Number of entries in the conntrack table.
+    pub fn conntrack_count(&self) -> Result<usize> {
+        self.maps.conntrack_count()
+    }
+
+    /// The conntrack table's size (what `conntrack_count` is out of).
+    pub fn conntrack_capacity(&self) -> Result<u32> {
+        self.maps.conntrack_capacity()
+    }
+
+    pub fn lookup_conntrack(&self, key: &CtKey) -> Result<Option<CtEntry>> {
+        self.maps.lookup_conntrack(key)
+    }
+
+    /// A map user space does not otherwise use (a flow-log ring buffer), to
+    /// read from elsewhere. `None` when absent or already taken.
+    pub fn take_map(&mut self, name: &str) -> Option<Map> {
+        self.ebpf.take_map(name)
+    }
+
+    /// The loaded programs, for BPF_PROG_TEST_RUN in tests and benchmarks.
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(names::PROG_XDP)
+            .ok_or(DataplaneError::MissingProgram(names::PROG_XDP))?
+            .try_into()
+            .map_err(|e| DataplaneError::program(names::PROG_XDP, "expecting an XDP program", e))
+    }
+
+    /// See [`Self::xdp_program`].
+    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut(names::PROG_TC)
+            .ok_or(DataplaneError::MissingProgram(names::PROG_TC))?
+            .try_into()
+            .map_err(|e| DataplaneError::program(names::PROG_TC, "expecting a TC classifier", e))
+    }
+
+    /// `filterctl detach` from inside the daemon that owns the pin
+    /// directory: detaches every interface, then removes maps, programs and
+    /// the directory. Without a pin directory it only detaches.
+    pub fn destroy(mut self) -> Result<DetachReport> {
+        let Some(dir) = &self.pins else {
+            self.detach_all()?;
+            return Ok(DetachReport::default());
+        };
+        // Closing our fds leaves the pinned links attached; removing the pin
+        // directory then detaches every one of them and reports it.
+        self.links.clear();
+        pins::remove_pin_dir(dir.root())
+    }
+}
+
+/// Loads both programs (the verifier runs here) and, in pinned mode, pins
+/// them under `progs/`, replacing the pins of an earlier process.
+fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
+    let pin_path = |name: &str| pins.map(|p| p.root().join(pins::PROGS_DIR).join(name));
+    {
+        const PROG: &str = names::PROG_XDP;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG)
+            .ok_or(DataplaneError::MissingProgram(PROG))?
+            .try_into()
+            .map_err(|e| DataplaneError::program(PROG, "expecting an XDP program", e))?;
+        prog.load()
+            .map_err(|e| DataplaneError::program(PROG, "loading", e))?;
+        if let Some(path) = pin_path(PROG) {
+            replace_pin(&path)?;
+            prog.pin(&path)
+                .map_err(|source| DataplaneError::Pin { path, source })?;
+        }
+    }
+    {
+        const PROG: &str = names::PROG_TC;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG)
+            .ok_or(DataplaneError::MissingProgram(PROG))?
+            .try_into()
+            .map_err(|e| DataplaneError::program(PROG, "expecting a TC classifier", e))?;
+        prog.load()
+            .map_err(|e| DataplaneError::program(PROG, "loading", e))?;
+        if let Some(path) = pin_path(PROG) {
+            replace_pin(&path)?;
+            prog.pin(&path)
+                .map_err(|source| DataplaneError::Pin { path, source })?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes an earlier process's program pin (its links keep that program
+/// alive until they are updated).
+fn replace_pin(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataplaneError::io("removing old program pin", path, e)),
+    }
+}
+
+/// The daemon moves the data plane between threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Dataplane>();
+};

@@ -1,0 +1,278 @@
+//! Connection tracking (SPEC §3.1, ARCHITECTURE.md "Connection tracking").
+//!
+//! One LRU hash, `FILTER_CT`, keyed by interface, family, protocol and the
+//! two endpoints in a fixed order so both directions meet in one entry. An
+//! entry exists only for connections whose first packet was accepted; an
+//! idle entry past its state's timeout counts as absent.
+use core::ptr::{addr_of_mut, NonNull};
+
+use filter_common::{
+    CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
+    CT_UDP, CT_UDP_STREAM, DIR_EGRESS, PROTO_TCP, PROTO_UDP,
+};
+
+use crate::{
+    maps::{FILTER_CONFIG, FILTER_CT},
+    parse::{is_icmp_echo, Parsed},
+};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// SPEC §3.1 defaults, used when a slot's `GenConfig` leaves a timeout at 0
+/// (never written): an all-zero config must not expire every entry at once.
+const DEFAULT_TCP_SYN_S: u64 = 120;
+const DEFAULT_TCP_ESTABLISHED_S: u64 = 910;
+const DEFAULT_TCP_CLOSING_S: u64 = 10;
+const DEFAULT_UDP_S: u64 = 30;
+const DEFAULT_UDP_STREAM_S: u64 = 180;
+const DEFAULT_ICMP_S: u64 = 30;
+const DEFAULT_OTHER_S: u64 = 600;
+
+/// The settings of generation slot `slot`.
+#[inline(always)]
+pub fn config(slot: u32) -> Option<&'static GenConfig> {
+    FILTER_CONFIG.get(slot)
+}
+
+/// Idle timeout of an entry in `state`.
+#[inline(always)]
+fn timeout_ns(cfg: Option<&GenConfig>, state: u8) -> u64 {
+    let (configured, default_s) = match state {
+        CT_TCP_SYN => (cfg.map(|c| c.tcp_syn_ns), DEFAULT_TCP_SYN_S),
+        CT_TCP_ESTABLISHED => (cfg.map(|c| c.tcp_established_ns), DEFAULT_TCP_ESTABLISHED_S),
+        CT_TCP_CLOSING => (cfg.map(|c| c.tcp_closing_ns), DEFAULT_TCP_CLOSING_S),
+        CT_UDP => (cfg.map(|c| c.udp_ns), DEFAULT_UDP_S),
+        CT_UDP_STREAM => (cfg.map(|c| c.udp_stream_ns), DEFAULT_UDP_STREAM_S),
+        CT_ICMP => (cfg.map(|c| c.icmp_ns), DEFAULT_ICMP_S),
+        _ => (cfg.map(|c| c.other_ns), DEFAULT_OTHER_S),
+    };
+    match configured {
+        Some(ns) if ns != 0 => ns,
+        _ => default_s * NS_PER_S,
+    }
+}
+
+/// Conntrack ports of a packet: the transport ports, the echo identifier in
+/// both for an ICMP echo request or reply (so the reply, whose id is the
+/// same, meets the request), and 0 for everything else.
+#[inline(always)]
+pub fn ct_ports(p: &Parsed) -> (u16, u16) {
+    if p.is_icmp != 0 {
+        if is_icmp_echo(p.flow.family, p.icmp_type) {
+            (p.icmp_id, p.icmp_id)
+        } else {
+            (0, 0)
+        }
+    } else {
+        // Parsing left them 0 for protocols without ports.
+        (p.flow.sport, p.flow.dport)
+    }
+}
+
+/// Builds the key of the connection `(src, sport) → (dst, dport)`. The
+/// smaller endpoint, comparing the address as a big-endian number then the
+/// port, is `a`, so both directions build the same key. Returns whether the
+/// source is endpoint `a`.
+#[inline(always)]
+pub fn make_key(key: &mut CtKey, src: &[u8; 16], sport: u16, dst: &[u8; 16], dport: u16) -> bool {
+    // u128 comparisons compile to two 64-bit compares; no memcmp call.
+    let s = u128::from_be_bytes(*src);
+    let d = u128::from_be_bytes(*dst);
+    let src_is_a = s < d || (s == d && sport <= dport);
+    if src_is_a {
+        key.addr_a = *src;
+        key.port_a = sport;
+        key.addr_b = *dst;
+        key.port_b = dport;
+    } else {
+        key.addr_a = *dst;
+        key.port_a = dport;
+        key.addr_b = *src;
+        key.port_b = sport;
+    }
+    src_is_a
+}
+
+/// The live entry for `key`: present and not idle past its timeout under
+/// the running generation's settings. An expired entry is deleted, so the
+/// packet is classified as a first packet (SPEC §3.1 "Idle entries expire").
+#[inline(always)]
+pub fn lookup(key: &CtKey, now: u64, cfg: Option<&GenConfig>) -> Option<NonNull<CtEntry>> {
+    let e = NonNull::new(FILTER_CT.get_ptr_mut(key)?)?;
+    // SAFETY: a live map value; LRU values stay mapped while the program
+    // runs (RCU), even if another CPU evicts the entry meanwhile.
+    let (state, last_seen) = unsafe { ((*e.as_ptr()).state, (*e.as_ptr()).last_seen_ns) };
+    // Saturating: another CPU may have stamped a later `now` than ours.
+    if now.saturating_sub(last_seen) > timeout_ns(cfg, state) {
+        let _ = FILTER_CT.remove(key);
+        return None;
+    }
+    Some(e)
+}
+
+/// Whether a packet whose source is endpoint `a` iff `src_is_a` travels in
+/// the reply direction of entry `e`.
+#[inline(always)]
+pub fn is_reply(e: NonNull<CtEntry>, src_is_a: bool) -> bool {
+    // SAFETY: a live map value.
+    let orig_src_is_a = unsafe { (*e.as_ptr()).orig_src_is_a } != 0;
+    src_is_a != orig_src_is_a
+}
+
+/// ENI direction of the first packet of the connection.
+#[inline(always)]
+pub fn orig_dir(e: NonNull<CtEntry>) -> u8 {
+    // SAFETY: a live map value.
+    unsafe { (*e.as_ptr()).orig_dir }
+}
+
+/// Generation that admitted or last revalidated the connection.
+#[inline(always)]
+pub fn generation(e: NonNull<CtEntry>) -> u32 {
+    // SAFETY: a live map value.
+    unsafe { (*e.as_ptr()).generation }
+}
+
+/// Records a revalidation (or, under `on_change: keep`, just the new
+/// generation) so the next packet does not classify again.
+#[inline(always)]
+pub fn set_rule(e: NonNull<CtEntry>, rule_slot: u32, generation: u32) {
+    // SAFETY: a live map value. Plain stores: two CPUs revalidating the same
+    // connection at once write the same values.
+    unsafe {
+        (*e.as_ptr()).rule_slot = rule_slot;
+        (*e.as_ptr()).generation = generation;
+    }
+}
+
+/// Same, keeping the admitting rule.
+#[inline(always)]
+pub fn set_generation(e: NonNull<CtEntry>, generation: u32) {
+    // SAFETY: a live map value.
+    unsafe { (*e.as_ptr()).generation = generation };
+}
+
+/// Deletes the entry of `key` (a revalidation drop).
+#[inline(always)]
+pub fn remove(key: &CtKey) {
+    let _ = FILTER_CT.remove(key);
+}
+
+/// Adds `n` to a counter other CPUs update too (the two directions of one
+/// connection are often handled on different CPUs).
+///
+/// The BPF target has no compare-and-swap, so core's `fetch_add` does not
+/// exist there; the intrinsic lowers to the BPF atomic add instruction
+/// (`lock *(u64 *)(r + 0) += r`), which needs none.
+#[inline(always)]
+fn atomic_add(counter: *mut u64, n: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: `counter` points into a live map value, 8-byte aligned
+    // (`CtEntry` is `repr(C)`, its u64 fields first).
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            counter, n,
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as above (host type-check only).
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(counter)
+            .fetch_add(n, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Accounts an accepted packet of a tracked connection and moves its state:
+/// FIN or RST → closing; a SYN answered by the other side → established;
+/// UDP seen both ways → stream.
+#[inline(always)]
+pub fn update(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
+    let e = e.as_ptr();
+    let bytes = u64::from(p.ip_len);
+    // SAFETY: a live map value. Counters use atomic adds; the state, flags
+    // and timestamp are plain stores, where a lost race costs at most one
+    // transition that the next packet makes again.
+    unsafe {
+        if reply {
+            atomic_add(addr_of_mut!((*e).packets[1]), 1);
+            atomic_add(addr_of_mut!((*e).bytes[1]), bytes);
+        } else {
+            atomic_add(addr_of_mut!((*e).packets[0]), 1);
+            atomic_add(addr_of_mut!((*e).bytes[0]), bytes);
+        }
+        (*e).last_seen_ns = now;
+        let flags = p.tcp_flags;
+        if (*e).tcp_flags & flags != flags {
+            (*e).tcp_flags |= flags;
+        }
+        let state = (*e).state;
+        let next = match p.flow.proto {
+            PROTO_TCP if flags & (TCP_FIN | TCP_RST) != 0 => CT_TCP_CLOSING,
+            PROTO_TCP if state == CT_TCP_SYN && reply => CT_TCP_ESTABLISHED,
+            PROTO_UDP if state == CT_UDP && reply => CT_UDP_STREAM,
+            _ => state,
+        };
+        if next != state {
+            (*e).state = next;
+        }
+    }
+}
+
+/// State of a new connection from its accepted first packet.
+#[inline(always)]
+fn first_state(p: &Parsed) -> u8 {
+    match p.flow.proto {
+        PROTO_TCP => {
+            let f = p.tcp_flags;
+            if f & (TCP_FIN | TCP_RST) != 0 {
+                // Already closing: keep it for `tcp_closing_s`, not 910 s.
+                CT_TCP_CLOSING
+            } else if f & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                CT_TCP_SYN
+            } else {
+                // Picked up mid-stream (an entry evicted or expired, a
+                // restart): the rules accepted it, so it is established.
+                CT_TCP_ESTABLISHED
+            }
+        }
+        PROTO_UDP => CT_UDP,
+        _ if p.is_icmp != 0 => CT_ICMP,
+        _ => CT_OTHER,
+    }
+}
+
+/// Creates the entry of a connection whose first packet was accepted (after
+/// the egress NACL too), recording the admitting rule and generation.
+#[inline(always)]
+pub fn create(
+    key: &CtKey,
+    src_is_a: bool,
+    p: &Parsed,
+    dir: u8,
+    rule_slot: u32,
+    generation: u32,
+    now: u64,
+) {
+    let entry = CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        packets: [1, 0],
+        bytes: [u64::from(p.ip_len), 0],
+        rule_slot,
+        generation,
+        state: first_state(p),
+        orig_dir: if dir == DIR_EGRESS { DIR_EGRESS } else { 0 },
+        orig_src_is_a: u8::from(src_is_a),
+        tcp_flags: p.tcp_flags,
+        _pad: 0,
+    };
+    // BPF_ANY: replaces an expired entry of the same key. On a full table the
+    // LRU evicts the least recently used entry; if the insert still fails the
+    // packet was rightly accepted and the next one is classified again.
+    let _ = FILTER_CT.insert(key, entry, 0);
+}

@@ -1,0 +1,90 @@
+//! Every map of the data plane. The symbol names are the map names user space
+//! opens (`filter_common::names`), and the key/value types are the
+//! `#[repr(C)]` contract in `filter_common::maps`.
+//!
+//! None is pinned by its definition: the loader pins them where it wants
+//! (`EbpfLoader::map_pin_path`), so tests can load private copies.
+//! `LpmTrie` always adds `BPF_F_NO_PREALLOC`, which the kernel requires.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use filter_common::{
+    AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FragEntry, FragKey, GenConfig,
+    PortKeyData, RuleHit, RuleStats, TableMeta, DEFAULT_CT_ENTRIES, MAX_ADDR_CLASS_ENTRIES,
+    MAX_CELLS, MAX_ENIS, MAX_FRAG_ENTRIES, MAX_INNER_ENTRIES, MAX_PORT_ENTRIES, MAX_RULE_ENTRIES,
+    MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
+};
+
+use crate::pipeline::Packet;
+
+/// `[0]`: the running generation. Written last by an apply: the one write
+/// that switches every packet to the new slot.
+#[map]
+pub static FILTER_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-slot settings (conntrack timeouts, `on_change`).
+#[map]
+pub static FILTER_CONFIG: Array<GenConfig> = Array::with_max_entries(2, 0);
+
+/// Guarded interfaces per slot. Both slots live here during an apply, so
+/// each generation may use half (as for every map sized by a `MAX_*`).
+#[map]
+pub static FILTER_ENIS: HashMap<EniKey, EniConfig> = HashMap::with_max_entries(MAX_ENIS, 0);
+
+/// Tables (security groups of an ENI in one direction, one NACL direction).
+#[map]
+pub static FILTER_TABLES: HashMap<u32, TableMeta> = HashMap::with_max_entries(MAX_TABLES, 0);
+
+/// (table, protocol class, destination port) → destination-port class.
+#[map]
+pub static FILTER_DPORT: LpmTrie<PortKeyData, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
+
+/// (table, protocol class, source port) → source-port class.
+#[map]
+pub static FILTER_SPORT: LpmTrie<PortKeyData, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
+
+/// (table, family, local address) → local-address class.
+#[map]
+pub static FILTER_LOCAL: LpmTrie<AddrKeyData, u32> =
+    LpmTrie::with_max_entries(MAX_ADDR_CLASS_ENTRIES, 0);
+
+/// (table, dport class, sport class, local class) → rule-set id.
+#[map]
+pub static FILTER_CELLS: HashMap<CellKey, u32> = HashMap::with_max_entries(MAX_CELLS, 0);
+
+/// (rule set, family, remote address) → the strongest rule covering it.
+#[map]
+pub static FILTER_RULES: LpmTrie<AddrKeyData, RuleHit> =
+    LpmTrie::with_max_entries(MAX_RULE_ENTRIES, 0);
+
+/// (table, family, remote address) → inner-access accept (SPEC §3 step 5.1).
+#[map]
+pub static FILTER_INNER: LpmTrie<AddrKeyData, RuleHit> =
+    LpmTrie::with_max_entries(MAX_INNER_ENTRIES, 0);
+
+/// Connection tracking. LRU: a full table evicts the least recently used
+/// entry, whose next packet is classified again (never admitted blindly).
+#[map]
+pub static FILTER_CT: LruHashMap<CtKey, CtEntry> =
+    LruHashMap::with_max_entries(DEFAULT_CT_ENTRIES, 0);
+
+/// Verdicts of first fragments, for the later fragments of the datagram.
+#[map]
+pub static FILTER_FRAGS: LruHashMap<FragKey, FragEntry> =
+    LruHashMap::with_max_entries(MAX_FRAG_ENTRIES, 0);
+
+/// One counter per verdict reason (`STAT_*`), per CPU.
+#[map]
+pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Per-CPU scratch space for the pipeline's per-packet state, which does
+/// not fit the 512-byte BPF stack next to the deepest call chain. Internal:
+/// user space never opens it. One entry per CPU, and a program runs to
+/// completion on its CPU, so no two packets share it at once.
+#[map]
+pub static FILTER_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// Packets, bytes and last hit per rule counter slot, per CPU.
+#[map]
+pub static FILTER_RSTATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(MAX_RULE_SLOTS, 0);

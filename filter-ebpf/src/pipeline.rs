@@ -1,0 +1,415 @@
+//! The order of SPEC §3 for one packet (ARCHITECTURE.md "Pipeline"):
+//!
+//! ```text
+//! gen = FILTER_ACTIVE[0]; slot = gen & 1
+//! parse                        malformed → drop (STAT_DROP_<reason>)
+//! not IP                       → pass (STAT_PASS_NON_IP)
+//! IPv6 ND (ICMPv6 133–137)     → pass (STAT_PASS_ND)
+//! ENI = FILTER_ENIS[slot, if]  none → pass (STAT_PASS_UNGUARDED)
+//! direction from hook × mode; remote = src on ingress, dst on egress
+//! later fragment               → the first fragment's verdict
+//! ingress: NACL                drop → STAT_DROP_NACL
+//! conntrack hit                → revalidate if the generation changed → accept (tracked)
+//! ICMP error about a tracked connection → accept (related)
+//! security groups              drop → STAT_DROP_SG_RULE / STAT_DROP_DEFAULT
+//! egress: NACL (every packet, tracked ones too: it is stateless)
+//! accept → create or update the conntrack entry; first fragment → remember the verdict
+//! ```
+//!
+//! Every packet ends in exactly one `FILTER_STATS` counter and, when a rule,
+//! a default or a fixed reason decided it, one `FILTER_RSTATS` slot (plus the
+//! slot of a NACL entry that accepted it on the way).
+use core::ptr::NonNull;
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use filter_common::{
+    generation_slot, CtEntry, CtKey, EniConfig, EniKey, DIR_EGRESS, DIR_INGRESS, ID_NONE, MODE_NIC,
+    ON_CHANGE_REVALIDATE, RULE_SLOT_PASS, RULE_SLOT_TRACKED, STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW,
+    STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT,
+    STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND,
+    STAT_PASS_NON_IP, STAT_PASS_UNGUARDED,
+};
+
+use crate::{
+    classify::{classify, Verdict, VERDICT_ACCEPT, VERDICT_DROP, VERDICT_SKIP},
+    conntrack, frag,
+    frame::Frame,
+    maps::{FILTER_ACTIVE, FILTER_ENIS, FILTER_SCRATCH},
+    parse::{
+        is_icmp_error, is_neighbour_discovery, parse, parse_icmp_inner, Flow, Parsed, FRAG_FIRST,
+        FRAG_LATER, PARSE_OK,
+    },
+    stats::{count, count_rule},
+};
+
+/// The program sees the interface's ingress.
+pub const HOOK_XDP: u8 = 0;
+/// The program sees the interface's egress.
+pub const HOOK_TC: u8 = 1;
+
+/// No rule counter: malformed packets and headless fragments are counted in
+/// `FILTER_STATS` only (no rule, default or fixed reason decided them).
+const NO_SLOT: u32 = u32::MAX;
+
+/// How a packet leaves the pipeline.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Decision {
+    /// 1 to let the packet through.
+    accept: u32,
+    /// `STAT_*` reason.
+    stat: u32,
+    /// `FILTER_RSTATS` slot, or `NO_SLOT`.
+    slot: u32,
+}
+
+impl Decision {
+    #[inline(always)]
+    fn accept(stat: u32, slot: u32) -> Self {
+        Self {
+            accept: 1,
+            stat,
+            slot,
+        }
+    }
+
+    #[inline(always)]
+    fn drop(stat: u32, slot: u32) -> Self {
+        Self {
+            accept: 0,
+            stat,
+            slot,
+        }
+    }
+}
+
+/// What the stages know about the packet, kept in one object so the
+/// BPF-to-BPF calls below pass one pointer (BPF calls take at most 5 args).
+/// It lives in the per-CPU `FILTER_SCRATCH`, not on the stack.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Packet {
+    now: u64,
+    /// The running generation, read once.
+    generation: u32,
+    /// Its map slot.
+    slot: u32,
+    ifindex: u32,
+    /// ENI direction (`DIR_*`).
+    dir: u8,
+    _pad: [u8; 3],
+    eni: EniConfig,
+    p: Parsed,
+    /// The packet's conntrack key.
+    key: CtKey,
+    /// A second key: the connection an ICMP error quotes.
+    aux_key: CtKey,
+    /// A second flow: the one an ICMP error quotes, or the packet turned
+    /// into its connection's original orientation (revalidation).
+    aux_flow: Flow,
+    /// The verdict of the last table classified.
+    v: Verdict,
+}
+
+/// Runs the pipeline on one packet; true lets it through.
+#[inline(always)]
+pub fn run<F: Frame>(f: F, hook: u8, ifindex: u32) -> bool {
+    let Some(c) = FILTER_SCRATCH.get_ptr_mut(0) else {
+        // Unreachable (a one-entry per-CPU array always has entry 0); fail
+        // closed all the same.
+        return false;
+    };
+    // SAFETY: this CPU's scratch entry, which nothing else uses while the
+    // program runs. It still holds the previous packet: the fields below are
+    // reset here, the others are written before they are read.
+    let c = unsafe { &mut *c };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Read once: the packet uses this generation's slot for every lookup, so
+    // it sees the old rules or the new ones, never a mix. Never written
+    // reads as generation 0.
+    let generation = FILTER_ACTIVE.get(0).copied().unwrap_or(0);
+    c.now = now;
+    c.generation = generation;
+    c.slot = generation_slot(generation);
+    c.ifindex = ifindex;
+    c.dir = DIR_INGRESS;
+    c.p = Parsed::default();
+    // Fail closed: every path below overwrites this.
+    let mut d = Decision::drop(STAT_DROP_DEFAULT, NO_SLOT);
+    process(f, hook, c, &mut d);
+    count(d.stat);
+    if d.slot != NO_SLOT {
+        count_rule(d.slot, c.p.ip_len, c.now);
+    }
+    d.accept != 0
+}
+
+#[inline(always)]
+fn process<F: Frame>(f: F, hook: u8, c: &mut Packet, d: &mut Decision) {
+    let rc = parse(f, &mut c.p);
+    if rc != PARSE_OK {
+        *d = Decision::drop(rc, NO_SLOT);
+        return;
+    }
+    // SPEC §3 step 1: ARP and friends, and neighbour discovery, pass: without
+    // them no address would ever resolve.
+    if c.p.flow.family == 0 {
+        *d = Decision::accept(STAT_PASS_NON_IP, RULE_SLOT_PASS);
+        return;
+    }
+    if is_neighbour_discovery(&c.p) {
+        *d = Decision::accept(STAT_PASS_ND, RULE_SLOT_PASS);
+        return;
+    }
+    let key = EniKey {
+        slot: c.slot,
+        ifindex: c.ifindex,
+    };
+    let Some(eni) = FILTER_ENIS.get_ptr(key) else {
+        // Not an ENI of the running generation: not ours to filter.
+        *d = Decision::accept(STAT_PASS_UNGUARDED, RULE_SLOT_PASS);
+        return;
+    };
+    // SAFETY: a live map value, copied.
+    c.eni = unsafe { *eni };
+    c.dir = direction(hook, c.eni.mode);
+
+    if c.p.frag == FRAG_LATER {
+        follow_fragment(c, d);
+        return;
+    }
+    decide(f, c, d);
+    if c.p.frag == FRAG_FIRST {
+        let action = if d.accept != 0 {
+            VERDICT_ACCEPT
+        } else {
+            VERDICT_DROP
+        };
+        let (sport, dport) = conntrack::ct_ports(&c.p);
+        frag::remember(
+            &frag::key(c.ifindex, &c.p),
+            sport,
+            dport,
+            action,
+            d.slot,
+            c.now,
+        );
+    }
+}
+
+/// ENI direction (SPEC §2.4): XDP sees what arrives on the interface, TC
+/// what leaves it. On a tap that is the instance sending (egress) and
+/// receiving (ingress); on the instance's own NIC it is the other way round.
+/// An unknown mode is treated as `tap`, the default.
+#[inline(always)]
+fn direction(hook: u8, mode: u8) -> u8 {
+    if (hook == HOOK_XDP) == (mode == MODE_NIC) {
+        DIR_INGRESS
+    } else {
+        DIR_EGRESS
+    }
+}
+
+/// The per-direction entry of an ENI's table array, without an index that
+/// could panic.
+#[inline(always)]
+fn pick(tables: &[u32; 2], dir: u8) -> u32 {
+    if dir == DIR_EGRESS {
+        tables[1]
+    } else {
+        tables[0]
+    }
+}
+
+/// A later fragment carries no ports: it follows the verdict of its first
+/// fragment, and counts to the same rule (and connection).
+#[inline(never)]
+fn follow_fragment(c: &mut Packet, d: &mut Decision) {
+    let Some(head) = frag::follow(&frag::key(c.ifindex, &c.p), c.now) else {
+        // The first fragment was never classified (lost, reordered, or the
+        // memory is full): nothing says these bytes are allowed.
+        *d = Decision::drop(STAT_DROP_FRAG_NO_HEAD, NO_SLOT);
+        return;
+    };
+    if head.action != VERDICT_ACCEPT {
+        *d = Decision::drop(STAT_DROP_FRAGMENT, head.rule_slot);
+        return;
+    }
+    *d = Decision::accept(STAT_ACCEPT_FRAGMENT, head.rule_slot);
+    c.key = CtKey::default();
+    // Count the bytes to the connection the first fragment belongs to, so
+    // its counters stay exact for fragmented datagrams.
+    c.key.ifindex = c.ifindex;
+    c.key.family = c.p.flow.family;
+    c.key.proto = c.p.frag_proto;
+    let src_is_a = conntrack::make_key(
+        &mut c.key,
+        &c.p.flow.src,
+        head.sport,
+        &c.p.flow.dst,
+        head.dport,
+    );
+    if let Some(e) = conntrack::lookup(&c.key, c.now, conntrack::config(c.slot)) {
+        let reply = conntrack::is_reply(e, src_is_a);
+        conntrack::update(e, &c.p, reply, c.now);
+    }
+}
+
+/// The NACL of the ENI's vSwitch in the packet's direction (SPEC §3 step 3).
+/// Returns true when it drops; `c.v.slot` then names the entry (or the ACL's
+/// default deny).
+#[inline(always)]
+fn nacl_drops(c: &mut Packet) -> bool {
+    let table = pick(&c.eni.nacl_table, c.dir);
+    // No ACL on the vSwitch: nothing to check.
+    if table == ID_NONE {
+        return false;
+    }
+    classify(table, &c.p.flow, c.dir, &mut c.v);
+    match c.v.action {
+        // The remote address is inside the vSwitch: the compiler made that
+        // the strongest entry, and traffic inside one vSwitch is not
+        // filtered by its ACL.
+        VERDICT_SKIP => false,
+        VERDICT_ACCEPT => {
+            // The entry decided this stage: it counts, whatever the security
+            // groups say next.
+            count_rule(c.v.slot, c.p.ip_len, c.now);
+            false
+        }
+        // A drop entry, no entry matching (the ACL's default deny), or a
+        // missing table: drop.
+        _ => true,
+    }
+}
+
+/// Everything after the ENI lookup for a packet that is not a later
+/// fragment: NACL, conntrack, security groups, NACL, conntrack update.
+#[inline(never)]
+fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
+    // SPEC §3 step 2: on ingress the NACL comes before the security groups.
+    if c.dir == DIR_INGRESS && nacl_drops(c) {
+        *d = Decision::drop(STAT_DROP_NACL, c.v.slot);
+        return;
+    }
+
+    let cfg = conntrack::config(c.slot);
+    c.key = CtKey::default();
+    c.key.ifindex = c.ifindex;
+    c.key.family = c.p.flow.family;
+    c.key.proto = c.p.flow.proto;
+    let (sport, dport) = conntrack::ct_ports(&c.p);
+    let src_is_a = conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport);
+
+    // SPEC §3 step 4: a packet of a tracked connection, either direction,
+    // skips the security groups...
+    let tracked = conntrack::lookup(&c.key, c.now, cfg);
+    let mut reply = false;
+    if let Some(e) = tracked {
+        reply = conntrack::is_reply(e, src_is_a);
+        if conntrack::generation(e) != c.generation {
+            // ...unless the rules changed since it was admitted: SPEC §3.1
+            // "rule changes reach existing connections".
+            let on_change = cfg.map_or(ON_CHANGE_REVALIDATE, |g| g.on_change);
+            if on_change == ON_CHANGE_REVALIDATE {
+                revalidate(c, e, reply);
+                if c.v.action != VERDICT_ACCEPT {
+                    conntrack::remove(&c.key);
+                    *d = Decision::drop(STAT_DROP_REVALIDATE, c.v.slot);
+                    return;
+                }
+                conntrack::set_rule(e, c.v.slot, c.generation);
+            } else {
+                conntrack::set_generation(e, c.generation);
+            }
+        }
+        *d = Decision::accept(STAT_ACCEPT_TRACKED, RULE_SLOT_TRACKED);
+    } else if is_icmp_error(&c.p) && related(f, c) {
+        // SPEC §3.1: an ICMP error about a tracked connection (unreachable,
+        // too big, time exceeded) belongs to it.
+        *d = Decision::accept(STAT_ACCEPT_RELATED, RULE_SLOT_TRACKED);
+    } else {
+        // SPEC §3 step 5: a first packet meets the security groups of the
+        // ENI in its direction. Any drop names a rule or the default deny.
+        classify(pick(&c.eni.sg_table, c.dir), &c.p.flow, c.dir, &mut c.v);
+        if c.v.action != VERDICT_ACCEPT {
+            let stat = if c.v.is_default != 0 {
+                STAT_DROP_DEFAULT
+            } else {
+                STAT_DROP_SG_RULE
+            };
+            *d = Decision::drop(stat, c.v.slot);
+            return;
+        }
+        *d = Decision::accept(STAT_ACCEPT_NEW, c.v.slot);
+    }
+
+    // SPEC §3 step 2: on egress the NACL comes after the security groups,
+    // and being stateless it sees tracked packets too.
+    if c.dir == DIR_EGRESS && nacl_drops(c) {
+        *d = Decision::drop(STAT_DROP_NACL, c.v.slot);
+        return;
+    }
+
+    // The final verdict is accept: account the connection, or create it
+    // (only now, so an egress NACL drop never leaves an entry behind).
+    if let Some(e) = tracked {
+        conntrack::update(e, &c.p, reply, c.now);
+    } else if d.stat == STAT_ACCEPT_NEW {
+        conntrack::create(&c.key, src_is_a, &c.p, c.dir, d.slot, c.generation, c.now);
+    }
+}
+
+/// Classifies a tracked connection again under the running generation, as
+/// its first packet: the original orientation and direction, against the
+/// ENI's security groups for that direction. The verdict lands in `c.v`.
+#[inline(always)]
+fn revalidate(c: &mut Packet, e: NonNull<CtEntry>, reply: bool) {
+    let dir = if conntrack::orig_dir(e) == DIR_EGRESS {
+        DIR_EGRESS
+    } else {
+        DIR_INGRESS
+    };
+    c.aux_flow = c.p.flow;
+    if reply {
+        c.aux_flow.src = c.p.flow.dst;
+        c.aux_flow.dst = c.p.flow.src;
+        c.aux_flow.sport = c.p.flow.dport;
+        c.aux_flow.dport = c.p.flow.sport;
+    }
+    classify(pick(&c.eni.sg_table, dir), &c.aux_flow, dir, &mut c.v);
+}
+
+/// Whether an ICMP error quotes a packet of a live tracked connection.
+///
+/// An error travels back to the source of the datagram it quotes, so the
+/// quoted source must be the error's destination: a forged error naming a
+/// connection between other hosts is not related.
+#[inline(always)]
+fn related<F: Frame>(f: F, c: &mut Packet) -> bool {
+    c.aux_flow = Flow::default();
+    if !parse_icmp_inner(f, &c.p, &mut c.aux_flow) {
+        return false;
+    }
+    let inner = &c.aux_flow;
+    if inner.family != c.p.flow.family
+        || u128::from_ne_bytes(inner.src) != u128::from_ne_bytes(c.p.flow.dst)
+    {
+        return false;
+    }
+    c.aux_key = CtKey {
+        ifindex: c.ifindex,
+        family: inner.family,
+        proto: inner.proto,
+        ..CtKey::default()
+    };
+    conntrack::make_key(
+        &mut c.aux_key,
+        &inner.src,
+        inner.sport,
+        &inner.dst,
+        inner.dport,
+    );
+    conntrack::lookup(&c.aux_key, c.now, conntrack::config(c.slot)).is_some()
+}

@@ -1,0 +1,364 @@
+//! `filterctl` (SPEC §6): the commands, as a library so tests can run them
+//! against a daemon in the same process and read what they print.
+//!
+//! Tables by default, the daemon's result as JSON with `--json`. Exit code
+//! 0 only on success; 1 when the daemon refused or failed (a rejected
+//! document prints every error on stderr, one per line), or it could not
+//! be reached; 2 for usage errors (clap).
+pub mod render;
+
+use std::{
+    io::{Read, Write},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use crate::{
+    api::{
+        client::{Client, ClientError},
+        ApplyParams, ApplyResult, CountersParams, CountersResult, DetachResult, ErrorCode,
+        ExplainParams, ExplainResult, FlowsParams, FlowsResult, GetResult, Method, NoParams,
+        RollbackParams, StatusResult, VersionResult, DEFAULT_SOCKET,
+    },
+    ruleset::Direction,
+};
+
+/// Exit code of a command that failed.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "filterctl",
+    version,
+    about = "Control filterd, the host packet filter"
+)]
+pub struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print results as JSON (stable, for scripts) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_direction(s: &str) -> Result<Direction, String> {
+    match s {
+        "ingress" => Ok(Direction::Ingress),
+        "egress" => Ok(Direction::Egress),
+        _ => Err(format!("{s:?} is not ingress or egress")),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FlowAction {
+    #[value(name = "ACCEPT", alias = "accept")]
+    Accept,
+    #[value(name = "REJECT", alias = "reject")]
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum FlowFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a rule-set document and enforce it (all of it or none).
+    Apply {
+        /// The document; `-` reads standard input.
+        file: PathBuf,
+        /// Validate and compile, show what would change, enforce nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the running document.
+    Get,
+    /// Enforce a saved generation's document again, as a new generation.
+    Rollback {
+        /// The saved generation (default: the one before the running one).
+        #[arg(long, value_name = "N")]
+        to: Option<u32>,
+    },
+    /// The running generation, the guarded interfaces, conntrack fill, drops.
+    Status,
+    /// What the running rules decide about one packet, and why.
+    Explain {
+        #[arg(long, value_name = "ID")]
+        eni: String,
+        #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
+        direction: Direction,
+        /// tcp, udp, icmp, icmpv6, gre or a protocol number.
+        #[arg(long, value_name = "P")]
+        proto: String,
+        /// IP[:PORT]; IPv6 with a port as [ADDR]:PORT.
+        #[arg(long, value_name = "IP[:PORT]")]
+        src: String,
+        #[arg(long, value_name = "IP[:PORT]")]
+        dst: String,
+        /// ICMP type (default: echo request).
+        #[arg(long, value_name = "TYPE")]
+        icmp_type: Option<u8>,
+    },
+    /// Flow-log records (SPEC §7).
+    Flows {
+        /// Keep printing records as they come.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long, value_name = "ID")]
+        eni: Option<String>,
+        #[arg(long, value_enum)]
+        action: Option<FlowAction>,
+        /// Source or destination address.
+        #[arg(long, value_name = "IP")]
+        addr: Option<IpAddr>,
+        /// Source or destination port.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        #[arg(long, value_name = "P")]
+        proto: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: FlowFormat,
+    },
+    /// Per-rule packets, bytes and last hit.
+    Counters {
+        /// Only the rules that can decide for this ENI.
+        #[arg(long, value_name = "ID")]
+        eni: Option<String>,
+    },
+    /// Stop enforcing everywhere and remove the pinned programs and maps.
+    Detach,
+    /// The versions of filterctl and filterd.
+    Version,
+}
+
+/// Why a command failed, already worded for stderr.
+struct Failure {
+    lines: Vec<String>,
+    json: Value,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Api(api) => {
+                let mut lines = vec![format!("filterctl: {} ({})", api.message, api.code)];
+                if api.code == ErrorCode::InvalidDocument {
+                    // Every error, one per line, nothing else on the line.
+                    lines.extend(api.details.iter().cloned());
+                } else {
+                    lines.extend(api.details.iter().map(|d| format!("  {d}")));
+                }
+                Failure {
+                    lines,
+                    json: serde_json::json!({ "error": api }),
+                }
+            }
+            other => Failure::local("unreachable", other.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    fn local(code: &str, message: String) -> Failure {
+        Failure {
+            lines: vec![format!("filterctl: {message}")],
+            json: serde_json::json!({ "error": { "code": code, "message": message } }),
+        }
+    }
+}
+
+/// Runs one command; returns the process exit code.
+pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match execute(&cli).await {
+        Ok((json, human)) => {
+            let text = if cli.json { pretty(&json) } else { human };
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => 0,
+                Err(_) => EXIT_FAILURE,
+            }
+        }
+        Err(failure) => {
+            if cli.json {
+                let _ = out.write_all(pretty(&failure.json).as_bytes());
+            }
+            for line in &failure.lines {
+                let _ = writeln!(err, "{line}");
+            }
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+async fn call<P: Serialize, T: DeserializeOwned + Serialize>(
+    client: &mut Client,
+    method: Method,
+    params: P,
+) -> Result<(Value, T), Failure> {
+    let value = client.call(method, params).await?;
+    let typed = serde_json::from_value(value.clone()).map_err(|e| {
+        Failure::local(
+            "protocol",
+            format!("unexpected {method} result from filterd: {e}"),
+        )
+    })?;
+    Ok((value, typed))
+}
+
+fn read_document(file: &PathBuf) -> Result<String, Failure> {
+    let mut text = String::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|t| text = t)
+    };
+    read.map_err(|e| Failure::local("file", format!("{}: {e}", file.display())))?;
+    Ok(text)
+}
+
+/// The result as JSON and as text.
+async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
+    // Read the document before connecting: a missing file is not the
+    // daemon's business.
+    let document = match &cli.command {
+        Command::Apply { file, .. } => Some(read_document(file)?),
+        _ => None,
+    };
+    if let Command::Explain {
+        eni,
+        direction,
+        proto,
+        src,
+        dst,
+        icmp_type,
+    } = &cli.command
+    {
+        // Check the packet here too, for a quick answer without a daemon.
+        let params = explain_params(eni, *direction, proto, src, dst, *icmp_type);
+        params
+            .packet()
+            .map_err(|e| Failure::local("invalid_params", e.message))?;
+    }
+    let mut client = Client::connect(&cli.socket).await?;
+    Ok(match &cli.command {
+        Command::Apply { dry_run, .. } => {
+            let params = ApplyParams {
+                document: document.unwrap_or_default(),
+                dry_run: *dry_run,
+            };
+            let (json, r) = call::<_, ApplyResult>(&mut client, Method::Apply, params).await?;
+            (json, render::apply(&r))
+        }
+        Command::Get => {
+            let (json, r) = call::<_, GetResult>(&mut client, Method::Get, NoParams {}).await?;
+            (json, render::get(&r))
+        }
+        Command::Rollback { to } => {
+            let (json, r) =
+                call::<_, ApplyResult>(&mut client, Method::Rollback, RollbackParams { to: *to })
+                    .await?;
+            (json, render::apply(&r))
+        }
+        Command::Status => {
+            let (json, r) =
+                call::<_, StatusResult>(&mut client, Method::Status, NoParams {}).await?;
+            (json, render::status(&r))
+        }
+        Command::Explain {
+            eni,
+            direction,
+            proto,
+            src,
+            dst,
+            icmp_type,
+        } => {
+            let params = explain_params(eni, *direction, proto, src, dst, *icmp_type);
+            let (json, r) = call::<_, ExplainResult>(&mut client, Method::Explain, params).await?;
+            (json, render::explain(&r))
+        }
+        Command::Flows {
+            follow,
+            eni,
+            action,
+            addr,
+            port,
+            proto,
+            format,
+        } => {
+            let params = FlowsParams {
+                follow: *follow,
+                eni: eni.clone(),
+                action: action.map(|a| match a {
+                    FlowAction::Accept => "ACCEPT".to_owned(),
+                    FlowAction::Reject => "REJECT".to_owned(),
+                }),
+                addr: *addr,
+                port: *port,
+                proto: proto.clone(),
+            };
+            let (json, r) = call::<_, FlowsResult>(&mut client, Method::Flows, params).await?;
+            let mut text = String::new();
+            for record in &r.records {
+                match format {
+                    FlowFormat::Text => text.push_str(&render::flow_text(record)),
+                    FlowFormat::Json => {
+                        text.push_str(&serde_json::to_string(record).unwrap_or_default())
+                    }
+                }
+                text.push('\n');
+            }
+            (json, text)
+        }
+        Command::Counters { eni } => {
+            let (json, r) = call::<_, CountersResult>(
+                &mut client,
+                Method::Counters,
+                CountersParams { eni: eni.clone() },
+            )
+            .await?;
+            (json, render::counters(&r, crate::daemon::unix_now()))
+        }
+        Command::Detach => {
+            let (json, r) =
+                call::<_, DetachResult>(&mut client, Method::Detach, NoParams {}).await?;
+            (json, render::detach(&r))
+        }
+        Command::Version => {
+            let (json, r) =
+                call::<_, VersionResult>(&mut client, Method::Version, NoParams {}).await?;
+            (json, render::version(env!("CARGO_PKG_VERSION"), &r))
+        }
+    })
+}
+
+fn explain_params(
+    eni: &str,
+    direction: Direction,
+    proto: &str,
+    src: &str,
+    dst: &str,
+    icmp_type: Option<u8>,
+) -> ExplainParams {
+    ExplainParams {
+        eni: eni.to_owned(),
+        direction,
+        proto: proto.to_owned(),
+        src: src.to_owned(),
+        dst: dst.to_owned(),
+        icmp_type,
+    }
+}

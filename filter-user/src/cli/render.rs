@@ -1,0 +1,454 @@
+//! Human-readable output: aligned tables and the text of each result.
+//! (`--json` prints results as they come from the daemon instead.)
+use std::fmt::Write as _;
+
+use crate::{
+    api::{
+        ApplyResult, CountersResult, DetachResult, ExplainResult, FlowRecord, GetResult,
+        StatusResult, VersionResult,
+    },
+    eval::{LossReason, NaclOutcome, SgOutcome, TraceItem, TraceStatus},
+    ruleset::{Action, AttachMode},
+    verdict::Verdict,
+};
+
+/// Columns aligned on the widest cell, two spaces apart, no trailing
+/// spaces.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Unix seconds as `2024-05-01T12:00:00Z`.
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// How long ago `then` was, from `now` (both Unix seconds): `42s ago`.
+pub fn ago(then: u64, now: u64) -> String {
+    let d = now.saturating_sub(then);
+    match d {
+        0..60 => format!("{d}s ago"),
+        60..3600 => format!("{}m ago", d / 60),
+        3600..86_400 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86_400),
+    }
+}
+
+fn action(a: Action) -> &'static str {
+    match a {
+        Action::Accept => "accept",
+        Action::Drop => "drop",
+    }
+}
+
+fn verdict(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Accept => "ACCEPT",
+        Verdict::Drop => "DROP",
+    }
+}
+
+fn mode(m: AttachMode) -> &'static str {
+    match m {
+        AttachMode::Tap => "tap",
+        AttachMode::Nic => "nic",
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+pub fn apply(r: &ApplyResult) -> String {
+    let mut out = String::new();
+    let previous = r.previous.map_or("none".to_owned(), |p| p.to_string());
+    match (r.dry_run, r.rolled_back_to) {
+        (true, _) => {
+            let _ = writeln!(out, "dry run: the document is valid and would be enforced as generation {} (running: {previous}); nothing changed", r.generation);
+        }
+        (false, Some(to)) => {
+            let _ = writeln!(out, "rolled back to generation {to}'s document: generation {} enforced (was {previous})", r.generation);
+        }
+        (false, None) => {
+            let _ = writeln!(out, "generation {} enforced (was {previous})", r.generation);
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    for n in &r.notices {
+        let _ = writeln!(out, "notice: {n}");
+    }
+    if r.changes.is_empty() {
+        out.push_str("no changes\n");
+        return out;
+    }
+    let mut rows = Vec::new();
+    for (section, changes) in r.changes.sections() {
+        for (what, ids) in [
+            ("added", &changes.added),
+            ("removed", &changes.removed),
+            ("changed", &changes.changed),
+        ] {
+            rows.extend(
+                ids.iter()
+                    .map(|id| vec![what.to_owned(), section.to_owned(), id.clone()]),
+            );
+        }
+    }
+    out.push('\n');
+    out.push_str(&table(&["CHANGE", "KIND", "ID"], &rows));
+    out
+}
+
+pub fn get(r: &GetResult) -> String {
+    let mut out = r.document.clone();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+pub fn status(r: &StatusResult) -> String {
+    let mut out = String::new();
+    match (r.generation, r.applied_at) {
+        (Some(g), Some(at)) => {
+            let _ = writeln!(out, "generation  {g} (applied {})", utc(at));
+        }
+        (Some(g), None) => {
+            let _ = writeln!(out, "generation  {g}");
+        }
+        _ => out.push_str("generation  none (nothing enforced)\n"),
+    }
+    if let Some(e) = &r.restore_error {
+        let _ = writeln!(out, "restore     FAILED: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "daemon      filterd {}, pid {}, since {}",
+        r.daemon.version,
+        r.daemon.pid,
+        utc(r.daemon.started_at)
+    );
+    let _ = writeln!(out, "state dir   {}", r.daemon.state_dir);
+    let _ = writeln!(out, "pin dir     {}", r.daemon.pin_dir);
+    let fill = if r.conntrack.size == 0 {
+        0.0
+    } else {
+        r.conntrack.used as f64 * 100.0 / r.conntrack.size as f64
+    };
+    let _ = writeln!(
+        out,
+        "conntrack   {} / {} ({fill:.1}%)",
+        r.conntrack.used, r.conntrack.size
+    );
+    out.push('\n');
+    let rows: Vec<Vec<String>> = r
+        .enis
+        .iter()
+        .map(|e| {
+            let hooks = if e.hooks.is_empty() {
+                "NOT ATTACHED".to_owned()
+            } else {
+                e.hooks.join(",")
+            };
+            vec![
+                e.id.clone(),
+                e.interface.clone(),
+                mode(e.attach_mode).to_owned(),
+                or_dash(&e.vswitch),
+                hooks,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["ENI", "INTERFACE", "MODE", "VSWITCH", "HOOKS"],
+        &rows,
+    ));
+    out.push('\n');
+    let rows: Vec<Vec<String>> = r
+        .stats
+        .iter()
+        .filter(|s| s.drop)
+        .map(|s| vec![s.name.clone(), s.packets.to_string()])
+        .collect();
+    out.push_str(&table(&["DROPS", "PACKETS"], &rows));
+    out
+}
+
+fn loss(why: LossReason) -> &'static str {
+    match why {
+        LossReason::LaterNaclEntry => "an earlier entry matched first",
+        LossReason::OverriddenByInnerAccept => "inner access decides first",
+        LossReason::WeakerPriority => "a stronger priority matched",
+        LossReason::DropWinsTie => "a drop at the same priority wins",
+        LossReason::TieBreak => "same verdict, an earlier rule names it",
+    }
+}
+
+/// A protocol number by name where it has one.
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        filter_common::PROTO_TCP => "tcp".to_owned(),
+        filter_common::PROTO_UDP => "udp".to_owned(),
+        filter_common::PROTO_ICMP => "icmp".to_owned(),
+        filter_common::PROTO_ICMPV6 => "icmpv6".to_owned(),
+        filter_common::PROTO_GRE => "gre".to_owned(),
+        other => format!("proto {other}"),
+    }
+}
+
+pub fn explain(r: &ExplainResult) -> String {
+    let mut out = String::new();
+    let p = &r.packet;
+    let ep = |addr: std::net::IpAddr, port: u16| crate::api::Endpoint {
+        addr,
+        port: (port != 0).then_some(port),
+    };
+    let _ = writeln!(
+        out,
+        "{} ({}) {} {} {} -> {} (generation {})",
+        r.eni,
+        r.interface,
+        r.direction.as_str(),
+        proto_name(p.proto),
+        ep(p.src, p.src_port),
+        ep(p.dst, p.dst_port),
+        r.generation
+    );
+    let _ = writeln!(
+        out,
+        "verdict     {} by {}",
+        verdict(r.decision.verdict),
+        r.reason
+    );
+    match &r.evaluation.nacl {
+        None => out.push_str("nacl        not reached\n"),
+        Some(NaclOutcome::NoAcl) => {
+            out.push_str("nacl        none: the vSwitch has no network ACL\n")
+        }
+        Some(NaclOutcome::InsideVswitch { cidr }) => {
+            let _ = writeln!(
+                out,
+                "nacl        skipped: the remote address is inside the vSwitch ({cidr})"
+            );
+        }
+        Some(NaclOutcome::Matched { decision, .. }) => {
+            let _ = writeln!(
+                out,
+                "nacl        {} by {}",
+                verdict(decision.verdict),
+                decision.reason
+            );
+        }
+        Some(NaclOutcome::NoMatch { decision, .. }) => {
+            let _ = writeln!(
+                out,
+                "nacl        no entry matched: {} by {}",
+                verdict(decision.verdict),
+                decision.reason
+            );
+        }
+    }
+    match &r.evaluation.sg {
+        None => out.push_str("groups      not reached\n"),
+        Some(SgOutcome::NoMatch { decision }) => {
+            let _ = writeln!(
+                out,
+                "groups      no rule matched: {} by {}",
+                verdict(decision.verdict),
+                decision.reason
+            );
+        }
+        Some(sg) => {
+            let d = sg.decision();
+            let _ = writeln!(out, "groups      {} by {}", verdict(d.verdict), d.reason);
+        }
+    }
+    match &r.tracked {
+        None => out.push_str("tracked     no tracked connection\n"),
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "tracked     yes: {}, admitted by {} in generation {} ({} packets, {} bytes); its packets skip the security groups",
+                t.state, t.rule, t.generation, t.packets, t.bytes
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "admitted by {}",
+        r.admitted_by.as_deref().unwrap_or("nothing (dropped)")
+    );
+    if r.evaluation.trace.is_empty() {
+        out.push_str("\nnothing matched\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = r
+        .evaluation
+        .trace
+        .iter()
+        .map(|t| {
+            let (step, priority) = match &t.item {
+                TraceItem::NaclEntry { entry, .. } => ("nacl", format!("#{}", entry + 1)),
+                TraceItem::InnerAccept { .. } => ("inner", "-".to_owned()),
+                TraceItem::SgRule { priority, .. } => ("rule", priority.to_string()),
+            };
+            let result = match &t.status {
+                TraceStatus::Decided => "DECIDED".to_owned(),
+                TraceStatus::Lost { why, winner } => format!("lost to {winner}: {}", loss(*why)),
+            };
+            vec![
+                step.to_owned(),
+                t.item.reason().to_string(),
+                priority,
+                action(t.action).to_owned(),
+                result,
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &["STEP", "MATCHED", "PRIORITY", "ACTION", "RESULT"],
+        &rows,
+    ));
+    out
+}
+
+pub fn counters(r: &CountersResult, now: u64) -> String {
+    let rows: Vec<Vec<String>> = r
+        .rules
+        .iter()
+        .map(|c| {
+            let last = c.last_hit.map_or("never".to_owned(), |t| ago(t, now));
+            vec![
+                c.rule.clone(),
+                c.packets.to_string(),
+                c.bytes.to_string(),
+                last,
+            ]
+        })
+        .collect();
+    table(&["RULE", "PACKETS", "BYTES", "LAST HIT"], &rows)
+}
+
+pub fn detach(r: &DetachResult) -> String {
+    let what = match r.previous {
+        Some(g) => format!("generation {g} is no longer enforced"),
+        None => "nothing was enforced".to_owned(),
+    };
+    if r.interfaces.is_empty() {
+        format!("detached: {what}; no interface had programs attached; pins removed\n")
+    } else {
+        format!(
+            "detached from {}: {what}; pins removed\n",
+            r.interfaces.join(", ")
+        )
+    }
+}
+
+pub fn version(client: &str, r: &VersionResult) -> String {
+    format!(
+        "filterctl {client}\nfilterd {} (protocol {})\n",
+        r.daemon, r.protocol
+    )
+}
+
+/// A flow record in the space-separated form of SPEC §7.
+pub fn flow_text(f: &FlowRecord) -> String {
+    let dash = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
+    [
+        f.version.to_string(),
+        f.eni_id.clone(),
+        or_dash(&f.vswitch_id),
+        or_dash(&f.vpc_id),
+        f.direction.as_str().to_owned(),
+        f.srcaddr.to_string(),
+        dash(f.srcport.map(|p| p.to_string())),
+        f.dstaddr.to_string(),
+        dash(f.dstport.map(|p| p.to_string())),
+        f.protocol.to_string(),
+        f.packets.to_string(),
+        f.bytes.to_string(),
+        f.start.to_string(),
+        f.end.to_string(),
+        f.action.clone(),
+        f.log_status.clone(),
+        dash(f.tcp_flags.map(|t| t.to_string())),
+        dash(f.rule_id.clone()),
+        dash(f.generation.map(|g| g.to_string())),
+    ]
+    .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_without_trailing_spaces() {
+        let t = table(
+            &["A", "LONGER"],
+            &[vec!["xx".into(), "1".into()], vec!["y".into(), "".into()]],
+        );
+        assert_eq!(t, "A   LONGER\nxx  1\ny\n");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(ago(100, 142), "42s ago");
+        assert_eq!(ago(0, 7200), "2h ago");
+        assert_eq!(ago(50, 10), "0s ago");
+    }
+}

@@ -1,0 +1,311 @@
+//! Applying a rule set, all or nothing (SPEC §2.5, §4).
+//!
+//! With the document already validated, one apply:
+//!
+//! 1. picks the new generation number (the data plane's other slot),
+//! 2. compiles it (nothing touched yet: a rule set that does not fit fails
+//!    here),
+//! 3. (dry run: stops here and reports),
+//! 4. saves it in the state directory,
+//! 5. attaches the programs to the interfaces that join,
+//! 6. switches the data plane to the new generation (one write),
+//! 7. detaches the interfaces that left.
+//!
+//! A failure in 4–6 undoes 4 and 5: the interfaces attached for this apply
+//! are detached again, the record is removed, and the old generation keeps
+//! running. After 6 the new generation runs; a failure in 7 only leaves an
+//! interface with programs that no longer guard it, which the result says.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use serde_json::{json, Value};
+
+use super::{unix_now, Core, Daemon, DaemonError, Enforcer, GenerationRecord, Origin, Running};
+use crate::{
+    api::{ApplyResult, ChangeSummary, Changes},
+    daemon::{enforcer::EnforceError, store::RECORD_FORMAT},
+    ruleset::{EniIdx, Ruleset, SgRule},
+};
+
+/// The number of the next generation: above every generation the data
+/// plane, the daemon or the state directory has seen, and never in the
+/// slot (`generation & 1`) of the one the data plane runs.
+pub fn next_generation(dataplane: Option<u32>, daemon: Option<u32>, saved: Option<u32>) -> u32 {
+    let newest = [dataplane, daemon, saved]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    let mut next = newest.saturating_add(1);
+    if dataplane.is_some_and(|g| g & 1 == next & 1) {
+        next = next.saturating_add(1);
+    }
+    next
+}
+
+/// The interfaces a rule set guards.
+pub(super) fn interfaces(ruleset: &Ruleset) -> BTreeSet<String> {
+    ruleset.enis.iter().map(|e| e.interface.clone()).collect()
+}
+
+impl<E: Enforcer> Daemon<E> {
+    /// Steps 1–7 of the module docs, with `core` locked throughout.
+    pub(super) fn commit(
+        &self,
+        core: &mut Core<E>,
+        document: String,
+        ruleset: Ruleset,
+        dry_run: bool,
+        origin: Origin,
+    ) -> Result<ApplyResult, DaemonError> {
+        let previous = self.running();
+        let generation = next_generation(
+            core.enforcer.running_generation(),
+            previous.as_ref().map(|r| r.generation),
+            core.store.generations()?.last().copied(),
+        );
+        let compiled = core.enforcer.compile(generation, &ruleset, &core.slots)?;
+        let mut result = ApplyResult {
+            generation,
+            previous: previous.as_ref().map(|r| r.generation),
+            dry_run,
+            rolled_back_to: None,
+            warnings: self.validator.warnings(&ruleset),
+            notices: Vec::new(),
+            changes: summarize(previous.as_ref().map(|r| &*r.ruleset), &ruleset),
+        };
+        if dry_run {
+            return Ok(result);
+        }
+
+        let record = GenerationRecord {
+            format: RECORD_FORMAT,
+            generation,
+            applied_at: unix_now(),
+            origin,
+            document,
+            slots: compiled.slots,
+        };
+        core.store.save(&record)?;
+        if let Err(e) = enforce(
+            &mut core.enforcer,
+            &interfaces(&ruleset),
+            &compiled.plan,
+            &mut result.notices,
+        ) {
+            if let Err(store_error) = core.store.remove(generation) {
+                tracing::error!(
+                    "generation {generation} failed ({e}) but its record stays: {store_error}"
+                );
+            }
+            return Err(e.into());
+        }
+
+        core.slots = record.slots;
+        if let Err(e) = core.store.set_detached(false) {
+            tracing::warn!("{e}");
+        }
+        match core.store.prune(self.config.keep_generations) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::debug!("removed saved generations {removed:?}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("pruning saved generations: {e}"),
+        }
+        tracing::info!("generation {generation} enforced ({:?})", record.origin);
+        self.set_running(Some(Arc::new(Running {
+            generation,
+            applied_at: record.applied_at,
+            document: record.document,
+            ruleset: Arc::new(ruleset),
+        })));
+        Ok(result)
+    }
+}
+
+/// Steps 5–7: attach, switch, detach; undo the attachments on failure.
+fn enforce<E: Enforcer>(
+    enforcer: &mut E,
+    wanted: &BTreeSet<String>,
+    plan: &E::Plan,
+    notices: &mut Vec<String>,
+) -> Result<(), EnforceError> {
+    let before = enforcer.attached();
+    let mut attached = Vec::new();
+    let undo = |enforcer: &mut E, attached: &[String]| {
+        for interface in attached.iter().rev() {
+            if let Err(e) = enforcer.detach(interface) {
+                tracing::error!("rolling back an apply: {e}");
+            }
+        }
+    };
+    for interface in wanted.difference(&before) {
+        if let Err(e) = enforcer.attach(interface) {
+            undo(enforcer, &attached);
+            return Err(e);
+        }
+        attached.push(interface.clone());
+    }
+    if let Err(e) = enforcer.activate(plan) {
+        undo(enforcer, &attached);
+        return Err(e);
+    }
+    for interface in before.difference(wanted) {
+        if let Err(e) = enforcer.detach(interface) {
+            tracing::warn!("{e}");
+            notices.push(format!(
+                "{e} (it is no longer guarded: its packets pass unfiltered until it is detached)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The counter names that can decide a packet at ENI `eni`: its groups'
+/// rules and inner accepts, its vSwitch's NACL, and the fixed reasons.
+pub(super) fn eni_reasons(rs: &Ruleset, eni: EniIdx) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = ["default-deny", "default-accept", "tracked"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for group in rs.enis[eni].groups.iter().filter_map(|g| rs.groups.get(*g)) {
+        if group.inner_accept {
+            names.insert(format!("inner-accept:{}", group.id));
+        }
+        names.extend(group.rules.iter().map(|r| r.id.clone()));
+    }
+    if let Some(acl) = rs.eni_acl(eni).and_then(|a| rs.acls.get(a)) {
+        for entry in acl.ingress.iter().chain(&acl.egress) {
+            names.insert(format!("nacl:{}/{}", acl.id, entry.name));
+        }
+        names.insert(format!("nacl:{}/default-deny", acl.id));
+    }
+    names
+}
+
+/// What changed from `old` (the running rule set, if any) to `new`, by id.
+/// Everything is compared by what it means, with indices turned back into
+/// ids, so reordering groups in the document changes nothing.
+pub fn summarize(old: Option<&Ruleset>, new: &Ruleset) -> ChangeSummary {
+    let by_id =
+        |f: fn(&Ruleset) -> BTreeMap<String, Value>| diff(&old.map(f).unwrap_or_default(), &f(new));
+    ChangeSummary {
+        vpcs: by_id(|rs| {
+            rs.vpcs
+                .iter()
+                .map(|v| (v.id.clone(), json!(v.cidrs)))
+                .collect()
+        }),
+        vswitches: by_id(|rs| {
+            rs.vswitches
+                .iter()
+                .map(|v| {
+                    let vpc = rs.vpcs.get(v.vpc).map(|p| p.id.as_str());
+                    let acl = v.acl.and_then(|a| rs.acls.get(a)).map(|a| a.id.as_str());
+                    (
+                        v.id.clone(),
+                        json!({"vpc": vpc, "cidrs": v.cidrs, "acl": acl}),
+                    )
+                })
+                .collect()
+        }),
+        prefix_lists: by_id(|rs| {
+            rs.prefix_lists
+                .iter()
+                .map(|p| (p.id.clone(), json!(p.entries)))
+                .collect()
+        }),
+        groups: by_id(|rs| {
+            rs.groups
+                .iter()
+                .map(|g| {
+                    let rules: Vec<Value> = g.rules.iter().map(|r| rule_value(rs, r)).collect();
+                    let vpc = rs.vpcs.get(g.vpc).map(|p| p.id.as_str());
+                    (g.id.clone(), json!({"vpc": vpc, "kind": g.kind, "inner_accept": g.inner_accept, "members": g.members, "rules": rules}))
+                })
+                .collect()
+        }),
+        rules: by_id(|rs| {
+            rs.groups
+                .iter()
+                .flat_map(|g| g.rules.iter().map(|r| (r.id.clone(), rule_value(rs, r))))
+                .collect()
+        }),
+        network_acls: by_id(|rs| {
+            rs.acls
+                .iter()
+                .map(|a| {
+                    (
+                        a.id.clone(),
+                        json!({"ingress": a.ingress, "egress": a.egress}),
+                    )
+                })
+                .collect()
+        }),
+        enis: by_id(|rs| {
+            rs.enis
+                .iter()
+                .map(|e| {
+                    let vswitch = rs.vswitches.get(e.vswitch).map(|v| v.id.as_str());
+                    let groups: Vec<&str> = e.groups.iter().filter_map(|g| rs.groups.get(*g)).map(|g| g.id.as_str()).collect();
+                    (
+                        e.id.clone(),
+                        json!({"interface": e.interface, "mode": e.mode, "vswitch": vswitch, "ips": e.ips, "groups": groups}),
+                    )
+                })
+                .collect()
+        }),
+    }
+}
+
+/// A rule with its peer named instead of indexed.
+fn rule_value(rs: &Ruleset, rule: &SgRule) -> Value {
+    let mut value = serde_json::to_value(rule).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "remote".to_owned(),
+            Value::String(rs.peer_label(&rule.remote)),
+        );
+    }
+    value
+}
+
+fn diff(old: &BTreeMap<String, Value>, new: &BTreeMap<String, Value>) -> Changes {
+    Changes {
+        added: new
+            .keys()
+            .filter(|k| !old.contains_key(*k))
+            .cloned()
+            .collect(),
+        removed: old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect(),
+        changed: new
+            .iter()
+            .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_numbers_avoid_the_running_slot() {
+        assert_eq!(next_generation(None, None, None), 1);
+        assert_eq!(next_generation(Some(1), Some(1), Some(1)), 2);
+        assert_eq!(next_generation(None, None, Some(7)), 8);
+        // Saved 4 but the pinned data plane runs 3 (say, the record of 4
+        // was written but the switch never happened): 5 would land in 3's
+        // slot.
+        assert_eq!(next_generation(Some(3), None, Some(4)), 6);
+        assert_eq!(next_generation(Some(9), None, Some(4)), 10);
+        assert_eq!(next_generation(Some(2), Some(2), Some(12)), 13);
+    }
+}

@@ -1,0 +1,349 @@
+//! The socket server (SPEC §5), in the mini-redis shape: [`serve`] takes a
+//! bound listener and a shutdown future, so tests run it on a socket in a
+//! temporary directory and stop it when they like.
+//!
+//! - One task per connection; a semaphore bounds how many (a client over
+//!   the bound gets a `busy` error and is closed).
+//! - Requests on one connection are answered in order. Every write has a
+//!   timeout and every read an idle timeout, so a slow or stuck client only
+//!   ever holds its own task.
+//! - A bad line (not JSON, over the size limit, an unknown method, bad
+//!   parameters) gets an error response and the connection goes on.
+//! - Shutdown is broadcast: idle connections close at once, a request in
+//!   progress is finished and answered first, and `serve` returns when
+//!   every connection is gone.
+use std::{future::Future, sync::Arc, time::Duration};
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use tokio::{
+    io::BufReader,
+    net::{UnixListener, UnixStream},
+    sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore},
+    time::timeout,
+};
+
+use super::{
+    auth::{authorize, Access, PeerIdentity},
+    Daemon, Enforcer,
+};
+use crate::api::{
+    frame::{read_frame, write_frame, Frame},
+    ApiError, ApplyParams, CountersParams, ErrorCode, ExplainParams, FlowsParams, Method, NoParams,
+    Request, Response, RollbackParams, DEFAULT_MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+};
+
+/// Limits of the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The longest request line read (SPEC §5).
+    pub max_request_bytes: usize,
+    /// How many connections are served at once.
+    pub max_clients: usize,
+    /// How long one response may take to write before the connection is
+    /// dropped.
+    pub write_timeout: Duration,
+    /// How long a connection may sit without sending a full request.
+    pub idle_timeout: Duration,
+    /// Who may call mutating methods.
+    pub access: Access,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_clients: 256,
+            write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            access: Access::new(None),
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then waits for the
+/// connections to finish what they are doing.
+pub async fn serve<E: Enforcer>(
+    listener: UnixListener,
+    daemon: Arc<Daemon<E>>,
+    config: ServerConfig,
+    shutdown: impl Future,
+) {
+    let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let server = Server {
+        daemon,
+        limit: Arc::new(Semaphore::new(config.max_clients)),
+        config: Arc::new(config),
+        notify_shutdown,
+        done_tx,
+    };
+    tokio::select! {
+        () = server.accept_loop(&listener) => {}
+        _ = shutdown => tracing::info!("shutting down: no new connections"),
+    }
+    let Server {
+        notify_shutdown,
+        done_tx,
+        ..
+    } = server;
+    drop(notify_shutdown);
+    drop(done_tx);
+    // Every connection task holds a sender: this returns when all are gone.
+    let _ = done_rx.recv().await;
+}
+
+struct Server<E: Enforcer> {
+    daemon: Arc<Daemon<E>>,
+    config: Arc<ServerConfig>,
+    limit: Arc<Semaphore>,
+    notify_shutdown: broadcast::Sender<()>,
+    done_tx: mpsc::Sender<()>,
+}
+
+impl<E: Enforcer> Server<E> {
+    async fn accept_loop(&self, listener: &UnixListener) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, the
+                    // daemon stays up.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match Arc::clone(&self.limit).try_acquire_owned() {
+                Ok(permit) => {
+                    let connection = Connection {
+                        daemon: Arc::clone(&self.daemon),
+                        config: Arc::clone(&self.config),
+                        shutdown: self.notify_shutdown.subscribe(),
+                        _permit: permit,
+                        _done: self.done_tx.clone(),
+                    };
+                    tokio::spawn(connection.run(stream));
+                }
+                Err(_) => {
+                    let config = Arc::clone(&self.config);
+                    tokio::spawn(refuse_busy(stream, config));
+                }
+            }
+        }
+    }
+}
+
+async fn refuse_busy(mut stream: UnixStream, config: Arc<ServerConfig>) {
+    let error = ApiError::new(
+        ErrorCode::Busy,
+        format!(
+            "filterd is serving {} clients, as many as it serves at once; try again",
+            config.max_clients
+        ),
+    );
+    let _ = timeout(
+        config.write_timeout,
+        write_frame(&mut stream, &Response::failure(Value::Null, error)),
+    )
+    .await;
+}
+
+struct Connection<E: Enforcer> {
+    daemon: Arc<Daemon<E>>,
+    config: Arc<ServerConfig>,
+    shutdown: broadcast::Receiver<()>,
+    _permit: OwnedSemaphorePermit,
+    _done: mpsc::Sender<()>,
+}
+
+impl<E: Enforcer> Connection<E> {
+    async fn run(mut self, stream: UnixStream) {
+        let peer = PeerIdentity::of(&stream).map_err(|e| e.to_string());
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        loop {
+            let frame = tokio::select! {
+                frame = timeout(self.config.idle_timeout, read_frame(&mut reader, self.config.max_request_bytes, &mut line)) => frame,
+                _ = self.shutdown.recv() => return,
+            };
+            let response = match frame {
+                Err(_) => {
+                    tracing::debug!("closing an idle connection");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("reading a request: {e}");
+                    return;
+                }
+                Ok(Ok(Frame::Eof)) => return,
+                Ok(Ok(Frame::TooLarge { len })) => Response::failure(
+                    Value::Null,
+                    ApiError::new(
+                        ErrorCode::RequestTooLarge,
+                        format!(
+                            "the request is {len} bytes, over the limit of {} bytes",
+                            self.config.max_request_bytes
+                        ),
+                    ),
+                ),
+                Ok(Ok(Frame::Line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Ok(Frame::Line)) => {
+                    handle(&self.daemon, &self.config.access, peer.as_ref(), &line).await
+                }
+            };
+            match timeout(
+                self.config.write_timeout,
+                write_frame(&mut writer, &response),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!("writing a response: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "a client did not read its response within {:?}; dropping it",
+                        self.config.write_timeout
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One request line → one response.
+pub async fn handle<E: Enforcer>(
+    daemon: &Arc<Daemon<E>>,
+    access: &Access,
+    peer: Result<&PeerIdentity, &String>,
+    line: &[u8],
+) -> Response {
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => {
+            return Response::failure(
+                Value::Null,
+                ApiError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")),
+            )
+        }
+    };
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let request: Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::failure(
+                id,
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        r#"not a request ({e}); a request is {{"v":1,"id":1,"method":"status","params":{{}}}}"#
+                    ),
+                ),
+            )
+        }
+    };
+    match call(
+        daemon,
+        access,
+        peer,
+        request.v,
+        &request.method,
+        request.params,
+    )
+    .await
+    {
+        Ok(result) => Response::success(request.id, result),
+        Err(error) => Response::failure(request.id, error),
+    }
+}
+
+async fn call<E: Enforcer>(
+    daemon: &Arc<Daemon<E>>,
+    access: &Access,
+    peer: Result<&PeerIdentity, &String>,
+    v: u32,
+    method: &str,
+    params: Value,
+) -> Result<Value, ApiError> {
+    if v != PROTOCOL_VERSION {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {v} is not supported; this filterd speaks version {PROTOCOL_VERSION}"),
+        ));
+    }
+    let Some(method) = Method::parse(method) else {
+        let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+        return Err(ApiError::new(
+            ErrorCode::UnknownMethod,
+            format!("unknown method {method:?}; methods: {}", known.join(", ")),
+        ));
+    };
+    if method.is_mutating() {
+        match peer {
+            Ok(peer) => authorize(method, peer, access)?,
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("cannot tell who is calling ({e}), so {method} is refused"),
+                ))
+            }
+        }
+    }
+    match method {
+        Method::Apply => to_value(daemon.apply(decode::<ApplyParams>(method, params)?).await),
+        Method::Rollback => to_value(
+            daemon
+                .rollback(decode::<RollbackParams>(method, params)?)
+                .await,
+        ),
+        Method::Get => {
+            decode::<NoParams>(method, params)?;
+            to_value(daemon.get())
+        }
+        Method::Status => {
+            decode::<NoParams>(method, params)?;
+            to_value(daemon.status().await)
+        }
+        Method::Explain => to_value(
+            daemon
+                .explain(decode::<ExplainParams>(method, params)?)
+                .await,
+        ),
+        Method::Counters => to_value(
+            daemon
+                .counters(decode::<CountersParams>(method, params)?)
+                .await,
+        ),
+        Method::Detach => {
+            decode::<NoParams>(method, params)?;
+            to_value(daemon.detach().await)
+        }
+        Method::Flows => to_value(daemon.flows(&decode::<FlowsParams>(method, params)?)),
+        Method::Version => {
+            decode::<NoParams>(method, params)?;
+            to_value(Ok::<_, super::DaemonError>(daemon.version()))
+        }
+    }
+}
+
+/// Decodes `params`; absent or `null` reads as `{}`.
+fn decode<T: DeserializeOwned>(method: Method, params: Value) -> Result<T, ApiError> {
+    let params = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
+    };
+    serde_json::from_value(params)
+        .map_err(|e| ApiError::invalid_params(format!("params of {method}: {e}")))
+}
+
+fn to_value<T: Serialize>(result: Result<T, super::DaemonError>) -> Result<Value, ApiError> {
+    let result = result.map_err(ApiError::from)?;
+    serde_json::to_value(result)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("encoding the result: {e}")))
+}

@@ -1,0 +1,179 @@
+//! Typed handles on the data plane's maps, taken out of the loaded object
+//! once and checked against the layouts in `filter-common`.
+use std::mem::size_of;
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapType, PerCpuArray},
+    Ebpf, Pod,
+};
+use filter_common::{
+    names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FragEntry, FragKey, GenConfig,
+    PortKeyData, RuleHit, RuleStats, TableMeta,
+};
+
+use super::error::{DataplaneError, Result};
+
+/// Maps that hold state a restarted daemon must find again: pinned by name.
+/// (A flow-log ring buffer is deliberately not here: a new daemon reads
+/// from a new one.)
+pub(crate) const PINNED_MAPS: &[&str] = &[
+    names::ACTIVE,
+    names::CONFIG,
+    names::ENIS,
+    names::TABLES,
+    names::DPORT,
+    names::SPORT,
+    names::LOCAL,
+    names::CELLS,
+    names::RULES,
+    names::INNER,
+    names::CT,
+    names::FRAGS,
+    names::STATS,
+    names::RULE_STATS,
+];
+
+pub(crate) struct Maps {
+    pub active: Array<MapData, u32>,
+    pub config: Array<MapData, GenConfig>,
+    pub enis: HashMap<MapData, EniKey, EniConfig>,
+    pub tables: HashMap<MapData, u32, TableMeta>,
+    pub dport: LpmTrie<MapData, PortKeyData, u32>,
+    pub sport: LpmTrie<MapData, PortKeyData, u32>,
+    pub local: LpmTrie<MapData, AddrKeyData, u32>,
+    pub cells: HashMap<MapData, CellKey, u32>,
+    pub rules: LpmTrie<MapData, AddrKeyData, RuleHit>,
+    pub inner: LpmTrie<MapData, AddrKeyData, RuleHit>,
+    pub ct: HashMap<MapData, CtKey, CtEntry>,
+    pub stats: PerCpuArray<MapData, u64>,
+    pub rule_stats: PerCpuArray<MapData, RuleStats>,
+    /// A slot this process emptied itself (the previous generation's, after
+    /// a switch): the next apply into it can skip the scan for leftovers.
+    /// Only this process writes the maps (the pin directory is locked).
+    pub known_empty: Option<u32>,
+}
+
+impl Maps {
+    /// Checks every map's kernel layout, then takes the ones user space
+    /// reads or writes out of `ebpf`.
+    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        check::<EniKey, EniConfig>(ebpf, names::ENIS, false)?;
+        check::<u32, u32>(ebpf, names::ACTIVE, false)?;
+        check::<u32, GenConfig>(ebpf, names::CONFIG, false)?;
+        check::<u32, TableMeta>(ebpf, names::TABLES, false)?;
+        check::<Key<PortKeyData>, u32>(ebpf, names::DPORT, false)?;
+        check::<Key<PortKeyData>, u32>(ebpf, names::SPORT, false)?;
+        check::<Key<AddrKeyData>, u32>(ebpf, names::LOCAL, false)?;
+        check::<CellKey, u32>(ebpf, names::CELLS, false)?;
+        check::<Key<AddrKeyData>, RuleHit>(ebpf, names::RULES, false)?;
+        check::<Key<AddrKeyData>, RuleHit>(ebpf, names::INNER, false)?;
+        check::<CtKey, CtEntry>(ebpf, names::CT, false)?;
+        check::<FragKey, FragEntry>(ebpf, names::FRAGS, false)?;
+        check::<u32, u64>(ebpf, names::STATS, true)?;
+        check::<u32, RuleStats>(ebpf, names::RULE_STATS, true)?;
+        Ok(Self {
+            active: typed(ebpf, names::ACTIVE)?,
+            config: typed(ebpf, names::CONFIG)?,
+            enis: typed(ebpf, names::ENIS)?,
+            tables: typed(ebpf, names::TABLES)?,
+            dport: typed(ebpf, names::DPORT)?,
+            sport: typed(ebpf, names::SPORT)?,
+            local: typed(ebpf, names::LOCAL)?,
+            cells: typed(ebpf, names::CELLS)?,
+            rules: typed(ebpf, names::RULES)?,
+            inner: typed(ebpf, names::INNER)?,
+            ct: typed(ebpf, names::CT)?,
+            stats: typed(ebpf, names::STATS)?,
+            rule_stats: typed(ebpf, names::RULE_STATS)?,
+            known_empty: None,
+        })
+    }
+}
+
+/// Takes a map out of the object as its typed handle; aya checks the
+/// object's declared type and key/value sizes here.
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map)
+        .map_err(|e| DataplaneError::map(name, "checking its type against filter-common", e))
+}
+
+/// The map's data and the kernel type its object definition asks for.
+fn data_and_type(map: &Map) -> Option<(&MapData, MapType)> {
+    Some(match map {
+        Map::Array(d) => (d, MapType::Array),
+        Map::HashMap(d) => (d, MapType::Hash),
+        Map::LruHashMap(d) => (d, MapType::LruHash),
+        Map::LpmTrie(d) => (d, MapType::LpmTrie),
+        Map::PerCpuArray(d) => (d, MapType::PerCpuArray),
+        Map::PerCpuHashMap(d) => (d, MapType::PerCpuHash),
+        Map::PerCpuLruHashMap(d) => (d, MapType::LruPerCpuHash),
+        _ => return None,
+    })
+}
+
+/// Checks the kernel's view of a map (which, for a map adopted from a pin,
+/// was made by whichever build created it) against this build's types.
+fn check<K: Pod, V: Pod>(ebpf: &Ebpf, name: &'static str, per_cpu: bool) -> Result<()> {
+    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+    let Some((data, wanted_type)) = data_and_type(map) else {
+        return Err(DataplaneError::PinnedLayout {
+            name,
+            what: "type",
+            found: "an unexpected map type".to_owned(),
+            expected: "a hash, LRU hash, LPM trie or (per-CPU) array".to_owned(),
+        });
+    };
+    let info = data
+        .info()
+        .map_err(|e| DataplaneError::map(name, "reading its kernel info", e))?;
+    let found_type = info
+        .map_type()
+        .map_err(|e| DataplaneError::map(name, "reading its kernel type", e))?;
+    if found_type != wanted_type {
+        return Err(DataplaneError::PinnedLayout {
+            name,
+            what: "type",
+            found: format!("{found_type:?}"),
+            expected: format!("{wanted_type:?}"),
+        });
+    }
+    if per_cpu
+        != matches!(
+            wanted_type,
+            MapType::PerCpuArray | MapType::PerCpuHash | MapType::LruPerCpuHash
+        )
+    {
+        return Err(DataplaneError::PinnedLayout {
+            name,
+            what: "type",
+            found: format!("{found_type:?}"),
+            expected: if per_cpu {
+                "a per-CPU map"
+            } else {
+                "a shared map"
+            }
+            .to_owned(),
+        });
+    }
+    let sizes = [
+        ("key size", info.key_size(), size_of::<K>()),
+        ("value size", info.value_size(), size_of::<V>()),
+    ];
+    for (what, found, expected) in sizes {
+        if usize::try_from(found).ok() != Some(expected) {
+            return Err(DataplaneError::PinnedLayout {
+                name,
+                what,
+                found: found.to_string(),
+                expected: expected.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

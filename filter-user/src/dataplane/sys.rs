@@ -1,0 +1,250 @@
+//! The two system calls aya 0.14 does not wrap.
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+    thread,
+    time::Duration,
+};
+
+/// `MEMBARRIER_CMD_GLOBAL` (linux/membarrier.h): the kernel runs
+/// `synchronize_rcu()` before returning.
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+/// `BPF_OBJ_GET` and `BPF_LINK_DETACH` (since 5.9) in `enum bpf_cmd`
+/// (linux/bpf.h).
+const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
+const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+const BPF_LINK_DETACH: libc::c_int = 34;
+
+/// What we wait when `membarrier` cannot give us an RCU grace period
+/// (`nohz_full` kernels refuse `MEMBARRIER_CMD_GLOBAL`). A program run is
+/// bounded by the verifier to well under a millisecond; this is generous.
+pub(crate) const FALLBACK_GRACE: Duration = Duration::from_millis(50);
+
+/// Waits until every XDP and TC program run that started before the call
+/// has finished.
+///
+/// The programs run inside RCU read-side sections (XDP in NAPI or
+/// `netif_receive_skb` under `rcu_read_lock`, TC under `rcu_read_lock_bh`),
+/// and read `FILTER_ACTIVE` once at the start of a run. An RCU grace period
+/// after the switch therefore means no program still uses the old slot.
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is the one system call that waits for
+/// exactly that (`synchronize_rcu()`); when it is unavailable we sleep
+/// [`FALLBACK_GRACE`].
+pub(crate) fn wait_for_program_runs() {
+    // SAFETY: membarrier takes no pointers; a failure only means we sleep.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        thread::sleep(FALLBACK_GRACE);
+    }
+}
+
+/// `union bpf_attr` for `BPF_LINK_DETACH`: just the link fd. The kernel
+/// accepts a shorter attr and zero-fills the rest.
+#[repr(C)]
+struct LinkDetachAttr {
+    link_fd: u32,
+}
+
+/// Detaches a BPF link now, whoever else still holds a file descriptor to
+/// it (a pin, another process). The link object stays valid but defunct.
+pub(crate) fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = u32::try_from(link.as_raw_fd())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = LinkDetachAttr { link_fd: fd };
+    // SAFETY: `attr` is a valid, initialised `bpf_attr` prefix of the size we
+    // pass, alive for the duration of the call; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &attr as *const LinkDetachAttr,
+            std::mem::size_of::<LinkDetachAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens a pinned BPF object (map, program or link) by its bpffs path.
+pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = ObjGetAttr {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size we pass and
+    // points at a NUL-terminated path; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The interface an XDP or tcx link is attached to, from its
+/// `struct bpf_link_info` (`type`, `id`, `prog_id`, then an 8-aligned union
+/// whose `xdp` and `tcx` members both start with the ifindex). 0 when the
+/// link is defunct (its interface is gone).
+pub(crate) fn link_ifindex(link: BorrowedFd<'_>) -> io::Result<u32> {
+    let fd = u32::try_from(link.as_raw_fd())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // Larger than any kernel's bpf_link_info prefix we need; zeroed, as the
+    // kernel requires of the bytes it does not know.
+    let mut info = [0u8; 128];
+    let attr = InfoAttr {
+        bpf_fd: fd,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix pointing at `info`, which
+    // is writable for `info_len` bytes; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::from_ne_bytes([info[16], info[17], info[18], info[19]]))
+}
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Reads a whole per-CPU array with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6),
+/// `CHUNK` entries per call instead of one call per entry. `f` gets each
+/// index and its values: one `round_up(value_size, 8)`-byte stride per
+/// possible CPU.
+pub(crate) fn percpu_array_lookup_batch(
+    map: BorrowedFd<'_>,
+    value_size: usize,
+    possible_cpus: usize,
+    mut f: impl FnMut(u32, &[u8]),
+) -> io::Result<()> {
+    const CHUNK: usize = 4096;
+    let fd =
+        u32::try_from(map.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let stride = value_size.div_ceil(8) * 8 * possible_cpus;
+    let mut keys = vec![0u32; CHUNK];
+    let mut values = vec![0u8; CHUNK * stride];
+    let mut in_batch = 0u32;
+    let mut out_batch = 0u32;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &in_batch as *const u32 as u64
+            },
+            out_batch: &mut out_batch as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: every pointer in `attr` is valid for what the kernel
+        // writes: `keys` holds `count` u32 keys, `values` `count` strides,
+        // the batch cursors one u32 (an array's key) each. All outlive the
+        // call; the kernel writes the number of entries back into `attr`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc < 0).then(io::Error::last_os_error);
+        let n = (attr.count as usize).min(CHUNK);
+        for (key, value) in keys[..n].iter().zip(values.chunks_exact(stride)) {
+            f(*key, value);
+        }
+        match err {
+            None => {}
+            // The end of the map.
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        in_batch = out_batch;
+        first = false;
+    }
+}
+
+/// Nanoseconds on one clock.
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out pointer; the clocks used here always exist
+    // on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC` in nanoseconds, read with the
+/// realtime sample between two monotonic ones so the skew is at most half
+/// the time the three reads take.
+pub(crate) fn realtime_minus_monotonic_ns() -> i128 {
+    let m1 = clock_ns(libc::CLOCK_MONOTONIC);
+    let r = clock_ns(libc::CLOCK_REALTIME);
+    let m2 = clock_ns(libc::CLOCK_MONOTONIC);
+    r - (m1 + m2) / 2
+}

@@ -1,0 +1,260 @@
+//! `filterctl` commands against a daemon: what they print and how they
+//! exit.
+mod daemon_support;
+
+use clap::Parser;
+use daemon_support::*;
+use filter::cli::{self, Cli};
+use serde_json::Value;
+
+struct Run {
+    code: u8,
+    stdout: String,
+    stderr: String,
+}
+
+async fn filterctl(d: &TestDaemon, args: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
+    let socket = d.dirs.socket();
+    let mut argv = vec![
+        "filterctl",
+        "--socket",
+        socket.to_str().ok_or("socket path")?,
+    ];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv)?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(cli, &mut out, &mut err).await;
+    Ok(Run {
+        code,
+        stdout: String::from_utf8(out)?,
+        stderr: String::from_utf8(err)?,
+    })
+}
+
+/// Whether a table in `text` has a row with exactly these cells.
+fn has_row(text: &str, cells: &[&str]) -> bool {
+    text.lines()
+        .any(|l| l.split_whitespace().eq(cells.iter().copied()))
+}
+
+#[tokio::test]
+async fn apply_status_get_counters_explain() -> TestResult {
+    let (tmp, d) = TestDaemon::fresh().await?;
+    let file = tmp.path().join("rules.json");
+    std::fs::write(&file, base())?;
+    let file = file.to_str().ok_or("path")?;
+
+    let r = filterctl(&d, &["apply", file, "--dry-run"]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("dry run: the document is valid and would be enforced as generation 1"),
+        "{}",
+        r.stdout
+    );
+
+    let r = filterctl(&d, &["apply", file]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("generation 1 enforced (was none)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        has_row(&r.stdout, &["added", "rules", "sg-web/http"]),
+        "{}",
+        r.stdout
+    );
+
+    let r = filterctl(&d, &["status"]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("generation  1 (applied "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        has_row(&r.stdout, &["ENI", "INTERFACE", "MODE", "VSWITCH", "HOOKS"]),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        has_row(
+            &r.stdout,
+            &["eni-web1", "tap-web1", "tap", "vsw-web", "xdp,tc"]
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("drop_nacl"), "{}", r.stdout);
+
+    let r = filterctl(&d, &["get"]).await?;
+    assert_eq!((r.code, r.stdout.as_str()), (0, base().as_str()));
+
+    let r = filterctl(&d, &["counters", "--eni", "eni-web1"]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("RULE"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("sg-web/http") && r.stdout.contains("never"),
+        "{}",
+        r.stdout
+    );
+
+    let args = [
+        "explain",
+        "--eni",
+        "eni-web1",
+        "--direction",
+        "ingress",
+        "--proto",
+        "tcp",
+        "--src",
+        "198.51.100.7:40000",
+        "--dst",
+        "10.0.1.10:80",
+    ];
+    let r = filterctl(&d, &args).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("verdict     ACCEPT by sg-web/http"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("tracked     no tracked connection"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("DECIDED"), "{}", r.stdout);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rejected_document_prints_every_error_one_per_line() -> TestResult {
+    let (tmp, d) = TestDaemon::fresh().await?;
+    let file = tmp.path().join("broken.json");
+    std::fs::write(&file, broken())?;
+    let r = filterctl(&d, &["apply", file.to_str().ok_or("path")?]).await?;
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stderr);
+    assert!(
+        lines[0].contains("rejected with 3 error(s)"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .any(|l| l.starts_with("security_groups[0].rules[3].source_cidr_ip: ")),
+        "{}",
+        r.stderr
+    );
+
+    // With --json, the error object on stdout too.
+    let r = filterctl(&d, &["--json", "apply", file.to_str().ok_or("path")?]).await?;
+    assert_eq!(r.code, 1);
+    let v: Value = serde_json::from_str(&r.stdout)?;
+    assert_eq!(v["error"]["code"], "invalid_document");
+    assert_eq!(v["error"]["details"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn json_output_is_the_result() -> TestResult {
+    let (tmp, d) = TestDaemon::fresh().await?;
+    let file = tmp.path().join("rules.json");
+    std::fs::write(&file, base())?;
+    let r = filterctl(&d, &["--json", "apply", file.to_str().ok_or("path")?]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout)?;
+    assert_eq!(v["generation"], 1);
+    let r = filterctl(&d, &["status", "--json"]).await?;
+    let v: Value = serde_json::from_str(&r.stdout)?;
+    assert_eq!(v["generation"], 1);
+    assert_eq!(v["enis"][0]["hooks"][0], "xdp");
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_exit_non_zero_with_a_reason() -> TestResult {
+    let (tmp, d) = TestDaemon::fresh().await?;
+    // Nothing applied yet.
+    let r = filterctl(&d, &["get"]).await?;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no generation is running"),
+        "{}",
+        r.stderr
+    );
+    // Not implemented yet.
+    let r = filterctl(
+        &d,
+        &[
+            "flows", "--follow", "--action", "REJECT", "--format", "text",
+        ],
+    )
+    .await?;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not_implemented"), "{}", r.stderr);
+    // A missing file.
+    let r = filterctl(&d, &["apply", "/nonexistent/rules.json"]).await?;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("/nonexistent/rules.json"), "{}", r.stderr);
+    // A bad packet is caught before asking.
+    let r = filterctl(
+        &d,
+        &[
+            "explain",
+            "--eni",
+            "e",
+            "--direction",
+            "ingress",
+            "--proto",
+            "tcp",
+            "--src",
+            "1.2.3.4",
+            "--dst",
+            "5.6.7.8:80",
+        ],
+    )
+    .await?;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("needs a port"), "{}", r.stderr);
+    // No daemon there.
+    let (dirs, _) = d.stop().await;
+    let cli = Cli::try_parse_from([
+        "filterctl",
+        "--socket",
+        dirs.socket().to_str().ok_or("path")?,
+        "status",
+    ])?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::run(cli, &mut out, &mut err).await, 1);
+    assert!(String::from_utf8(err)?.contains("cannot connect to filterd"));
+    drop(tmp);
+    Ok(())
+}
+
+#[test]
+fn usage_errors_are_clap_errors() {
+    assert!(Cli::try_parse_from([
+        "filterctl",
+        "explain",
+        "--eni",
+        "e",
+        "--direction",
+        "sideways",
+        "--proto",
+        "tcp",
+        "--src",
+        "a",
+        "--dst",
+        "b"
+    ])
+    .is_err());
+    assert!(Cli::try_parse_from(["filterctl", "flows", "--action", "MAYBE"]).is_err());
+    assert!(Cli::try_parse_from(["filterctl", "rollback", "--to", "x"]).is_err());
+    assert!(Cli::try_parse_from(["filterctl", "rollback", "--to", "3", "--json"]).is_ok());
+}

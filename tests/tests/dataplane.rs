@@ -1,0 +1,733 @@
+//! Privileged tests of `filter::dataplane`: loading (private and pinned
+//! maps), writing generations, adopting pinned maps after a restart, and
+//! attaching to a veth pair in a private network namespace.
+//!
+//! They check maps, pins and links, not verdicts (the packet tests do that).
+//! Every test uses its own pin directory and netns, removed on drop (also
+//! when the test panics), and asserts that nothing is left pinned.
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime},
+};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{SchedClassifier, TcAttachType},
+};
+use filter::dataplane::{
+    detach_all_pinned, ensure_bpffs, Dataplane, DataplaneError, GenerationMaps, LpmEntry,
+    SlotContents,
+};
+use filter_common::{
+    generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
+    PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP, ADDR_KEY_FIXED_BITS,
+    CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6, ID_NONE, MAX_TABLES, MODE_TAP,
+    PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
+    STAT_COUNT,
+};
+use nix::sched::{setns, CloneFlags};
+
+// ---------------------------------------------------------------------------
+// Helpers (private: the shared harness in tests/src is written separately)
+// ---------------------------------------------------------------------------
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `<prefix><pid>-<n>`.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A private pin directory under /sys/fs/bpf, removed with everything in
+/// it (links detached) on drop.
+struct PinDirGuard {
+    path: PathBuf,
+}
+
+impl PinDirGuard {
+    fn new() -> Self {
+        ensure_bpffs().expect("mounting bpffs");
+        let path = Path::new("/sys/fs/bpf").join(unique("filter-test-"));
+        assert!(!path.exists());
+        Self { path }
+    }
+}
+
+impl Drop for PinDirGuard {
+    fn drop(&mut self) {
+        if let Err(e) = detach_all_pinned(&self.path) {
+            eprintln!("cleanup of {}: {e}", self.path.display());
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A network namespace with a veth pair `veth0`/`veth1` (both up), deleted
+/// on drop. Made with `ip netns add`, so it lives at /run/netns/<name>.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Self {
+        let ns = Self {
+            name: unique("fdp"),
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "-n", &ns.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "veth0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "veth1", "up"]);
+        ns
+    }
+
+    /// Moves the calling thread (only) into the namespace until the guard
+    /// drops. The mount namespace, and so bpffs, stays the host's.
+    fn enter(&self) -> Entered {
+        let orig = File::open("/proc/thread-self/ns/net").expect("own netns");
+        let target = File::open(Path::new("/run/netns").join(&self.name)).expect("netns file");
+        setns(&target, CloneFlags::CLONE_NEWNET).expect("setns into the test netns");
+        Entered { orig }
+    }
+
+    /// The id of the XDP program on `dev`, from `ip -j link show`.
+    fn xdp_prog_id(&self, dev: &str) -> Option<u64> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j", "-d", "link", "show", "dev", dev])
+            .output()
+            .expect("running ip");
+        assert!(out.status.success());
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        let xdp = json.get(0)?.get("xdp")?;
+        xdp.get("prog")
+            .and_then(|p| p.get("id"))
+            .or_else(|| xdp.get("attached")?.get(0)?.get("prog")?.get("id"))
+            .and_then(serde_json::Value::as_u64)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+struct Entered {
+    orig: File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        setns(&self.orig, CloneFlags::CLONE_NEWNET).expect("back to the original netns");
+    }
+}
+
+/// Ids of the tcx egress programs on `dev` (call inside the netns).
+fn tcx_egress_prog_ids(dev: &str) -> Vec<u32> {
+    let (_, progs) = SchedClassifier::query_tcx(dev, TcAttachType::Egress).expect("query tcx");
+    progs.iter().map(|p| p.id()).collect()
+}
+
+fn v4(a: Ipv4Addr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&a.octets());
+    out
+}
+
+/// A tiny generation with one entry in every per-generation map: one ENI at
+/// ifindex 1 (what BPF_PROG_TEST_RUN packets carry when no ctx is given)
+/// whose tables drop by default. Ids carry the generation's slot bit.
+struct Fixture {
+    generation: u32,
+    config: GenConfig,
+    enis: Vec<(EniKey, EniConfig)>,
+    tables: Vec<(u32, TableMeta)>,
+    dport: Vec<LpmEntry<PortKeyData, u32>>,
+    sport: Vec<LpmEntry<PortKeyData, u32>>,
+    local: Vec<LpmEntry<AddrKeyData, u32>>,
+    cells: Vec<(CellKey, u32)>,
+    rules: Vec<LpmEntry<AddrKeyData, RuleHit>>,
+    inner: Vec<LpmEntry<AddrKeyData, RuleHit>>,
+}
+
+impl Fixture {
+    fn new(generation: u32) -> Self {
+        let slot = generation_slot(generation);
+        let bit = if slot == 1 { SLOT_ID_BIT } else { 0 };
+        let (t_in, t_out, rule_set) = (bit | 1, bit | 2, bit | 10);
+        let drop_table = TableMeta {
+            flags: 0,
+            default_action: u32::from(ACTION_DROP),
+            default_slot: RULE_SLOT_DEFAULT_DENY,
+            _pad: 0,
+        };
+        let accept = RuleHit {
+            action: u32::from(ACTION_ACCEPT),
+            slot: RULE_SLOT_FIRST_DYNAMIC,
+        };
+        Self {
+            generation,
+            config: GenConfig {
+                tcp_syn_ns: 120_000_000_000,
+                tcp_established_ns: 910_000_000_000,
+                tcp_closing_ns: 10_000_000_000,
+                udp_ns: 30_000_000_000,
+                udp_stream_ns: 180_000_000_000,
+                icmp_ns: 30_000_000_000,
+                other_ns: u64::from(generation) * 1_000_000_000,
+                on_change: 0,
+                _pad: 0,
+            },
+            enis: vec![(
+                EniKey { slot, ifindex: 1 },
+                EniConfig {
+                    eni_index: 0,
+                    mode: MODE_TAP,
+                    _pad: [0; 3],
+                    sg_table: [t_in, t_out],
+                    nacl_table: [ID_NONE, ID_NONE],
+                },
+            )],
+            tables: vec![(t_in, drop_table), (t_out, drop_table)],
+            dport: vec![LpmEntry {
+                prefix_len: PORT_KEY_FIXED_BITS + 16,
+                key: PortKeyData {
+                    table: t_in,
+                    proto: PROTO_TCP,
+                    _pad: 0,
+                    port: 80u16.to_be_bytes(),
+                },
+                value: rule_set,
+            }],
+            sport: vec![LpmEntry {
+                prefix_len: PORT_KEY_FIXED_BITS + 6,
+                key: PortKeyData {
+                    table: t_out,
+                    proto: PROTO_TCP,
+                    _pad: 0,
+                    port: 1024u16.to_be_bytes(),
+                },
+                value: 3,
+            }],
+            local: vec![LpmEntry {
+                prefix_len: ADDR_KEY_FIXED_BITS + 32,
+                key: AddrKeyData {
+                    id: t_out,
+                    family: FAMILY_V6,
+                    _pad: [0; 3],
+                    addr: "2001:db8::".parse::<Ipv6Addr>().unwrap().octets(),
+                },
+                value: 4,
+            }],
+            cells: vec![(
+                CellKey {
+                    table: t_out,
+                    dport_class: 1,
+                    sport_class: 3,
+                    local_class: 4,
+                },
+                rule_set,
+            )],
+            rules: vec![LpmEntry {
+                prefix_len: ADDR_KEY_FIXED_BITS + 24,
+                key: AddrKeyData {
+                    id: rule_set,
+                    family: FAMILY_V4,
+                    _pad: [0; 3],
+                    addr: v4(Ipv4Addr::new(192, 0, 2, 0)),
+                },
+                value: accept,
+            }],
+            inner: vec![LpmEntry {
+                prefix_len: ADDR_KEY_FIXED_BITS + 32,
+                key: AddrKeyData {
+                    id: t_in,
+                    family: FAMILY_V4,
+                    _pad: [0; 3],
+                    addr: v4(Ipv4Addr::new(198, 51, 100, 7)),
+                },
+                value: accept,
+            }],
+        }
+    }
+
+    fn maps(&self) -> GenerationMaps<'_> {
+        GenerationMaps {
+            generation: self.generation,
+            config: &self.config,
+            enis: &self.enis,
+            tables: &self.tables,
+            dport: &self.dport,
+            sport: &self.sport,
+            local: &self.local,
+            cells: &self.cells,
+            rules: &self.rules,
+            inner: &self.inner,
+        }
+    }
+
+    fn contents(&self) -> SlotContents {
+        SlotContents::from_generation(&self.maps())
+    }
+}
+
+/// Writes `f` and checks the switch: FILTER_ACTIVE, the new slot holds
+/// exactly `f`, the other slot is empty.
+fn write_and_check(dp: &mut Dataplane, f: &Fixture) {
+    let summary = dp.write_generation(&f.maps()).expect("write_generation");
+    assert_eq!(summary.generation, f.generation);
+    assert_eq!(summary.written, f.maps().entry_count());
+    assert_eq!(summary.cleanup_error, None);
+    assert_eq!(dp.active_generation().unwrap(), f.generation);
+    let slot = generation_slot(f.generation);
+    assert_eq!(dp.read_slot(slot).unwrap(), f.contents());
+    let other = dp.read_slot(slot ^ 1).unwrap();
+    assert!(other.is_empty(), "old slot not cleaned: {other:?}");
+    assert_eq!(other.config, GenConfig::default());
+}
+
+fn assert_gone(path: &Path) {
+    assert!(!path.exists(), "{} is still there", path.display());
+}
+
+fn ct_key(n: u8) -> CtKey {
+    CtKey {
+        ifindex: 1,
+        family: FAMILY_V4,
+        proto: PROTO_TCP,
+        _pad: 0,
+        addr_a: v4(Ipv4Addr::new(192, 0, 2, n)),
+        addr_b: v4(Ipv4Addr::new(198, 51, 100, 1)),
+        port_a: 40000,
+        port_b: 443,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unpinned_generations_alternate_slots() {
+    let mut dp = Dataplane::load(None).expect("load");
+    assert_eq!(dp.pin_dir(), None);
+    assert_eq!(dp.active_generation().unwrap(), 0);
+    assert!(dp.read_slot(0).unwrap().is_empty());
+    assert!(dp.read_slot(1).unwrap().is_empty());
+
+    write_and_check(&mut dp, &Fixture::new(1));
+    let summary = dp.write_generation(&Fixture::new(2).maps()).unwrap();
+    assert_eq!(
+        summary.deleted,
+        Fixture::new(1).maps().entry_count() - 1,
+        "config is zeroed, not deleted"
+    );
+    assert_eq!(dp.active_generation().unwrap(), 2);
+    assert_eq!(dp.read_slot(0).unwrap(), Fixture::new(2).contents());
+    assert!(dp.read_slot(1).unwrap().is_empty());
+    write_and_check(&mut dp, &Fixture::new(3));
+}
+
+#[test]
+fn rejected_generations_change_nothing() {
+    let mut dp = Dataplane::load(None).expect("load");
+    let running = Fixture::new(1);
+    write_and_check(&mut dp, &running);
+    let unchanged = |dp: &Dataplane| {
+        assert_eq!(dp.active_generation().unwrap(), 1);
+        assert_eq!(dp.read_slot(1).unwrap(), running.contents());
+        assert!(dp.read_slot(0).unwrap().is_empty());
+    };
+
+    // Same parity as the running generation: it would overwrite it.
+    for generation in [1, 3, 0] {
+        let err = dp
+            .write_generation(&Fixture::new(generation).maps())
+            .unwrap_err();
+        assert!(matches!(err, DataplaneError::BadGeneration { .. }), "{err}");
+        unchanged(&dp);
+    }
+
+    // A key of the running slot inside the new generation.
+    let mut bad = Fixture::new(2);
+    bad.rules[0].key.id |= SLOT_ID_BIT;
+    let err = dp.write_generation(&bad.maps()).unwrap_err();
+    assert!(matches!(err, DataplaneError::BadGeneration { .. }), "{err}");
+    unchanged(&dp);
+
+    // A prefix shorter than the key's exact-match fields.
+    let mut bad = Fixture::new(2);
+    bad.dport[0].prefix_len = 16;
+    assert!(matches!(
+        dp.write_generation(&bad.maps()).unwrap_err(),
+        DataplaneError::BadGeneration { .. }
+    ));
+    unchanged(&dp);
+
+    // The kernel refuses midway (FILTER_TABLES is full after MAX_TABLES
+    // entries): everything written so far is deleted again.
+    let mut big = Fixture::new(2);
+    let meta = big.tables[0].1;
+    big.tables = (0..=MAX_TABLES).map(|i| (i, meta)).collect();
+    let err = dp.write_generation(&big.maps()).unwrap_err();
+    assert!(
+        matches!(err, DataplaneError::Map { map, .. } if map == names::TABLES),
+        "{err}"
+    );
+    unchanged(&dp);
+
+    // And the next good generation goes through.
+    write_and_check(&mut dp, &Fixture::new(2));
+}
+
+#[test]
+fn counters_read_and_reset() {
+    let guard = PinDirGuard::new();
+    let mut dp = Dataplane::load(Some(&guard.path)).expect("load pinned");
+    assert_eq!(dp.stats().unwrap().len(), STAT_COUNT as usize);
+    let slot = RULE_SLOT_FIRST_DYNAMIC + 5;
+    assert!(dp.rule_stats(slot).unwrap().is_zero());
+
+    // Play the kernel: per-CPU counters with a last hit 2 s ago.
+    let now_ktime = {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
+    };
+    let ncpu = aya::util::nr_cpus().unwrap();
+    let values: Vec<RuleStats> = (0..ncpu)
+        .map(|cpu| RuleStats {
+            packets: 1,
+            bytes: 100,
+            last_hit_ns: if cpu == 0 {
+                now_ktime - 2_000_000_000
+            } else {
+                0
+            },
+        })
+        .collect();
+    let mut rstats: PerCpuArray<MapData, RuleStats> = PerCpuArray::try_from(
+        aya::maps::Map::PerCpuArray(MapData::from_pin(guard.path.join(names::RULE_STATS)).unwrap()),
+    )
+    .unwrap();
+    rstats
+        .set(slot, PerCpuValues::try_from(values).unwrap(), 0)
+        .unwrap();
+
+    let c = dp.rule_stats(slot).unwrap();
+    assert_eq!(c.packets, ncpu as u64);
+    assert_eq!(c.bytes, 100 * ncpu as u64);
+    let ago = SystemTime::now()
+        .duration_since(c.last_hit.unwrap())
+        .unwrap();
+    assert!(
+        ago > Duration::from_millis(1900) && ago < Duration::from_millis(2500),
+        "{ago:?}"
+    );
+    let all = dp.all_rule_stats().unwrap();
+    // (last_hit may differ by the clock sample, the kernel value may not)
+    assert!(
+        all.iter().any(|(s, c2)| *s == slot
+            && (c2.packets, c2.bytes, c2.last_hit_ktime_ns)
+                == (c.packets, c.bytes, c.last_hit_ktime_ns)),
+        "{all:?}"
+    );
+
+    dp.reset_rule_stats(slot).unwrap();
+    assert!(dp.rule_stats(slot).unwrap().is_zero());
+    assert!(!dp.all_rule_stats().unwrap().iter().any(|(s, _)| *s == slot));
+
+    drop(rstats);
+    drop(dp);
+    let path = guard.path.clone();
+    drop(guard);
+    assert_gone(&path);
+}
+
+#[test]
+fn pinned_maps_survive_a_restart() {
+    let guard = PinDirGuard::new();
+    let pin = guard.path.clone();
+
+    let mut first = Dataplane::load(Some(&pin)).expect("load pinned");
+    assert_eq!(first.pin_dir(), Some(pin.as_path()));
+    for name in [
+        names::ACTIVE,
+        names::CONFIG,
+        names::ENIS,
+        names::TABLES,
+        names::DPORT,
+        names::SPORT,
+        names::LOCAL,
+        names::CELLS,
+        names::RULES,
+        names::INNER,
+        names::CT,
+        names::FRAGS,
+        names::STATS,
+        names::RULE_STATS,
+    ] {
+        assert!(pin.join(name).exists(), "{name} not pinned");
+    }
+    assert!(pin.join("progs").join(names::PROG_XDP).exists());
+    assert!(pin.join("progs").join(names::PROG_TC).exists());
+    write_and_check(&mut first, &Fixture::new(1));
+
+    // A tracked connection, written the way the kernel would.
+    let entry = CtEntry {
+        created_ns: 1,
+        last_seen_ns: 2,
+        packets: [3, 4],
+        bytes: [500, 600],
+        rule_slot: RULE_SLOT_FIRST_DYNAMIC,
+        generation: 1,
+        state: CT_TCP_ESTABLISHED,
+        orig_dir: 0,
+        orig_src_is_a: 1,
+        tcp_flags: 0x12,
+        _pad: 0,
+    };
+    {
+        let mut ct: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
+            aya::maps::Map::LruHashMap(MapData::from_pin(pin.join(names::CT)).unwrap()),
+        )
+        .unwrap();
+        ct.insert(ct_key(1), entry, 0).unwrap();
+        ct.insert(ct_key(2), entry, 0).unwrap();
+    }
+    assert_eq!(first.conntrack_count().unwrap(), 2);
+    assert_eq!(first.conntrack_capacity().unwrap(), DEFAULT_CT_ENTRIES);
+
+    // One owner per pin directory.
+    let err = Dataplane::load(Some(&pin)).unwrap_err();
+    assert!(matches!(err, DataplaneError::PinDirBusy { .. }), "{err}");
+    let err = detach_all_pinned(&pin).unwrap_err();
+    assert!(matches!(err, DataplaneError::PinDirBusy { .. }), "{err}");
+
+    // The daemon restarts: the new one adopts generation and conntrack.
+    drop(first);
+    let mut second = Dataplane::load(Some(&pin)).expect("reload pinned");
+    assert_eq!(second.active_generation().unwrap(), 1);
+    assert_eq!(second.read_slot(1).unwrap(), Fixture::new(1).contents());
+    assert!(second.read_slot(0).unwrap().is_empty());
+    assert_eq!(second.lookup_conntrack(&ct_key(1)).unwrap(), Some(entry));
+    assert_eq!(second.lookup_conntrack(&ct_key(9)).unwrap(), None);
+    let mut all = second.conntrack_entries().unwrap();
+    all.sort_by_key(|(k, _)| k.addr_a);
+    assert_eq!(all, vec![(ct_key(1), entry), (ct_key(2), entry)]);
+
+    // It goes on with the next generation, and the connections stay.
+    write_and_check(&mut second, &Fixture::new(2));
+    assert_eq!(second.conntrack_count().unwrap(), 2);
+
+    // `filterctl detach` from the owner removes everything.
+    let report = second.destroy().expect("destroy");
+    assert!(report.removed_dir);
+    assert_gone(&pin);
+    drop(guard);
+    assert_gone(&pin);
+}
+
+#[test]
+fn attach_pinned_outlives_the_process_and_detaches() {
+    let guard = PinDirGuard::new();
+    let pin = guard.path.clone();
+    let ns = Netns::new();
+    let _in_ns = ns.enter();
+    let xdp_pin = pin.join("links/veth0-xdp");
+    let tc_pin = pin.join("links/veth0-tc");
+
+    let mut first = Dataplane::load(Some(&pin)).expect("load pinned");
+    let first_xdp = first.xdp_program().unwrap().info().unwrap().id();
+    let first_tc = first.tc_program().unwrap().info().unwrap().id();
+    let a = first.attach("veth0").expect("attach");
+    assert!(!a.adopted);
+    assert_eq!(a.pins, Some((xdp_pin.clone(), tc_pin.clone())));
+    assert!(xdp_pin.exists() && tc_pin.exists());
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(u64::from(first_xdp)));
+    assert_eq!(tcx_egress_prog_ids("veth0"), vec![first_tc]);
+    // Attaching again changes nothing.
+    assert_eq!(first.attach("veth0").unwrap(), a);
+    assert_eq!(tcx_egress_prog_ids("veth0"), vec![first_tc]);
+    assert_eq!(first.attachments(), vec![a]);
+
+    assert!(matches!(
+        first.attach("nosuchdev0").unwrap_err(),
+        DataplaneError::UnknownInterface(_)
+    ));
+    assert!(matches!(
+        first.attach("../x").unwrap_err(),
+        DataplaneError::InvalidInterfaceName(_)
+    ));
+
+    // The process goes away: enforcement stays (fail closed).
+    drop(first);
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(u64::from(first_xdp)));
+    assert_eq!(tcx_egress_prog_ids("veth0"), vec![first_tc]);
+
+    // A new process takes the links over with its own programs, in place.
+    let mut second = Dataplane::load(Some(&pin)).expect("reload pinned");
+    let second_xdp = second.xdp_program().unwrap().info().unwrap().id();
+    let second_tc = second.tc_program().unwrap().info().unwrap().id();
+    assert_ne!(second_xdp, first_xdp);
+    let a = second.attach("veth0").expect("re-attach");
+    assert!(a.adopted);
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(u64::from(second_xdp)));
+    assert_eq!(tcx_egress_prog_ids("veth0"), vec![second_tc]);
+
+    // detach removes both hooks and their pins.
+    assert!(second.detach("veth0").unwrap());
+    assert!(!second.detach("veth0").unwrap());
+    assert_eq!(ns.xdp_prog_id("veth0"), None);
+    assert!(tcx_egress_prog_ids("veth0").is_empty());
+    assert_gone(&xdp_pin);
+    assert_gone(&tc_pin);
+
+    // Attach both ends, exit, then `filterctl detach` from outside.
+    second.attach("veth0").unwrap();
+    second.attach("veth1").unwrap();
+    drop(second);
+    assert!(ns.xdp_prog_id("veth1").is_some());
+    let report = detach_all_pinned(&pin).expect("detach_all_pinned");
+    assert_eq!(report.links.len(), 4, "{report:?}");
+    assert!(report.removed_dir);
+    assert_eq!(ns.xdp_prog_id("veth0"), None);
+    assert_eq!(ns.xdp_prog_id("veth1"), None);
+    assert!(tcx_egress_prog_ids("veth0").is_empty());
+    assert!(tcx_egress_prog_ids("veth1").is_empty());
+    assert_gone(&pin);
+    drop(guard);
+    assert_gone(&pin);
+}
+
+#[test]
+fn attach_unpinned_detaches_on_drop() {
+    let ns = Netns::new();
+    let _in_ns = ns.enter();
+    let mut dp = Dataplane::load(None).expect("load");
+    let xdp = dp.xdp_program().unwrap().info().unwrap().id();
+    let a = dp.attach("veth1").expect("attach");
+    assert_eq!(a.pins, None);
+    assert_eq!(ns.xdp_prog_id("veth1"), Some(u64::from(xdp)));
+    assert_eq!(tcx_egress_prog_ids("veth1").len(), 1);
+    drop(dp);
+    assert_eq!(ns.xdp_prog_id("veth1"), None);
+    assert!(tcx_egress_prog_ids("veth1").is_empty());
+}
+
+#[test]
+fn incompatible_pinned_maps_are_refused() {
+    let guard = PinDirGuard::new();
+    std::fs::create_dir_all(&guard.path).unwrap();
+    // A map with FILTER_CT's type and key size but another value size, where
+    // an older build would have left FILTER_CT.
+    let mut donor = Dataplane::load(None).expect("load");
+    let frags = donor.take_map(names::FRAGS).expect("FILTER_FRAGS");
+    frags.pin(guard.path.join(names::CT)).unwrap();
+    let err = Dataplane::load(Some(&guard.path)).unwrap_err();
+    assert!(
+        matches!(err, DataplaneError::PinnedLayout { name, what: "value size", .. } if name == names::CT),
+        "{err}"
+    );
+    drop(frags);
+    drop(donor);
+    let path = guard.path.clone();
+    drop(guard);
+    assert_gone(&path);
+}
+
+#[test]
+fn attach_replaces_links_of_a_recreated_interface() {
+    let guard = PinDirGuard::new();
+    let pin = guard.path.clone();
+    let ns = Netns::new();
+    let _in_ns = ns.enter();
+    let recreate = || {
+        ip(&["-n", &ns.name, "link", "del", "veth0"]);
+        ip(&[
+            "-n", &ns.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "veth0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "veth1", "up"]);
+    };
+
+    // Within one process: the held links died with the old interface.
+    let mut dp = Dataplane::load(Some(&pin)).expect("load pinned");
+    let xdp = u64::from(dp.xdp_program().unwrap().info().unwrap().id());
+    let before = dp.attach("veth0").unwrap();
+    recreate();
+    assert_eq!(ns.xdp_prog_id("veth0"), None);
+    let after = dp.attach("veth0").unwrap();
+    assert_ne!(after.ifindex, before.ifindex);
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(xdp));
+    assert_eq!(tcx_egress_prog_ids("veth0").len(), 1);
+
+    // Across a restart: the pins name dead links, which are replaced.
+    drop(dp);
+    recreate();
+    let mut dp = Dataplane::load(Some(&pin)).expect("reload pinned");
+    let xdp = u64::from(dp.xdp_program().unwrap().info().unwrap().id());
+    let a = dp.attach("veth0").unwrap();
+    assert!(!a.adopted);
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(xdp));
+    assert_eq!(tcx_egress_prog_ids("veth0").len(), 1);
+
+    // Across a restart, after a rename: the pinned links still guard the
+    // renamed interface, but "veth0" now names another one.
+    drop(dp);
+    ip(&["-n", &ns.name, "link", "set", "veth0", "down"]);
+    ip(&["-n", &ns.name, "link", "set", "veth0", "name", "old0"]);
+    ip(&[
+        "-n", &ns.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth2",
+    ]);
+    ip(&["-n", &ns.name, "link", "set", "veth0", "up"]);
+    assert!(ns.xdp_prog_id("old0").is_some());
+    let mut dp = Dataplane::load(Some(&pin)).expect("reload pinned");
+    let xdp = u64::from(dp.xdp_program().unwrap().info().unwrap().id());
+    let a = dp.attach("veth0").unwrap();
+    assert!(!a.adopted);
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(xdp));
+    assert_eq!(tcx_egress_prog_ids("veth0").len(), 1);
+    assert_eq!(ns.xdp_prog_id("old0"), None);
+    assert!(tcx_egress_prog_ids("old0").is_empty());
+
+    let report = dp.destroy().unwrap();
+    assert_eq!(report.links.len(), 2, "{report:?}");
+    assert_eq!(ns.xdp_prog_id("veth0"), None);
+    assert!(tcx_egress_prog_ids("veth0").is_empty());
+    assert_gone(&pin);
+    drop(guard);
+}
+
+#[test]
+fn detach_all_pinned_of_nothing_is_fine() {
+    let path = Path::new("/sys/fs/bpf").join(unique("filter-test-absent-"));
+    let report = detach_all_pinned(&path).unwrap();
+    assert!(report.links.is_empty() && !report.removed_dir);
+}
