@@ -208,9 +208,16 @@ async fn a_failed_switch_detaches_what_the_apply_attached() -> TestResult {
     d.enforcer.dataplane().fail_activate = true;
     let e = expect_failure(&mut c, grown()).await?;
     assert_eq!(e.code, ErrorCode::EnforcementFailed);
+    // The interfaces already guarded are attached again (a no-op for them),
+    // but only tap-web2, which this apply brought in, is detached.
     assert_eq!(
         d.enforcer.dataplane().log,
-        ["attach tap-web2", "detach tap-web2"]
+        [
+            "attach tap-app1",
+            "attach tap-web1",
+            "attach tap-web2",
+            "detach tap-web2"
+        ]
     );
     assert!(!d.enforcer.dataplane().attached.contains("tap-web2"));
     assert_eq!(d.enforcer.dataplane().generation, Some(1));

@@ -4,6 +4,8 @@
 //! no manual step: it finds or installs the eBPF toolchain and the test
 //! tools, mounts bpffs, and hands the toolchain to the build through
 //! `FILTER_BPF_TOOLCHAIN` (read by `filter-user/build.rs`).
+mod bench;
+mod demo;
 mod lint;
 mod run;
 mod setup;
@@ -53,10 +55,16 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Benchmarks.
-    Bench,
+    /// Benchmarks: the rule compiler, then (as root) the data plane
+    /// against the empty program, nftables and iptables.
+    Bench(bench::Options),
     /// The demo: a small cloud in network namespaces, guarded by filterd.
-    Demo,
+    Demo {
+        /// End after the traffic script instead of tailing the flow log
+        /// until Ctrl-C (also FILTER_DEMO_NO_FOLLOW=1).
+        #[arg(long)]
+        no_follow: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,36 +97,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         Command::Test { unprivileged, args } => {
             test::test(&toolchain, &test::Options { unprivileged, args })
         }
-        Command::Bench => {
-            println!("xtask: benchmarks: the rule compiler for now. The data-plane benchmarks");
-            println!("xtask: (ns per packet through BPF_PROG_TEST_RUN, first packet and tracked,");
-            println!("xtask: against the empty program) come later.");
-            run(cargo(["bench", "-p", "filter-user", "--bench", "compile"])
-                .envs(toolchain.build_env()))
-        }
-        Command::Demo => {
-            demo_plan();
-            Ok(())
-        }
+        Command::Bench(opts) => bench::bench(&toolchain, &opts),
+        Command::Demo { no_follow } => demo::demo(&toolchain, &demo::Options { no_follow }),
     }
-}
-
-/// What `cargo xtask demo` will do once the daemon and CLI land (issue 7).
-fn demo_plan() {
-    println!(
-        "\
-xtask demo: not built yet. When it lands it will, as root:
-  1. build everything (setup has already run);
-  2. create a small cloud in network namespaces: a bridge for the vSwitch
-     fabric, instances web1 and web2 (one vSwitch), db1 (another), and the
-     outside hosts admin and client;
-  3. start filterd guarding the instances' interfaces and apply the example
-     document in examples/: a web tier, SSH from admin only, the database
-     open only to the web group, ICMP from admin, an outbound whitelist on
-     db1, a network ACL on the database vSwitch;
-  4. drive a short script of allowed and denied traffic, printing each
-     attempt next to its `filterctl explain` reason;
-  5. tail `filterctl flows --follow` until Ctrl-C, then remove everything it
-     created (also on Ctrl-C or failure)."
-    );
 }

@@ -2,14 +2,20 @@
 //! keyed by the reason text, and ENI indices keyed by the ENI id.
 //!
 //! A rule keeps its slot as long as some generation keeps the rule, so
-//! `filterctl counters` keeps counting through applies. A number that a
-//! generation stops using is not handed out again by the very next compile:
-//! while that generation is being applied the one before it still runs and
-//! may still count into it. It becomes free one compile later.
+//! `filterctl counters` keeps counting through applies.
+//!
+//! A number that a generation stops using is handed out again as late as
+//! possible: never-used numbers go first, and freed ones only once those run
+//! out, oldest first. Two things still hold a number after its rule is gone:
+//! the generation being replaced, which runs (and counts) until the switch,
+//! and tracked connections, whose `CtEntry::rule_slot` names the rule that
+//! admitted them for as long as they live (under `on_change: keep`, for
+//! ever). Reusing late keeps both naming the right rule; the numbers a
+//! generation stops using cool for at least one compile regardless.
 //!
 //! The daemon persists the table (serde) next to the generations, so a
 //! restarted daemon gives every rule the slot it had.
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 use filter_common::{
     MAX_ENIS, MAX_RULE_SLOTS, RULE_SLOT_DEFAULT_ACCEPT, RULE_SLOT_DEFAULT_DENY,
@@ -45,8 +51,8 @@ pub struct StableIds {
     assigned: FastMap<String, u32>,
     /// Numbers the last compile stopped using; free from the next one on.
     cooling: Vec<u32>,
-    /// Numbers below `next` that nobody uses.
-    free: BTreeSet<u32>,
+    /// Numbers below `next` that nobody uses, the longest-freed first.
+    free: VecDeque<u32>,
     /// First number never handed out.
     next: u32,
 }
@@ -90,13 +96,12 @@ impl StableIds {
             let id = match self.assigned.get(name) {
                 Some(&id) => id,
                 None => {
-                    let id = match free.pop_first() {
-                        Some(id) => id,
-                        None if next < limit => {
-                            next += 1;
-                            next - 1
-                        }
-                        None => return None,
+                    // Never-used numbers first: see the module comment.
+                    let id = if next < limit {
+                        next += 1;
+                        next - 1
+                    } else {
+                        free.pop_front()?
                     };
                     fresh.push(id);
                     id
@@ -200,12 +205,31 @@ mod tests {
     }
 
     #[test]
-    fn freed_numbers_are_reused_one_compile_later() {
+    fn freed_numbers_wait_until_the_never_used_ones_run_out() {
         let first = plan(&StableIds::new(16), &["a", "b"]);
         let second = plan(&first.next_state, &["a"]);
         let third = plan(&second.next_state, &["a", "x"]);
-        assert_eq!(third.ids[1], 17, "b's slot, cooled for one compile");
-        assert_eq!(third.fresh, vec![17]);
+        assert_eq!(third.ids[1], 18, "a never-used number, not b's 17");
+        assert_eq!(third.fresh, vec![18]);
+    }
+
+    #[test]
+    fn freed_numbers_are_reused_oldest_first_once_the_space_is_full() {
+        let ids = StableIds::new(0);
+        let p = |s: &StableIds, names: &[&str]| {
+            s.plan(names, 4)
+                .unwrap_or_else(|| panic!("fits"))
+                .next_state
+        };
+        // a..d fill 0..4; b, then a, stop being used.
+        let s = p(&ids, &["a", "b", "c", "d"]);
+        let s = p(&s, &["a", "c", "d"]);
+        let s = p(&s, &["c", "d"]);
+        let s = p(&s, &["c", "d"]);
+        let plan = s
+            .plan(&["c", "d", "x", "y"], 4)
+            .unwrap_or_else(|| panic!("fits"));
+        assert_eq!(plan.ids[2..], [1, 0], "b's number (freed first), then a's");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!    here),
 //! 3. (dry run: stops here and reports),
 //! 4. saves it in the state directory,
-//! 5. attaches the programs to the interfaces that join,
+//! 5. attaches the programs to the interfaces that join (and again to any
+//!    that lost them: deleted and made again under the same name),
 //! 6. switches the data plane to the new generation (one write),
 //! 7. detaches the interfaces that left.
 //!
@@ -121,6 +122,7 @@ impl<E: Enforcer> Daemon<E> {
             document: record.document,
             ruleset: Arc::new(ruleset),
         })));
+        self.publish_flows(core);
         Ok(result)
     }
 }
@@ -141,12 +143,18 @@ fn enforce<E: Enforcer>(
             }
         }
     };
-    for interface in wanted.difference(&before) {
+    // Every interface of the document, not only those that join: for one
+    // attached already this is a no-op, and one that was deleted and made
+    // again under its name (a restarted VM's tap) gets the programs back.
+    // Only those that join are detached again on failure.
+    for interface in wanted {
         if let Err(e) = enforcer.attach(interface) {
             undo(enforcer, &attached);
             return Err(e);
         }
-        attached.push(interface.clone());
+        if !before.contains(interface) {
+            attached.push(interface.clone());
+        }
     }
     if let Err(e) = enforcer.activate(plan) {
         undo(enforcer, &attached);

@@ -104,6 +104,9 @@ pub trait Enforcer: Send + 'static {
     /// Takes over `plan`'s generation, which the data plane already runs
     /// (a restarted daemon): nothing is rewritten and tracked connections
     /// stay; the enforcer only learns what the generation's slots mean.
+    /// Fails, changing nothing, when the data plane does not run `plan` as
+    /// compiled (an interface was made again with a new index): the caller
+    /// then applies it as a new generation.
     fn adopt(&mut self, plan: &Self::Plan) -> Result<(), EnforceError>;
 
     fn status(&self) -> Result<DataplaneStatus, EnforceError>;
@@ -124,6 +127,17 @@ pub trait Enforcer: Send + 'static {
     /// Detaches from every interface and removes every pin; returns the
     /// interfaces it detached from.
     fn detach_all(&mut self) -> Result<Vec<String>, EnforceError>;
+
+    /// Flow logs: the event ring buffer of a data plane loaded since the
+    /// last call (each one is handed out once), if the enforcer has one.
+    fn take_flow_events(&mut self) -> Option<aya::maps::Map> {
+        None
+    }
+
+    /// Flow logs: counter slot → reason text of the running generation.
+    fn slot_reasons(&self) -> BTreeMap<u32, String> {
+        BTreeMap::new()
+    }
 }
 
 /// The counter names a rule set can produce: every rule, NACL entry and

@@ -13,8 +13,9 @@ use std::{
 };
 
 use filter_common::{
-    stat_is_drop, CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED,
-    CT_TCP_SYN, CT_UDP, CT_UDP_STREAM, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6, STAT_LABELS,
+    generation_slot, stat_is_drop, CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING,
+    CT_TCP_ESTABLISHED, CT_TCP_SYN, CT_UDP, CT_UDP_STREAM, DEFAULT_CT_ENTRIES, FAMILY_V4,
+    FAMILY_V6, STAT_LABELS,
 };
 use serde_json::Value;
 
@@ -169,6 +170,18 @@ fn ct_key(ifindex: u32, packet: &Packet) -> CtKey {
     key
 }
 
+impl KernelEnforcer {
+    /// What the running generation's counter slots mean, and its timeouts.
+    fn learn(&mut self, plan: &compile::Compiled) {
+        self.reasons = plan
+            .slot_reasons
+            .iter()
+            .map(|(slot, reason)| (*slot, reason.to_string()))
+            .collect();
+        self.config = Some(plan.config);
+    }
+}
+
 impl Enforcer for KernelEnforcer {
     type Plan = compile::Compiled;
 
@@ -274,16 +287,30 @@ impl Enforcer for KernelEnforcer {
         if let Some(cleanup) = summary.cleanup_error {
             tracing::warn!("generation {} runs, but the previous one's entries stay until the next apply: {cleanup}", plan.generation);
         }
-        self.adopt(plan)
+        self.learn(plan);
+        Ok(())
     }
 
     fn adopt(&mut self, plan: &compile::Compiled) -> Result<(), EnforceError> {
-        self.reasons = plan
-            .slot_reasons
-            .iter()
-            .map(|(slot, reason)| (*slot, reason.to_string()))
-            .collect();
-        self.config = Some(plan.config);
+        // Taken over as it is only when the pinned generation guards the
+        // interfaces by the indexes they have now: one deleted and made
+        // again under its name while the daemon was away would otherwise
+        // pass unguarded.
+        if let Some(dataplane) = &self.dataplane {
+            let running = dataplane
+                .read_slot(generation_slot(plan.generation))
+                .map_err(|e| EnforceError::Read(chain(&e)))?;
+            let mut wanted = plan.enis.clone();
+            wanted.sort_by_key(|(key, _)| *key);
+            if running.enis != wanted {
+                return Err(EnforceError::Load(format!(
+                    "the pinned generation {} guards other interface indexes than its \
+                     document's interfaces have now",
+                    plan.generation
+                )));
+            }
+        }
+        self.learn(plan);
         Ok(())
     }
 
@@ -413,6 +440,16 @@ impl Enforcer for KernelEnforcer {
         self.config = None;
         interfaces.dedup();
         Ok(interfaces)
+    }
+
+    fn take_flow_events(&mut self) -> Option<aya::maps::Map> {
+        self.dataplane
+            .as_mut()?
+            .take_map(filter_common::names::EVENTS)
+    }
+
+    fn slot_reasons(&self) -> BTreeMap<u32, String> {
+        self.reasons.clone()
     }
 }
 

@@ -5,6 +5,7 @@
 use std::{
     fs::{self, File},
     io,
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -30,13 +31,18 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Creates `dir` if needed and locks it, without waiting.
+    /// Creates `dir` if needed (mode 0700) and locks it, without waiting.
     pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
         let io_err = |source| LockError::Io {
             path: dir.to_owned(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io_err)?;
+        // Mode 0700: the state directory holds every applied document.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err)?;
         let file = File::open(dir).map_err(io_err)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(DirLock {
@@ -99,6 +105,8 @@ mod tests {
         let state = dir.path().join("state");
         let pins = dir.path().join("pins");
         let first = DirLocks::acquire(&state, &pins)?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&state)?.permissions());
+        assert_eq!(mode & 0o777, 0o700);
         assert!(matches!(
             DirLocks::acquire(&state, &dir.path().join("other")),
             Err(LockError::Held { .. })

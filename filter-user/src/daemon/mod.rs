@@ -10,7 +10,7 @@
 //! - [`enforcer`]: the trait over the data plane, and an in-memory one;
 //!   [`kernel`]: the one over the eBPF data plane.
 //! - [`validator`]: document → rule set; [`library`]: the real one.
-//! - [`flows`]: the hook for flow logs (issue 6).
+//! - [`flows`]: the hook for flow logs ([`crate::flowlog`]).
 mod apply;
 pub mod auth;
 pub mod enforcer;
@@ -60,7 +60,8 @@ pub const KEEP_GENERATIONS: usize = 10;
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub pin_dir: PathBuf,
-    /// Flow logs are issue 6: kept here for it.
+    /// The flow-log file (`crate::flowlog`, which `filterd` wires in with
+    /// [`Daemon::with_flow_source`]).
     pub flow_log: PathBuf,
     pub capture_window: Duration,
     pub keep_generations: usize,
@@ -202,10 +203,26 @@ impl<E: Enforcer> Daemon<E> {
         })
     }
 
-    /// Where `flows` gets its records (issue 6).
+    /// Where `flows` gets its records, and what hears about each running
+    /// generation ([`crate::flowlog::FlowLog`]).
     pub fn with_flow_source(mut self, source: Arc<dyn FlowSource>) -> Self {
         self.flow_source = Some(source);
         self
+    }
+
+    /// Tells the flow source what runs now (and hands it the event ring
+    /// buffer of a data plane loaded since the last time).
+    fn publish_flows(&self, core: &mut Core<E>) {
+        let Some(source) = &self.flow_source else {
+            return;
+        };
+        if let Some(ring) = core.enforcer.take_flow_events() {
+            source.events(ring);
+        }
+        let names = self
+            .running()
+            .map(|r| flows::names(&r, core.enforcer.slot_reasons()));
+        source.generation(names);
     }
 
     pub fn config(&self) -> &DaemonConfig {
@@ -308,7 +325,25 @@ impl<E: Enforcer> Daemon<E> {
             // missing while the daemon was away).
             core.enforcer.attach(interface)?;
         }
-        core.enforcer.adopt(&compiled.plan)?;
+        if let Err(e) = core.enforcer.adopt(&compiled.plan) {
+            // The pinned generation does not guard the interfaces as they
+            // are now (one was made again, with a new index, while the
+            // daemon was away): enforce the document again, as a new
+            // generation, rather than leave an interface unguarded.
+            tracing::warn!("not taking over generation {}: {e}", record.generation);
+            let from = record.generation;
+            let result = self.commit(
+                &mut core,
+                record.document,
+                ruleset,
+                false,
+                Origin::Restore { from },
+            )?;
+            return Ok(Started::Restored {
+                from,
+                generation: result.generation,
+            });
+        }
         for interface in attached.difference(&wanted) {
             if let Err(e) = core.enforcer.detach(interface) {
                 tracing::warn!("{e}");
@@ -323,6 +358,7 @@ impl<E: Enforcer> Daemon<E> {
             document: record.document,
             ruleset: Arc::new(ruleset),
         })));
+        self.publish_flows(&mut core);
         Ok(Started::Adopted(record.generation))
     }
 
@@ -552,6 +588,7 @@ impl<E: Enforcer> Daemon<E> {
             let previous = d.running().map(|r| r.generation);
             let interfaces = core.enforcer.detach_all()?;
             d.set_running(None);
+            d.publish_flows(&mut core);
             if let Err(e) = core.store.set_detached(true) {
                 tracing::warn!(
                     "detached, but a restarted daemon will restore generation {previous:?}: {e}"
@@ -565,22 +602,36 @@ impl<E: Enforcer> Daemon<E> {
         .await
     }
 
-    /// `flows` (issue 6).
-    pub fn flows(&self, params: &FlowsParams) -> Result<FlowsResult, DaemonError> {
-        let Some(source) = &self.flow_source else {
-            return Err(DaemonError::NotImplemented(
-                "flow logs are not implemented yet in this filterd".to_owned(),
-            ));
-        };
-        if params.follow {
-            return Err(DaemonError::NotImplemented(
-                "flows --follow is not implemented yet in this filterd".to_owned(),
-            ));
-        }
-        let records = source
-            .flows(params)
-            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    fn flow_source(&self) -> Result<Arc<dyn FlowSource>, DaemonError> {
+        self.flow_source
+            .clone()
+            .ok_or_else(|| DaemonError::NotImplemented("this filterd has no flow log".to_owned()))
+    }
+
+    /// `flows`: the newest matching records of the flow-log file. (A
+    /// `follow` request is a stream, which the server runs with
+    /// [`Daemon::follow_flows`].)
+    pub async fn flows(self: &Arc<Self>, params: FlowsParams) -> Result<FlowsResult, DaemonError> {
+        let source = self.flow_source()?;
+        let records = tokio::task::spawn_blocking(move || source.flows(&params))
+            .await
+            .map_err(|e| DaemonError::Internal(format!("a worker failed: {e}")))?
+            .map_err(flow_error)?;
         Ok(FlowsResult { records })
+    }
+
+    /// `flows` with `follow`: the requested history, and a subscription to
+    /// every window's matching records from now on. The subscription is
+    /// made first, so no window falls between the two (one may be in
+    /// both).
+    pub async fn follow_flows(
+        self: &Arc<Self>,
+        params: FlowsParams,
+    ) -> Result<(FlowsResult, crate::flowlog::Subscription), DaemonError> {
+        let source = self.flow_source()?;
+        let subscription = source.follow(&params).map_err(flow_error)?;
+        let history = self.flows(params).await?;
+        Ok((history, subscription))
     }
 
     /// `version`.
@@ -590,6 +641,13 @@ impl<E: Enforcer> Daemon<E> {
             protocol: PROTOCOL_VERSION,
             methods: Method::ALL.iter().map(|m| m.as_str().to_owned()).collect(),
         }
+    }
+}
+
+fn flow_error(e: FlowError) -> DaemonError {
+    match e {
+        FlowError::InvalidParams(m) => DaemonError::Params(m),
+        FlowError::Failed(m) => DaemonError::Internal(m),
     }
 }
 

@@ -12,13 +12,23 @@
 //! - Shutdown is broadcast: idle connections close at once, a request in
 //!   progress is finished and answered first, and `serve` returns when
 //!   every connection is gone.
+//! - `flows` with `follow` turns the connection into a stream (one
+//!   `flows` result per line: the history asked for, then each capture
+//!   window's records) until the client closes it. A client that stops
+//!   reading blocks only its own stream: the flow log drops what does not
+//!   fit its queue and tells it with `SKIPDATA` records
+//!   (`crate::flowlog::fanout`); one that does not read a line for
+//!   [`ServerConfig::idle_timeout`] is dropped.
 use std::{future::Future, sync::Arc, time::Duration};
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio::{
-    io::BufReader,
-    net::{UnixListener, UnixStream},
+    io::{AsyncReadExt, BufReader},
+    net::{
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+        UnixListener, UnixStream,
+    },
     sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore},
     time::timeout,
 };
@@ -29,8 +39,9 @@ use super::{
 };
 use crate::api::{
     frame::{read_frame, write_frame, Frame},
-    ApiError, ApplyParams, CountersParams, ErrorCode, ExplainParams, FlowsParams, Method, NoParams,
-    Request, Response, RollbackParams, DEFAULT_MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+    ApiError, ApplyParams, CountersParams, ErrorCode, ExplainParams, FlowsParams, FlowsResult,
+    Method, NoParams, Request, Response, RollbackParams, DEFAULT_MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
 };
 
 /// Limits of the server.
@@ -190,6 +201,12 @@ impl<E: Enforcer> Connection<E> {
                 ),
                 Ok(Ok(Frame::Line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
                 Ok(Ok(Frame::Line)) => {
+                    if let Some((id, params)) = follow_request(&line) {
+                        if self.follow(id, params, &mut reader, &mut writer).await {
+                            continue;
+                        }
+                        return;
+                    }
                     handle(&self.daemon, &self.config.access, peer.as_ref(), &line).await
                 }
             };
@@ -214,6 +231,91 @@ impl<E: Enforcer> Connection<E> {
             }
         }
     }
+}
+
+impl<E: Enforcer> Connection<E> {
+    /// Streams flow records (a `flows` request with `follow`) until the
+    /// client goes, the flow log stops or the daemon shuts down. True when
+    /// the stream never started (the request was answered with an error)
+    /// and the connection goes on.
+    async fn follow(
+        &mut self,
+        id: Value,
+        params: FlowsParams,
+        reader: &mut BufReader<OwnedReadHalf>,
+        writer: &mut OwnedWriteHalf,
+    ) -> bool {
+        let (history, mut subscription) = match self.daemon.follow_flows(params).await {
+            Ok(started) => started,
+            Err(e) => {
+                let response = Response::failure(id, ApiError::from(e));
+                return matches!(
+                    timeout(self.config.write_timeout, write_frame(writer, &response)).await,
+                    Ok(Ok(()))
+                );
+            }
+        };
+        let mut next = Some(history);
+        let mut scratch = [0u8; 512];
+        loop {
+            let result = match next.take() {
+                Some(result) => result,
+                None => tokio::select! {
+                    batch = subscription.next() => match batch {
+                        Some(records) => FlowsResult { records },
+                        None => return false,
+                    },
+                    // Anything the client sends is ignored; end of stream
+                    // (or an error) means it is gone.
+                    read = reader.read(&mut scratch) => match read {
+                        Ok(n) if n > 0 => continue,
+                        _ => return false,
+                    },
+                    _ = self.shutdown.recv() => return false,
+                },
+            };
+            let response = match serde_json::to_value(&result) {
+                Ok(value) => Response::success(id.clone(), value),
+                Err(e) => Response::failure(
+                    id.clone(),
+                    ApiError::new(ErrorCode::Internal, format!("encoding records: {e}")),
+                ),
+            };
+            // A client that stops reading holds only this task; its
+            // subscription drops what does not fit meanwhile.
+            tokio::select! {
+                written = timeout(self.config.idle_timeout, write_frame(writer, &response)) => {
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!("writing flow records: {e}");
+                            return false;
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                "a flows --follow client read nothing for {:?}; dropping it",
+                                self.config.idle_timeout
+                            );
+                            return false;
+                        }
+                    }
+                }
+                _ = self.shutdown.recv() => return false,
+            }
+        }
+    }
+}
+
+/// A well-formed `flows` request with `follow` set: its id and parameters.
+/// Anything else (including a malformed one) goes through [`handle`],
+/// which answers it.
+fn follow_request(line: &[u8]) -> Option<(Value, FlowsParams)> {
+    let request: Request = serde_json::from_slice(line).ok()?;
+    if request.v != PROTOCOL_VERSION || Method::parse(&request.method) != Some(Method::Flows) {
+        return None;
+    }
+    let params: FlowsParams = decode(Method::Flows, request.params).ok()?;
+    params.follow.then_some((request.id, params))
 }
 
 /// One request line → one response.
@@ -323,7 +425,16 @@ async fn call<E: Enforcer>(
             decode::<NoParams>(method, params)?;
             to_value(daemon.detach().await)
         }
-        Method::Flows => to_value(daemon.flows(&decode::<FlowsParams>(method, params)?)),
+        Method::Flows => {
+            let params = decode::<FlowsParams>(method, params)?;
+            if params.follow {
+                // Only a connection can carry a stream (`Connection::follow`).
+                return Err(ApiError::invalid_params(
+                    "flows with follow streams on a connection of its own",
+                ));
+            }
+            to_value(daemon.flows(params).await)
+        }
         Method::Version => {
             decode::<NoParams>(method, params)?;
             to_value(Ok::<_, super::DaemonError>(daemon.version()))
