@@ -35,7 +35,11 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = ebpf_dir.canonicalize().context("locating filter-ebpf")?;
     let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
-        [Package { name: "filter-ebpf", root_dir, ..Default::default() }],
+        [Package {
+            name: "filter-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         Toolchain::Custom(&toolchain),
     )
 }
@@ -54,5 +58,8 @@ fn pick_toolchain() -> Option<String> {
             .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
             .is_some_and(|sysroot| sysroot.join("lib/rustlib/src/rust/library/core").exists())
     };
-    ["nightly", "bpf-debian"].into_iter().find(|t| has(t)).map(str::to_owned)
+    ["nightly", "bpf-debian"]
+        .into_iter()
+        .find(|t| has(t))
+        .map(str::to_owned)
 }

@@ -10,9 +10,11 @@
 //! `docs/ARCHITECTURE.md`.
 #![no_std]
 
+pub mod flowlog;
 pub mod maps;
 pub mod stats;
 
+pub use flowlog::*;
 pub use maps::*;
 pub use stats::*;
 

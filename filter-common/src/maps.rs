@@ -197,7 +197,10 @@ pub struct CtEntry {
     pub orig_src_is_a: u8,
     /// OR of the TCP flags seen (SPEC §7 bit values).
     pub tcp_flags: u8,
-    pub _pad: u32,
+    /// The same per direction (index 0 original, 1 replies), for the flow
+    /// log's per-direction records.
+    pub dir_tcp_flags: [u8; 2],
+    pub _pad: u16,
 }
 assert_size!(CtEntry, 64);
 

@@ -21,6 +21,11 @@ pub mod names {
     pub const FRAGS: &str = "FILTER_FRAGS";
     pub const STATS: &str = "FILTER_STATS";
     pub const RULE_STATS: &str = "FILTER_RSTATS";
+    /// Flow logs (`filter_common::flowlog`): flows without a conntrack
+    /// entry, the event ring buffer, and the per-ENI loss counters.
+    pub const REJECTS: &str = "FILTER_REJECTS";
+    pub const EVENTS: &str = "FILTER_EVENTS";
+    pub const FLOWLOSS: &str = "FILTER_FLOWLOSS";
 
     /// Program names (the entry functions in `filter-ebpf`).
     pub const PROG_XDP: &str = "filter_xdp";

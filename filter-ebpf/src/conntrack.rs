@@ -6,12 +6,14 @@
 //! idle entry past its state's timeout counts as absent.
 use core::ptr::{addr_of_mut, NonNull};
 
+use aya_ebpf::bindings::BPF_NOEXIST;
 use filter_common::{
     CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
-    CT_UDP, CT_UDP_STREAM, DIR_EGRESS, PROTO_TCP, PROTO_UDP,
+    CT_UDP, CT_UDP_STREAM, DIR_EGRESS, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
+    flowlog,
     maps::{FILTER_CONFIG, FILTER_CT},
     parse::{is_icmp_echo, Parsed},
 };
@@ -100,15 +102,23 @@ pub fn make_key(key: &mut CtKey, src: &[u8; 16], sport: u16, dst: &[u8; 16], dpo
 
 /// The live entry for `key`: present and not idle past its timeout under
 /// the running generation's settings. An expired entry is deleted, so the
-/// packet is classified as a first packet (SPEC §3.1 "Idle entries expire").
+/// packet is classified as a first packet (SPEC §3.1 "Idle entries expire");
+/// its final counts go to the flow log first (`FLOW_EV_CT_END`, on ENI
+/// `eni_index`).
 #[inline(always)]
-pub fn lookup(key: &CtKey, now: u64, cfg: Option<&GenConfig>) -> Option<NonNull<CtEntry>> {
+pub fn lookup(
+    key: &CtKey,
+    now: u64,
+    cfg: Option<&GenConfig>,
+    eni_index: u32,
+) -> Option<NonNull<CtEntry>> {
     let e = NonNull::new(FILTER_CT.get_ptr_mut(key)?)?;
     // SAFETY: a live map value; LRU values stay mapped while the program
     // runs (RCU), even if another CPU evicts the entry meanwhile.
     let (state, last_seen) = unsafe { ((*e.as_ptr()).state, (*e.as_ptr()).last_seen_ns) };
     // Saturating: another CPU may have stamped a later `now` than ours.
     if now.saturating_sub(last_seen) > timeout_ns(cfg, state) {
+        flowlog::ct_event(FLOW_EV_CT_END, eni_index, key, e.as_ptr());
         let _ = FILTER_CT.remove(key);
         return None;
     }
@@ -170,10 +180,10 @@ pub fn remove(key: &CtKey) {
 /// exist there; the intrinsic lowers to the BPF atomic add instruction
 /// (`lock *(u64 *)(r + 0) += r`), which needs none.
 #[inline(always)]
-fn atomic_add(counter: *mut u64, n: u64) {
+pub(crate) fn atomic_add(counter: *mut u64, n: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: `counter` points into a live map value, 8-byte aligned
-    // (`CtEntry` is `repr(C)`, its u64 fields first).
+    // (`CtEntry` and `RejectEntry` are `repr(C)`, their u64 fields first).
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             counter, n,
@@ -210,6 +220,15 @@ pub fn update(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
         if (*e).tcp_flags & flags != flags {
             (*e).tcp_flags |= flags;
         }
+        // Per direction too, for the flow log's per-direction records.
+        let dir_flags = if reply {
+            addr_of_mut!((*e).dir_tcp_flags[1])
+        } else {
+            addr_of_mut!((*e).dir_tcp_flags[0])
+        };
+        if *dir_flags & flags != flags {
+            *dir_flags |= flags;
+        }
         let state = (*e).state;
         let next = match p.flow.proto {
             PROTO_TCP if flags & (TCP_FIN | TCP_RST) != 0 => CT_TCP_CLOSING,
@@ -221,6 +240,18 @@ pub fn update(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
             (*e).state = next;
         }
     }
+}
+
+/// Whether an accepted packet that no entry tracks opens a connection: any
+/// packet but TCP, and TCP only with SYN. A TCP segment without SYN is
+/// passed or dropped by the rules like a first packet but tracked by no
+/// entry: picked up mid-stream, a connection that a revalidation has just
+/// cut (SPEC §3.1) would come back in the other orientation as soon as
+/// its other end sends (a server retransmitting, with egress open by
+/// default), its packets then "replies".
+#[inline(always)]
+pub fn opens(p: &Parsed) -> bool {
+    p.flow.proto != PROTO_TCP || p.tcp_flags & TCP_SYN != 0
 }
 
 /// State of a new connection from its accepted first packet.
@@ -235,8 +266,8 @@ fn first_state(p: &Parsed) -> u8 {
             } else if f & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 CT_TCP_SYN
             } else {
-                // Picked up mid-stream (an entry evicted or expired, a
-                // restart): the rules accepted it, so it is established.
+                // A SYN-ACK whose SYN is no longer tracked (evicted,
+                // expired): the rules accepted it, so it is established.
                 CT_TCP_ESTABLISHED
             }
         }
@@ -246,11 +277,11 @@ fn first_state(p: &Parsed) -> u8 {
     }
 }
 
-/// Creates the entry of a connection whose first packet was accepted (after
+/// Fills `entry` for a connection whose first packet was accepted (after
 /// the egress NACL too), recording the admitting rule and generation.
 #[inline(always)]
-pub fn create(
-    key: &CtKey,
+pub fn init(
+    entry: &mut CtEntry,
     src_is_a: bool,
     p: &Parsed,
     dir: u8,
@@ -258,21 +289,26 @@ pub fn create(
     generation: u32,
     now: u64,
 ) {
-    let entry = CtEntry {
-        created_ns: now,
-        last_seen_ns: now,
-        packets: [1, 0],
-        bytes: [u64::from(p.ip_len), 0],
-        rule_slot,
-        generation,
-        state: first_state(p),
-        orig_dir: if dir == DIR_EGRESS { DIR_EGRESS } else { 0 },
-        orig_src_is_a: u8::from(src_is_a),
-        tcp_flags: p.tcp_flags,
-        _pad: 0,
-    };
-    // BPF_ANY: replaces an expired entry of the same key. On a full table the
-    // LRU evicts the least recently used entry; if the insert still fails the
-    // packet was rightly accepted and the next one is classified again.
-    let _ = FILTER_CT.insert(key, entry, 0);
+    entry.created_ns = now;
+    entry.last_seen_ns = now;
+    entry.packets = [1, 0];
+    entry.bytes = [u64::from(p.ip_len), 0];
+    entry.rule_slot = rule_slot;
+    entry.generation = generation;
+    entry.state = first_state(p);
+    entry.orig_dir = if dir == DIR_EGRESS { DIR_EGRESS } else { 0 };
+    entry.orig_src_is_a = u8::from(src_is_a);
+    entry.tcp_flags = p.tcp_flags;
+    entry.dir_tcp_flags = [p.tcp_flags, 0];
+    entry._pad = 0;
+}
+
+/// Inserts a new connection's entry (made by [`init`]); false when it
+/// could not be inserted: another CPU created the same connection a moment
+/// ago (its entry is kept, not overwritten: `BPF_NOEXIST`), or the table
+/// refused it. On a full table the LRU evicts the least recently used
+/// entry first.
+#[inline(always)]
+pub fn insert(key: &CtKey, entry: &CtEntry) -> bool {
+    FILTER_CT.insert(key, entry, u64::from(BPF_NOEXIST)).is_ok()
 }

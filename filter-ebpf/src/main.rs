@@ -10,8 +10,10 @@
 //! | `classify.rs` | one table: the lookups that find the strongest rule |
 //! | `conntrack.rs` | connection tracking (SPEC §3.1) |
 //! | `frag.rs` | fragments |
+//! | `flowlog.rs` | flow-log accounting and events (SPEC §7) |
 //! | `stats.rs` | counters |
 //! | `maps.rs` | the maps |
+//! | `noop.rs` | empty programs, the benchmarks' baseline |
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The BPF target has no compare-and-swap, so core offers no `fetch_add`;
@@ -21,9 +23,11 @@
 
 mod classify;
 mod conntrack;
+mod flowlog;
 mod frag;
 mod frame;
 mod maps;
+mod noop;
 mod parse;
 mod pipeline;
 mod stats;

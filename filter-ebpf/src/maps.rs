@@ -7,12 +7,13 @@
 //! `LpmTrie` always adds `BPF_F_NO_PREALLOC`, which the kernel requires.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FragEntry, FragKey, GenConfig,
-    PortKeyData, RuleHit, RuleStats, TableMeta, DEFAULT_CT_ENTRIES, MAX_ADDR_CLASS_ENTRIES,
-    MAX_CELLS, MAX_ENIS, MAX_FRAG_ENTRIES, MAX_INNER_ENTRIES, MAX_PORT_ENTRIES, MAX_RULE_ENTRIES,
+    AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
+    GenConfig, PortKeyData, RejectEntry, RejectKey, RuleHit, RuleStats, TableMeta,
+    DEFAULT_CT_ENTRIES, FLOW_EVENTS_BYTES, MAX_ADDR_CLASS_ENTRIES, MAX_CELLS, MAX_ENIS,
+    MAX_FRAG_ENTRIES, MAX_INNER_ENTRIES, MAX_PORT_ENTRIES, MAX_REJECT_ENTRIES, MAX_RULE_ENTRIES,
     MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
 };
 
@@ -88,3 +89,19 @@ pub static FILTER_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1
 /// Packets, bytes and last hit per rule counter slot, per CPU.
 #[map]
 pub static FILTER_RSTATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(MAX_RULE_SLOTS, 0);
+
+/// Flow logs: flows without a conntrack entry (rejected packets, related
+/// ICMP errors), keyed in the packet's orientation with direction and
+/// action. LRU: when full the least recently used flow goes.
+#[map]
+pub static FILTER_REJECTS: LruHashMap<RejectKey, RejectEntry> =
+    LruHashMap::with_max_entries(MAX_REJECT_ENTRIES, 0);
+
+/// Flow logs: one event per new flow entry and per entry the data plane
+/// removes (`filter_common::flowlog`), read by `filterd` with `AsyncFd`.
+#[map]
+pub static FILTER_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_BYTES, 0);
+
+/// Flow logs: what could not be recorded, per ENI index, per CPU.
+#[map]
+pub static FILTER_FLOWLOSS: PerCpuArray<FlowLoss> = PerCpuArray::with_max_entries(MAX_ENIS, 0);

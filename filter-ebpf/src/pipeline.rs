@@ -14,25 +14,29 @@
 //! security groups              drop → STAT_DROP_SG_RULE / STAT_DROP_DEFAULT
 //! egress: NACL (every packet, tracked ones too: it is stateless)
 //! accept → create or update the conntrack entry; first fragment → remember the verdict
+//! guarded ENI, not in a conntrack entry → its FILTER_REJECTS flow (flow logs)
 //! ```
 //!
 //! Every packet ends in exactly one `FILTER_STATS` counter and, when a rule,
 //! a default or a fixed reason decided it, one `FILTER_RSTATS` slot (plus the
-//! slot of a NACL entry that accepted it on the way).
+//! slot of a NACL entry that accepted it on the way). Every packet on a
+//! guarded ENI is also accounted to exactly one flow for the flow log
+//! (`flowlog.rs`): its conntrack entry, or else its `FILTER_REJECTS` entry.
 use core::ptr::NonNull;
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 use filter_common::{
-    generation_slot, CtEntry, CtKey, EniConfig, EniKey, DIR_EGRESS, DIR_INGRESS, ID_NONE, MODE_NIC,
-    ON_CHANGE_REVALIDATE, RULE_SLOT_PASS, RULE_SLOT_TRACKED, STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW,
-    STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT,
-    STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND,
-    STAT_PASS_NON_IP, STAT_PASS_UNGUARDED,
+    generation_slot, CtEntry, CtKey, EniConfig, EniKey, RejectEntry, RejectKey, ACTION_ACCEPT,
+    ACTION_DROP, DIR_EGRESS, DIR_INGRESS, FLOW_EV_CT_CUT, FLOW_EV_CT_NEW, ID_NONE, MODE_NIC,
+    ON_CHANGE_REVALIDATE, RULE_SLOT_NONE, RULE_SLOT_PASS, RULE_SLOT_TRACKED, STAT_ACCEPT_FRAGMENT,
+    STAT_ACCEPT_NEW, STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT,
+    STAT_DROP_FRAGMENT, STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE,
+    STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_NON_IP, STAT_PASS_UNGUARDED,
 };
 
 use crate::{
     classify::{classify, Verdict, VERDICT_ACCEPT, VERDICT_DROP, VERDICT_SKIP},
-    conntrack, frag,
+    conntrack, flowlog, frag,
     frame::Frame,
     maps::{FILTER_ACTIVE, FILTER_ENIS, FILTER_SCRATCH},
     parse::{
@@ -49,7 +53,7 @@ pub const HOOK_TC: u8 = 1;
 
 /// No rule counter: malformed packets and headless fragments are counted in
 /// `FILTER_STATS` only (no rule, default or fixed reason decided them).
-const NO_SLOT: u32 = u32::MAX;
+const NO_SLOT: u32 = RULE_SLOT_NONE;
 
 /// How a packet leaves the pipeline.
 #[repr(C)]
@@ -97,7 +101,16 @@ pub struct Packet {
     ifindex: u32,
     /// ENI direction (`DIR_*`).
     dir: u8,
-    _pad: [u8; 3],
+    /// 1 once `FILTER_ENIS` named the interface: the packet belongs in the
+    /// flow log.
+    guarded: u8,
+    /// 1 once the packet is accounted to a conntrack entry (flow logs).
+    ct_accounted: u8,
+    _pad: u8,
+    /// The packet's conntrack ports (a later fragment's: its first
+    /// fragment's), for its `FILTER_REJECTS` key.
+    sport: u16,
+    dport: u16,
     eni: EniConfig,
     p: Parsed,
     /// The packet's conntrack key.
@@ -109,6 +122,11 @@ pub struct Packet {
     aux_flow: Flow,
     /// The verdict of the last table classified.
     v: Verdict,
+    /// Flow-log scratch: a new connection's entry, and the key and first
+    /// entry of a packet's `FILTER_REJECTS` flow.
+    ct_new: CtEntry,
+    rkey: RejectKey,
+    rentry: RejectEntry,
 }
 
 /// Runs the pipeline on one packet; true lets it through.
@@ -134,6 +152,10 @@ pub fn run<F: Frame>(f: F, hook: u8, ifindex: u32) -> bool {
     c.slot = generation_slot(generation);
     c.ifindex = ifindex;
     c.dir = DIR_INGRESS;
+    c.guarded = 0;
+    c.ct_accounted = 0;
+    c.sport = 0;
+    c.dport = 0;
     c.p = Parsed::default();
     // Fail closed: every path below overwrites this.
     let mut d = Decision::drop(STAT_DROP_DEFAULT, NO_SLOT);
@@ -142,7 +164,46 @@ pub fn run<F: Frame>(f: F, hook: u8, ifindex: u32) -> bool {
     if d.slot != NO_SLOT {
         count_rule(d.slot, c.p.ip_len, c.now);
     }
+    // Flow logs: a packet on a guarded ENI that no conntrack entry took
+    // (rejected, related, or its connection could not be stored).
+    if c.guarded != 0 && c.ct_accounted == 0 {
+        account_untracked(c, &d);
+    }
     d.accept != 0
+}
+
+/// Accounts a packet that is in no conntrack entry to its `FILTER_REJECTS`
+/// flow: the flow in the packet's orientation, direction and action.
+#[inline(never)]
+fn account_untracked(c: &mut Packet, d: &Decision) {
+    c.rkey.ifindex = c.ifindex;
+    c.rkey.family = c.p.flow.family;
+    // A later fragment counts to the flow of its first fragment, whose
+    // `FragKey` protocol it shares.
+    c.rkey.proto = if c.p.frag == FRAG_LATER {
+        c.p.frag_proto
+    } else {
+        c.p.flow.proto
+    };
+    c.rkey.dir = c.dir;
+    c.rkey.action = if d.accept != 0 {
+        ACTION_ACCEPT
+    } else {
+        ACTION_DROP
+    };
+    c.rkey.src = c.p.flow.src;
+    c.rkey.dst = c.p.flow.dst;
+    c.rkey.sport = c.sport;
+    c.rkey.dport = c.dport;
+    c.rentry.first_ns = c.now;
+    c.rentry.last_ns = c.now;
+    c.rentry.packets = 1;
+    c.rentry.bytes = u64::from(c.p.ip_len);
+    c.rentry.rule_slot = d.slot;
+    c.rentry.generation = c.generation;
+    c.rentry.tcp_flags = c.p.tcp_flags;
+    c.rentry._pad = [0; 7];
+    flowlog::account_reject(&c.rkey, &c.rentry, c.eni.eni_index);
 }
 
 #[inline(always)]
@@ -174,6 +235,7 @@ fn process<F: Frame>(f: F, hook: u8, c: &mut Packet, d: &mut Decision) {
     // SAFETY: a live map value, copied.
     c.eni = unsafe { *eni };
     c.dir = direction(hook, c.eni.mode);
+    c.guarded = 1;
 
     if c.p.frag == FRAG_LATER {
         follow_fragment(c, d);
@@ -232,6 +294,9 @@ fn follow_fragment(c: &mut Packet, d: &mut Decision) {
         *d = Decision::drop(STAT_DROP_FRAG_NO_HEAD, NO_SLOT);
         return;
     };
+    // Rejected or accepted, the fragment's flow is its first fragment's.
+    c.sport = head.sport;
+    c.dport = head.dport;
     if head.action != VERDICT_ACCEPT {
         *d = Decision::drop(STAT_DROP_FRAGMENT, head.rule_slot);
         return;
@@ -250,9 +315,10 @@ fn follow_fragment(c: &mut Packet, d: &mut Decision) {
         &c.p.flow.dst,
         head.dport,
     );
-    if let Some(e) = conntrack::lookup(&c.key, c.now, conntrack::config(c.slot)) {
+    if let Some(e) = conntrack::lookup(&c.key, c.now, conntrack::config(c.slot), c.eni.eni_index) {
         let reply = conntrack::is_reply(e, src_is_a);
         conntrack::update(e, &c.p, reply, c.now);
+        c.ct_accounted = 1;
     }
 }
 
@@ -288,6 +354,11 @@ fn nacl_drops(c: &mut Packet) -> bool {
 /// fragment: NACL, conntrack, security groups, NACL, conntrack update.
 #[inline(never)]
 fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
+    // The flow's ports, whatever decides (the flow log keys rejects by them).
+    let (sport, dport) = conntrack::ct_ports(&c.p);
+    c.sport = sport;
+    c.dport = dport;
+
     // SPEC §3 step 2: on ingress the NACL comes before the security groups.
     if c.dir == DIR_INGRESS && nacl_drops(c) {
         *d = Decision::drop(STAT_DROP_NACL, c.v.slot);
@@ -299,12 +370,11 @@ fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
     c.key.ifindex = c.ifindex;
     c.key.family = c.p.flow.family;
     c.key.proto = c.p.flow.proto;
-    let (sport, dport) = conntrack::ct_ports(&c.p);
     let src_is_a = conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport);
 
     // SPEC §3 step 4: a packet of a tracked connection, either direction,
     // skips the security groups...
-    let tracked = conntrack::lookup(&c.key, c.now, cfg);
+    let tracked = conntrack::lookup(&c.key, c.now, cfg, c.eni.eni_index);
     let mut reply = false;
     if let Some(e) = tracked {
         reply = conntrack::is_reply(e, src_is_a);
@@ -315,6 +385,9 @@ fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
             if on_change == ON_CHANGE_REVALIDATE {
                 revalidate(c, e, reply);
                 if c.v.action != VERDICT_ACCEPT {
+                    // The connection's last counts go to the flow log; this
+                    // packet is a reject of the new rules.
+                    flowlog::ct_event(FLOW_EV_CT_CUT, c.eni.eni_index, &c.key, e.as_ptr());
                     conntrack::remove(&c.key);
                     *d = Decision::drop(STAT_DROP_REVALIDATE, c.v.slot);
                     return;
@@ -353,11 +426,30 @@ fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
     }
 
     // The final verdict is accept: account the connection, or create it
-    // (only now, so an egress NACL drop never leaves an entry behind).
+    // (only now, so an egress NACL drop never leaves an entry behind; and
+    // only from a packet that opens one: no TCP pickup mid-stream).
     if let Some(e) = tracked {
         conntrack::update(e, &c.p, reply, c.now);
-    } else if d.stat == STAT_ACCEPT_NEW {
-        conntrack::create(&c.key, src_is_a, &c.p, c.dir, d.slot, c.generation, c.now);
+        c.ct_accounted = 1;
+    } else if d.stat == STAT_ACCEPT_NEW && conntrack::opens(&c.p) {
+        conntrack::init(
+            &mut c.ct_new,
+            src_is_a,
+            &c.p,
+            c.dir,
+            d.slot,
+            c.generation,
+            c.now,
+        );
+        if conntrack::insert(&c.key, &c.ct_new) {
+            flowlog::ct_event(FLOW_EV_CT_NEW, c.eni.eni_index, &c.key, &c.ct_new);
+            c.ct_accounted = 1;
+        } else if let Some(e) = conntrack::lookup(&c.key, c.now, cfg, c.eni.eni_index) {
+            // Another CPU created the connection a moment ago (its other
+            // direction, say): count into its entry.
+            conntrack::update(e, &c.p, conntrack::is_reply(e, src_is_a), c.now);
+            c.ct_accounted = 1;
+        }
     }
 }
 
@@ -411,5 +503,11 @@ fn related<F: Frame>(f: F, c: &mut Packet) -> bool {
         &inner.dst,
         inner.dport,
     );
-    conntrack::lookup(&c.aux_key, c.now, conntrack::config(c.slot)).is_some()
+    conntrack::lookup(
+        &c.aux_key,
+        c.now,
+        conntrack::config(c.slot),
+        c.eni.eni_index,
+    )
+    .is_some()
 }

@@ -5,13 +5,15 @@
 //! packets against straight from SPEC §3, and which the compiler
 //! ([`compile`]) turns into the contents of the data plane's maps.
 //! [`dataplane`] loads the eBPF object and writes generations into it; the
-//! daemon, the socket API and the two thin binaries make the product.
+//! daemon, the socket API, the flow log ([`flowlog`]) and the two thin
+//! binaries make the product.
 pub mod api;
 pub mod cli;
 pub mod compile;
 pub mod daemon;
 pub mod dataplane;
 pub mod eval;
+pub mod flowlog;
 pub mod model;
 pub mod ruleset;
 pub mod validate;

@@ -28,7 +28,9 @@ impl Packet {
     /// IPv6 neighbour discovery (ICMPv6 types 133–137) always passes
     /// (SPEC §3 step 1).
     pub fn is_neighbour_discovery(&self) -> bool {
-        self.is_v6() && self.proto == filter_common::PROTO_ICMPV6 && (133..=137).contains(&self.icmp_type)
+        self.is_v6()
+            && self.proto == filter_common::PROTO_ICMPV6
+            && (133..=137).contains(&self.icmp_type)
     }
 }
 
@@ -45,13 +47,22 @@ pub enum Verdict {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
     /// A security-group rule, by its qualified id (`SgRule::id`).
-    Rule { id: String },
+    Rule {
+        id: String,
+    },
     /// A NACL entry: `nacl:<acl>/<entry name>`.
-    Nacl { acl: String, entry: String },
+    Nacl {
+        acl: String,
+        entry: String,
+    },
     /// No NACL entry matched: `nacl:<acl>/default-deny`.
-    NaclDefault { acl: String },
+    NaclDefault {
+        acl: String,
+    },
     /// `inner-accept:<sg>`.
-    InnerAccept { group: String },
+    InnerAccept {
+        group: String,
+    },
     DefaultDeny,
     DefaultAccept,
     Tracked,

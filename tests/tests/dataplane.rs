@@ -511,6 +511,7 @@ fn pinned_maps_survive_a_restart() {
         orig_dir: 0,
         orig_src_is_a: 1,
         tcp_flags: 0x12,
+        dir_tcp_flags: [0x02, 0x12],
         _pad: 0,
     };
     {

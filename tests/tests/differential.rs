@@ -46,7 +46,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use filter::{
     compile::{compile, Compiled, SlotTable},
-    dataplane::{Dataplane, GenerationMaps, LpmEntry},
+    dataplane::{Dataplane, GenerationMaps},
     eval::conntrack::{Conn, ConnKey, Datagram, Fragment, Outcome, Quote, Step, Tracker},
     model::{
         Conntrack, Document, Eni, NetworkAcl, NetworkAclEntry, PrefixList, SecurityGroup,
@@ -1362,39 +1362,14 @@ fn ifindex_of(name: &str) -> Option<u32> {
     }
 }
 
-fn lpm<K: Copy, V: Copy>(entries: &[filter::compile::LpmEntry<K, V>]) -> Vec<LpmEntry<K, V>> {
-    entries
-        .iter()
-        .map(|e| LpmEntry {
-            prefix_len: e.prefix_len,
-            key: e.key,
-            value: e.value,
-        })
-        .collect()
-}
-
 /// Writes a compiled generation with the loader and switches to it.
 fn write(dp: &mut Dataplane, c: &Compiled) -> Result<()> {
-    let (dport, sport, local) = (lpm(&c.dport), lpm(&c.sport), lpm(&c.local));
-    let (rules, inner) = (lpm(&c.rules), lpm(&c.inner));
-    let maps = GenerationMaps {
-        generation: c.generation,
-        config: &c.config,
-        enis: &c.enis,
-        tables: &c.tables,
-        dport: &dport,
-        sport: &sport,
-        local: &local,
-        cells: &c.cells,
-        rules: &rules,
-        inner: &inner,
-    };
     for slot in &c.fresh_slots {
         dp.reset_rule_stats(*slot)
             .context("zeroing a fresh rule slot")?;
     }
     let summary = dp
-        .write_generation(&maps)
+        .write_generation(&GenerationMaps::from(c))
         .with_context(|| format!("writing generation {}", c.generation))?;
     if let Some(e) = summary.cleanup_error {
         bail!("generation {}: cleanup failed: {e}", c.generation);

@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use filter::{
     compile::{compile, Compiled, SlotTable},
-    dataplane::{Dataplane, GenerationMaps, LpmEntry},
+    dataplane::{Dataplane, GenerationMaps},
     eval::conntrack::{Datagram, Fragment, Quote, Tracker},
     ruleset::{AttachMode, Direction, Ruleset},
     validate::{load, AnyInterface},
@@ -1345,17 +1345,6 @@ fn ifindex_of(name: &str) -> Option<u32> {
     (name == IFACE).then_some(IFINDEX)
 }
 
-fn lpm<K: Copy, V: Copy>(entries: &[filter::compile::LpmEntry<K, V>]) -> Vec<LpmEntry<K, V>> {
-    entries
-        .iter()
-        .map(|e| LpmEntry {
-            prefix_len: e.prefix_len,
-            key: e.key,
-            value: e.value,
-        })
-        .collect()
-}
-
 /// Compiles `rs` as `generation` and writes it with the loader.
 fn apply(
     dp: &mut Dataplane,
@@ -1364,29 +1353,11 @@ fn apply(
     slots: &mut SlotTable,
 ) -> Result<Compiled> {
     let c = compile(rs, generation, &ifindex_of, slots).map_err(|e| anyhow!("compile: {e}"))?;
-    let (dport, sport, local, rules, inner) = (
-        lpm(&c.dport),
-        lpm(&c.sport),
-        lpm(&c.local),
-        lpm(&c.rules),
-        lpm(&c.inner),
-    );
     for slot in &c.fresh_slots {
         dp.reset_rule_stats(*slot)?;
     }
-    dp.write_generation(&GenerationMaps {
-        generation,
-        config: &c.config,
-        enis: &c.enis,
-        tables: &c.tables,
-        dport: &dport,
-        sport: &sport,
-        local: &local,
-        cells: &c.cells,
-        rules: &rules,
-        inner: &inner,
-    })
-    .with_context(|| format!("writing generation {generation}"))?;
+    dp.write_generation(&GenerationMaps::from(&c))
+        .with_context(|| format!("writing generation {generation}"))?;
     Ok(c)
 }
 

@@ -44,6 +44,8 @@ pub struct Client {
     writer: OwnedWriteHalf,
     next_id: u64,
     buf: Vec<u8>,
+    /// The request id of the stream in progress, if any.
+    stream_id: Option<u64>,
 }
 
 impl Client {
@@ -65,6 +67,7 @@ impl Client {
             writer,
             next_id: 1,
             buf: Vec::new(),
+            stream_id: None,
         }
     }
 
@@ -105,6 +108,47 @@ impl Client {
         let value = self.call(method, params).await?;
         serde_json::from_value(value)
             .map_err(|e| ClientError::Protocol(format!("{method} result: {e}")))
+    }
+
+    /// Calls a streaming method (`flows` with `follow`): its first result.
+    /// The following ones come from [`Client::next_in_stream`].
+    pub async fn stream(
+        &mut self,
+        method: Method,
+        params: impl Serialize,
+    ) -> Result<Option<Value>, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let request = Request {
+            v: PROTOCOL_VERSION,
+            id: Value::from(id),
+            method: method.as_str().to_owned(),
+            params,
+        };
+        write_frame(&mut self.writer, &request).await?;
+        self.stream_id = Some(id);
+        self.next_in_stream().await
+    }
+
+    /// The next result of the stream [`Client::stream`] started; `None`
+    /// when the daemon ended it.
+    pub async fn next_in_stream(&mut self) -> Result<Option<Value>, ClientError> {
+        let response = match self.read_response().await {
+            Ok(r) => r,
+            Err(ClientError::Closed) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(id) = self.stream_id {
+            if response.id != id {
+                return Err(ClientError::Protocol(format!(
+                    "response id {} in the stream of request id {id}",
+                    response.id
+                )));
+            }
+        }
+        response.into_result().map(Some).map_err(ClientError::Api)
     }
 
     /// Sends `line` as it is (a `\n` is added) and reads one response: for

@@ -197,10 +197,13 @@ pub struct CountersParams {
     pub eni: Option<String>,
 }
 
-/// `flows` (SPEC §7): query or follow flow-log records. Not served yet.
+/// `flows` (SPEC §7): flow-log records from the file (its rotated
+/// history included), and with `follow` a stream of new ones
+/// (`docs/FLOWLOGS.md`). Every filter given must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowsParams {
+    /// Keep the connection open and stream each capture window's records.
     #[serde(default)]
     pub follow: bool,
     #[serde(default)]
@@ -208,13 +211,26 @@ pub struct FlowsParams {
     /// `ACCEPT` or `REJECT`.
     #[serde(default)]
     pub action: Option<String>,
+    /// Source or destination address.
     #[serde(default)]
     pub addr: Option<IpAddr>,
+    /// Source or destination port.
     #[serde(default)]
     pub port: Option<u16>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `gre` or a protocol number.
     #[serde(default)]
     pub proto: Option<String>,
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// How many of the newest matching records from the file to return
+    /// (0: none; absent: [`DEFAULT_FLOWS_LIMIT`] without `follow`, none
+    /// with it).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
+
+/// How many records `flows` returns from the file when `limit` is absent.
+pub const DEFAULT_FLOWS_LIMIT: usize = 1000;
 
 /// What changed between the running document and a new one, by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,33 +428,132 @@ pub struct CountersResult {
     pub rules: Vec<RuleCounter>,
 }
 
-/// One flow-log record (SPEC §7); `None` prints as `-`.
+/// The flow-log record format version (`version`).
+pub const FLOW_RECORD_VERSION: u32 = 1;
+
+/// One flow-log record (SPEC §7), one JSON line in the flow-log file: the
+/// keys of SPEC §7 in its order, `null` where the text form prints `-`.
+/// `SKIPDATA` records add `skipped` (how many) and `skip_reason` (what).
+/// `crate::flowlog::record` writes and filters them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
     pub version: u32,
     pub eni_id: String,
-    pub vswitch_id: String,
-    pub vpc_id: String,
-    pub direction: Direction,
-    pub srcaddr: IpAddr,
+    pub vswitch_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub direction: Option<Direction>,
+    pub srcaddr: Option<IpAddr>,
     pub srcport: Option<u16>,
-    pub dstaddr: IpAddr,
+    pub dstaddr: Option<IpAddr>,
     pub dstport: Option<u16>,
-    pub protocol: u8,
-    pub packets: u64,
-    pub bytes: u64,
+    /// IANA protocol number.
+    pub protocol: Option<u8>,
+    pub packets: Option<u64>,
+    /// IP-layer bytes.
+    pub bytes: Option<u64>,
+    /// Unix seconds.
     pub start: u64,
     pub end: u64,
-    /// `ACCEPT` or `REJECT`.
-    pub action: String,
-    /// `OK`, `NODATA` or `SKIPDATA`.
-    pub log_status: String,
+    pub action: Option<FlowAction>,
+    pub log_status: LogStatus,
+    /// OR of the TCP flags seen (FIN 1, SYN 2, RST 4, PSH 8, ACK 16,
+    /// URG 32); TCP only.
     pub tcp_flags: Option<u8>,
+    /// What decided: a rule id, `default-deny`, `default-accept`,
+    /// `nacl:<acl>/<entry>`, `inner-accept:<sg>`, `tracked`.
     pub rule_id: Option<String>,
+    /// The generation whose rules decided.
     pub generation: Option<u32>,
+    /// `SKIPDATA`: how many records (or events, packets, flows: see
+    /// `skip_reason`) were lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
 }
 
-/// The result of `flows` (without `follow`).
+/// `action` of a flow record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FlowAction {
+    Accept,
+    Reject,
+}
+
+impl FlowAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowAction::Accept => "ACCEPT",
+            FlowAction::Reject => "REJECT",
+        }
+    }
+}
+
+impl FromStr for FlowAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "ACCEPT" => Ok(FlowAction::Accept),
+            "REJECT" => Ok(FlowAction::Reject),
+            _ => Err(format!("{s:?} is not ACCEPT or REJECT")),
+        }
+    }
+}
+
+/// `log_status` of a flow record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogStatus {
+    /// A flow's packets in the window.
+    Ok,
+    /// The ENI had no traffic in the window.
+    Nodata,
+    /// Records were lost (`skipped`, `skip_reason`).
+    Skipdata,
+}
+
+impl LogStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStatus::Ok => "OK",
+            LogStatus::Nodata => "NODATA",
+            LogStatus::Skipdata => "SKIPDATA",
+        }
+    }
+}
+
+/// Why a `SKIPDATA` record was written, and what its `skipped` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The event ring buffer was full: `skipped` events (new flows, final
+    /// counts) were lost; records may be missing or short.
+    EventsLost,
+    /// The flow tables refused a new entry: `skipped` packets are in no
+    /// record.
+    PacketsLost,
+    /// `skipped` flows left a full table (LRU eviction) before their last
+    /// counts were read; their records may be short.
+    Evicted,
+    /// This `--follow` client fell behind: `skipped` records were not sent
+    /// to it (they are in the file).
+    SlowReader,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::EventsLost => "events_lost",
+            SkipReason::PacketsLost => "packets_lost",
+            SkipReason::Evicted => "evicted",
+            SkipReason::SlowReader => "slow_reader",
+        }
+    }
+}
+
+/// The result of `flows`, and each line of a `follow` stream (the first
+/// one: the requested history, possibly empty; then one per capture window
+/// with matching records).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowsResult {
     pub records: Vec<FlowRecord>,

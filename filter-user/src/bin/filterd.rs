@@ -10,8 +10,12 @@ use filter::{
         auth::Access, kernel::KernelEnforcer, library::LibraryValidator, parse_capture_window,
         serve, socket, Daemon, DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
     },
+    flowlog::{FlowLog, FlowLogConfig, DEFAULT_KEEP_FILES},
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,9 +40,17 @@ struct Args {
         default_value = "/var/log/filterd/flows.log"
     )]
     flow_log: PathBuf,
-    /// Flow-log capture window: 60s, 1m, ... (1s to 10m).
+    /// Flow-log capture window: 60s, 1m, ... (1s to 10m). A document's
+    /// flow_log.capture_window_s wins.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_capture_window)]
     capture_window: Duration,
+    /// Rotate the flow-log file when it would grow past this size (bytes,
+    /// or with a K, M or G suffix).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    flow_log_max_size: u64,
+    /// How many rotated flow-log files to keep (FILE.1 is the newest).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_FILES)]
+    flow_log_keep: usize,
     /// The group (name or gid) that owns the socket; its members may apply,
     /// roll back and detach, as root may.
     #[arg(long, value_name = "GROUP")]
@@ -89,7 +101,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         capture_window: args.capture_window,
         ..DaemonConfig::new(&args.state_dir, &args.pin_dir)
     };
-    let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?;
+    let mut flow_config = FlowLogConfig::new(&args.pin_dir, &config.flow_log);
+    flow_config.capture_window = config.capture_window;
+    flow_config.file.max_bytes = args.flow_log_max_size;
+    flow_config.file.keep = args.flow_log_keep;
+    let (flow_log, collector) = FlowLog::new(flow_config);
+    let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
+        .with_flow_source(flow_log);
     match daemon.start(ruleset) {
         Ok(Started::Applied(g)) => tracing::info!("--ruleset enforced as generation {g}"),
         Ok(Started::Adopted(g)) => {
@@ -116,11 +134,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
         access: Access::new(gid),
         ..ServerConfig::default()
     };
+    // The flow log runs until the server has stopped, then closes the open
+    // capture window so what was counted until then reaches the file.
+    let (stop_flows, mut flows_stopped) = watch::channel(false);
+    let collector = tokio::spawn(collector.run(async move {
+        let _ = flows_stopped.wait_for(|stop| *stop).await;
+    }));
     serve(listener, Arc::new(daemon), server, shutdown_signal()).await;
+    let _ = stop_flows.send(true);
+    if let Err(e) = collector.await {
+        tracing::error!("the flow-log collector failed: {e}");
+    }
     // Enforcement stays in place (pinned); only the socket goes.
     drop(bound);
     tracing::info!("stopped; the pinned data plane keeps enforcing");
     Ok(())
+}
+
+/// `--flow-log-max-size`: bytes, or with a K, M or G suffix (powers of
+/// 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 4096, 512K or 64M"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("the size must be above 0".to_owned()),
+        Some(v) => Ok(v),
+        None => Err(format!("{text:?} is too large")),
+    }
 }
 
 async fn shutdown_signal() {

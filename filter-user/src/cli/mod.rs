@@ -21,8 +21,8 @@ use crate::{
     api::{
         client::{Client, ClientError},
         ApplyParams, ApplyResult, CountersParams, CountersResult, DetachResult, ErrorCode,
-        ExplainParams, ExplainResult, FlowsParams, FlowsResult, GetResult, Method, NoParams,
-        RollbackParams, StatusResult, VersionResult, DEFAULT_SOCKET,
+        ExplainParams, ExplainResult, FlowRecord, FlowsParams, FlowsResult, GetResult, Method,
+        NoParams, RollbackParams, StatusResult, VersionResult, DEFAULT_SOCKET,
     },
     ruleset::Direction,
 };
@@ -108,9 +108,11 @@ pub enum Command {
         #[arg(long, value_name = "TYPE")]
         icmp_type: Option<u8>,
     },
-    /// Flow-log records (SPEC §7).
+    /// Flow-log records (SPEC §7): the newest from the flow-log file, or
+    /// with --follow each capture window's records as it closes.
     Flows {
-        /// Keep printing records as they come.
+        /// Keep printing records as each capture window closes (Ctrl-C
+        /// stops).
         #[arg(short, long)]
         follow: bool,
         #[arg(long, value_name = "ID")]
@@ -123,8 +125,17 @@ pub enum Command {
         /// Source or destination port.
         #[arg(long, value_name = "N")]
         port: Option<u16>,
+        /// tcp, udp, icmp, icmpv6, gre or a protocol number.
         #[arg(long, value_name = "P")]
         proto: Option<String>,
+        #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
+        direction: Option<Direction>,
+        /// How many of the newest records from the file to print first
+        /// (default: 1000, or none with --follow).
+        #[arg(short = 'n', long, value_name = "N")]
+        limit: Option<usize>,
+        /// json (one JSON object per line, the default) or text (the
+        /// space-separated form of SPEC §7).
         #[arg(long, value_enum, default_value_t)]
         format: FlowFormat,
     },
@@ -178,6 +189,9 @@ impl Failure {
 
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    if let Command::Flows { follow: true, .. } = &cli.command {
+        return follow_flows(&cli, out, err).await;
+    }
     match execute(&cli).await {
         Ok((json, human)) => {
             let text = if cli.json { pretty(&json) } else { human };
@@ -290,38 +304,10 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             let (json, r) = call::<_, ExplainResult>(&mut client, Method::Explain, params).await?;
             (json, render::explain(&r))
         }
-        Command::Flows {
-            follow,
-            eni,
-            action,
-            addr,
-            port,
-            proto,
-            format,
-        } => {
-            let params = FlowsParams {
-                follow: *follow,
-                eni: eni.clone(),
-                action: action.map(|a| match a {
-                    FlowAction::Accept => "ACCEPT".to_owned(),
-                    FlowAction::Reject => "REJECT".to_owned(),
-                }),
-                addr: *addr,
-                port: *port,
-                proto: proto.clone(),
-            };
+        Command::Flows { format, .. } => {
+            let params = flows_params(&cli.command);
             let (json, r) = call::<_, FlowsResult>(&mut client, Method::Flows, params).await?;
-            let mut text = String::new();
-            for record in &r.records {
-                match format {
-                    FlowFormat::Text => text.push_str(&render::flow_text(record)),
-                    FlowFormat::Json => {
-                        text.push_str(&serde_json::to_string(record).unwrap_or_default())
-                    }
-                }
-                text.push('\n');
-            }
-            (json, text)
+            (json, flow_lines(&r.records, *format))
         }
         Command::Counters { eni } => {
             let (json, r) = call::<_, CountersResult>(
@@ -343,6 +329,102 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             (json, render::version(env!("CARGO_PKG_VERSION"), &r))
         }
     })
+}
+
+/// The `flows` parameters of a `flows` command.
+fn flows_params(command: &Command) -> FlowsParams {
+    let Command::Flows {
+        follow,
+        eni,
+        action,
+        addr,
+        port,
+        proto,
+        direction,
+        limit,
+        ..
+    } = command
+    else {
+        return FlowsParams::default();
+    };
+    FlowsParams {
+        follow: *follow,
+        eni: eni.clone(),
+        action: action.map(|a| match a {
+            FlowAction::Accept => "ACCEPT".to_owned(),
+            FlowAction::Reject => "REJECT".to_owned(),
+        }),
+        addr: *addr,
+        port: *port,
+        proto: proto.clone(),
+        direction: *direction,
+        limit: *limit,
+    }
+}
+
+/// Records, one per line, in `format`.
+fn flow_lines(records: &[FlowRecord], format: FlowFormat) -> String {
+    let mut text = String::new();
+    for record in records {
+        match format {
+            FlowFormat::Text => text.push_str(&render::flow_text(record)),
+            FlowFormat::Json => text.push_str(&crate::flowlog::record::json(record)),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// `flows --follow`: prints each result of the stream as it comes, until
+/// the daemon ends it or stdout goes away. `--json` prints JSON lines.
+async fn follow_flows(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Command::Flows { format, .. } = &cli.command else {
+        return EXIT_FAILURE;
+    };
+    let format = if cli.json { FlowFormat::Json } else { *format };
+    let fail = |err: &mut dyn Write, failure: Failure| {
+        for line in &failure.lines {
+            let _ = writeln!(err, "{line}");
+        }
+        EXIT_FAILURE
+    };
+    if let Some(proto) = flows_params(&cli.command).proto {
+        if let Err(e) = crate::api::parse_proto(&proto) {
+            return fail(err, Failure::local("invalid_params", e.message));
+        }
+    }
+    let mut client = match Client::connect(&cli.socket).await {
+        Ok(c) => c,
+        Err(e) => return fail(err, e.into()),
+    };
+    let mut next = client
+        .stream(Method::Flows, flows_params(&cli.command))
+        .await;
+    loop {
+        let value = match next {
+            Ok(Some(value)) => value,
+            // The daemon ended the stream (it is shutting down).
+            Ok(None) => return 0,
+            Err(e) => return fail(err, e.into()),
+        };
+        let records: FlowsResult = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                return fail(
+                    err,
+                    Failure::local("protocol", format!("unexpected flows result: {e}")),
+                )
+            }
+        };
+        let text = flow_lines(&records.records, format);
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // `filterctl flows -f | head`: the reader is gone, we are done.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return 0,
+            Err(_) => return EXIT_FAILURE,
+        }
+        next = client.next_in_stream().await;
+    }
 }
 
 fn explain_params(

@@ -404,29 +404,7 @@ pub fn version(client: &str, r: &VersionResult) -> String {
 
 /// A flow record in the space-separated form of SPEC §7.
 pub fn flow_text(f: &FlowRecord) -> String {
-    let dash = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
-    [
-        f.version.to_string(),
-        f.eni_id.clone(),
-        or_dash(&f.vswitch_id),
-        or_dash(&f.vpc_id),
-        f.direction.as_str().to_owned(),
-        f.srcaddr.to_string(),
-        dash(f.srcport.map(|p| p.to_string())),
-        f.dstaddr.to_string(),
-        dash(f.dstport.map(|p| p.to_string())),
-        f.protocol.to_string(),
-        f.packets.to_string(),
-        f.bytes.to_string(),
-        f.start.to_string(),
-        f.end.to_string(),
-        f.action.clone(),
-        f.log_status.clone(),
-        dash(f.tcp_flags.map(|t| t.to_string())),
-        dash(f.rule_id.clone()),
-        dash(f.generation.map(|g| g.to_string())),
-    ]
-    .join(" ")
+    crate::flowlog::record::text(f)
 }
 
 #[cfg(test)]

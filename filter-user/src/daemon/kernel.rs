@@ -23,7 +23,7 @@ use super::enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer};
 use crate::{
     api::{MapFill, RuleCounter, StatCounter, TrackedConnection},
     compile::{self, SlotTable},
-    dataplane::{pins, Dataplane, GenerationMaps, KtimeClock, LpmEntry},
+    dataplane::{pins, Dataplane, GenerationMaps, KtimeClock},
     ruleset::{Direction, Ruleset},
     verdict::Packet,
 };
@@ -93,18 +93,6 @@ impl KernelEnforcer {
             })
             .collect()
     }
-}
-
-/// The compiler's LPM entries as the data plane takes them.
-fn lpm<K: Copy, V: Copy>(entries: &[compile::LpmEntry<K, V>]) -> Vec<LpmEntry<K, V>> {
-    entries
-        .iter()
-        .map(|e| LpmEntry {
-            prefix_len: e.prefix_len,
-            key: e.key,
-            value: e.value,
-        })
-        .collect()
 }
 
 fn ifindex_of(name: &str) -> Option<u32> {
@@ -262,27 +250,8 @@ impl Enforcer for KernelEnforcer {
                 .reset_rule_stats(*slot)
                 .map_err(|e| error(chain(&e)))?;
         }
-        let (dport, sport, local, rules, inner) = (
-            lpm(&plan.dport),
-            lpm(&plan.sport),
-            lpm(&plan.local),
-            lpm(&plan.rules),
-            lpm(&plan.inner),
-        );
-        let maps = GenerationMaps {
-            generation: plan.generation,
-            config: &plan.config,
-            enis: &plan.enis,
-            tables: &plan.tables,
-            dport: &dport,
-            sport: &sport,
-            local: &local,
-            cells: &plan.cells,
-            rules: &rules,
-            inner: &inner,
-        };
         let summary = dataplane
-            .write_generation(&maps)
+            .write_generation(&GenerationMaps::from(plan))
             .map_err(|e| error(chain(&e)))?;
         if let Some(cleanup) = summary.cleanup_error {
             tracing::warn!("generation {} runs, but the previous one's entries stay until the next apply: {cleanup}", plan.generation);

@@ -16,13 +16,8 @@ use super::{
     sys,
 };
 
-/// One entry of an LPM trie: `key` matches on its first `prefix_len` bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LpmEntry<K, V> {
-    pub prefix_len: u32,
-    pub key: K,
-    pub value: V,
-}
+/// One entry of an LPM trie, as the compiler produces it.
+pub use crate::compile::LpmEntry;
 
 /// The contents of one generation's slot, borrowed from the compiler's
 /// output (`compile::Compiled`). Every key must carry the generation's slot
@@ -39,6 +34,24 @@ pub struct GenerationMaps<'a> {
     pub cells: &'a [(CellKey, u32)],
     pub rules: &'a [LpmEntry<AddrKeyData, RuleHit>],
     pub inner: &'a [LpmEntry<AddrKeyData, RuleHit>],
+}
+
+impl<'a> From<&'a crate::compile::Compiled> for GenerationMaps<'a> {
+    /// The compiler's output, borrowed as it is: nothing is copied.
+    fn from(c: &'a crate::compile::Compiled) -> Self {
+        GenerationMaps {
+            generation: c.generation,
+            config: &c.config,
+            enis: &c.enis,
+            tables: &c.tables,
+            dport: &c.dport,
+            sport: &c.sport,
+            local: &c.local,
+            cells: &c.cells,
+            rules: &c.rules,
+            inner: &c.inner,
+        }
+    }
 }
 
 impl GenerationMaps<'_> {

@@ -7,15 +7,17 @@ use aya::{
     Ebpf, Pod,
 };
 use filter_common::{
-    names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FragEntry, FragKey, GenConfig,
-    PortKeyData, RuleHit, RuleStats, TableMeta,
+    names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
+    GenConfig, PortKeyData, RejectEntry, RejectKey, RuleHit, RuleStats, TableMeta,
 };
 
 use super::error::{DataplaneError, Result};
 
 /// Maps that hold state a restarted daemon must find again: pinned by name.
-/// (A flow-log ring buffer is deliberately not here: a new daemon reads
-/// from a new one.)
+/// The flow-log collector (`crate::flowlog`) reads `FILTER_CT`,
+/// `FILTER_REJECTS`, `FILTER_FLOWLOSS` and `FILTER_ENIS` through these pins.
+/// (The flow-log ring buffer is deliberately not here: a new daemon reads
+/// from a new one, taken with `Dataplane::take_map`.)
 pub(crate) const PINNED_MAPS: &[&str] = &[
     names::ACTIVE,
     names::CONFIG,
@@ -31,6 +33,8 @@ pub(crate) const PINNED_MAPS: &[&str] = &[
     names::FRAGS,
     names::STATS,
     names::RULE_STATS,
+    names::REJECTS,
+    names::FLOWLOSS,
 ];
 
 pub(crate) struct Maps {
@@ -71,6 +75,8 @@ impl Maps {
         check::<FragKey, FragEntry>(ebpf, names::FRAGS, false)?;
         check::<u32, u64>(ebpf, names::STATS, true)?;
         check::<u32, RuleStats>(ebpf, names::RULE_STATS, true)?;
+        check::<RejectKey, RejectEntry>(ebpf, names::REJECTS, false)?;
+        check::<u32, FlowLoss>(ebpf, names::FLOWLOSS, true)?;
         Ok(Self {
             active: typed(ebpf, names::ACTIVE)?,
             config: typed(ebpf, names::CONFIG)?,

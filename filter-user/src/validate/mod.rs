@@ -11,7 +11,6 @@
 //! need; a later check uses only facts that are valid, so one mistake gives
 //! one message. Every limit is in [`limits`]; `docs/RULESET.md` describes
 //! the document and the decisions taken where SPEC is silent.
-use std::path::Path;
 
 use crate::{model::Document, ruleset::Ruleset};
 
@@ -47,15 +46,17 @@ pub trait Environment {
     fn interface_exists(&self, name: &str) -> bool;
 }
 
-/// The real host: an interface exists when `/sys/class/net/<name>` does.
+/// The real host: an interface exists when the kernel resolves its name to
+/// an index in the calling thread's network namespace. (Not
+/// `/sys/class/net`: that shows the namespace sysfs was mounted in, which is
+/// the wrong one for a daemon started with `nsenter --net=...`.)
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostInterfaces;
 
 impl Environment for HostInterfaces {
     fn interface_exists(&self, name: &str) -> bool {
-        // Never build a path out of something that is not an interface name.
         let plain = !name.is_empty() && name != "." && name != ".." && !name.contains('/');
-        plain && Path::new("/sys/class/net").join(name).exists()
+        plain && nix::net::if_::if_nametoindex(name).is_ok()
     }
 }
 

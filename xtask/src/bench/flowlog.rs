@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::{run::cargo, run::run, setup::Toolchain};
 
 pub fn bench(toolchain: &Toolchain, quick: bool) -> Result<()> {
-    println!("xtask: bench: flow-log events (ring buffer → collector)");
+    println!("xtask: bench 3/3: flow-log events (ring buffer → collector)");
     let mut flowlog = cargo(["bench", "-p", "filter-user", "--bench", "flowlog", "--"]);
     if quick {
         flowlog.arg("--quick");

@@ -7,6 +7,8 @@
 //!    traffic on a veth pair, filter against nftables, iptables and no
 //!    filter at the same rule counts. Its report (Markdown tables) is also
 //!    written to `target/bench/dataplane.md`.
+//! 3. Flow-log events (`filter-user/benches/flowlog.rs`, `flowlog.rs`
+//!    here), as root.
 //!
 //! The data-plane benchmark removes its namespaces itself; if it is killed
 //! (Ctrl-C reaches it, not this process, which waits) whatever it left is
@@ -56,14 +58,14 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
         );
     }
     let env = toolchain.build_env();
-    println!("xtask: bench 1/2: the rule compiler");
+    println!("xtask: bench 1/3: the rule compiler");
     run(cargo(["bench", "-p", "filter-user", "--bench", "compile"]).envs(env.clone()))?;
     if opts.unprivileged {
         return Ok(());
     }
 
     println!(
-        "xtask: bench 2/2: the data plane (BPF_PROG_TEST_RUN, then veth: filter, nftables, \
+        "xtask: bench 2/3: the data plane (BPF_PROG_TEST_RUN, then veth: filter, nftables, \
          iptables)"
     );
     let mut dataplane = cargo(["bench", "-p", "filter-user", "--bench", "dataplane", "--"]);

@@ -1,0 +1,174 @@
+//! Flow logs, the kernel half (SPEC §7, `docs/FLOWLOGS.md`).
+//!
+//! Every packet on a guarded ENI is accounted to exactly one flow entry:
+//! an accepted connection's conntrack entry (`conntrack.rs`), or else a
+//! `FILTER_REJECTS` entry keyed by the flow in the packet's orientation,
+//! its direction and its action ([`account_reject`]). Events go to
+//! `FILTER_EVENTS` only when an entry is created or removed by the data
+//! plane ([`ct_event`]), never per packet; what cannot be recorded is
+//! counted in `FILTER_FLOWLOSS[eni_index]`, so user space can say so.
+use core::ptr::addr_of_mut;
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use filter_common::{
+    CtEntry, CtEvent, CtKey, RejectEntry, RejectEvent, RejectKey, FLOW_EV_REJECT_NEW,
+};
+
+use crate::{
+    conntrack::atomic_add,
+    maps::{FILTER_EVENTS, FILTER_FLOWLOSS, FILTER_REJECTS},
+};
+
+/// Which `FlowLoss` counter [`lost`] bumps.
+const LOST_EVENT: u32 = 0;
+const LOST_PACKET: u32 = 1;
+
+/// Counts one thing the flow log missed for ENI `eni_index`. Per-CPU, so a
+/// plain increment; an index past the array is ignored.
+#[inline(always)]
+fn lost(eni_index: u32, what: u32) {
+    if let Some(l) = FILTER_FLOWLOSS.get_ptr_mut(eni_index) {
+        // SAFETY: this CPU's copy of a live map value; only this CPU writes
+        // it, and the program runs to completion without migrating.
+        unsafe {
+            if what == LOST_EVENT {
+                (*l).events += 1;
+            } else {
+                (*l).packets += 1;
+            }
+        }
+    }
+}
+
+/// Sends a conntrack event (`FLOW_EV_CT_*`) with a copy of `entry`: the
+/// entry as created, or its final counts just before the data plane removes
+/// it. A full ring buffer is counted, never waited for.
+#[inline(never)]
+pub fn ct_event(kind: u32, eni_index: u32, key: &CtKey, entry: *const CtEntry) {
+    let Some(mut ev) = FILTER_EVENTS.reserve::<CtEvent>(0) else {
+        lost(eni_index, LOST_EVENT);
+        return;
+    };
+    let p = ev.as_mut_ptr();
+    // SAFETY: `p` points at a reserved ring-buffer record of
+    // `size_of::<CtEvent>()` bytes, which we own until `submit`; every field
+    // is written (the struct has no implicit padding). `entry` is a live map
+    // value or this CPU's scratch.
+    unsafe {
+        addr_of_mut!((*p).kind).write(kind);
+        addr_of_mut!((*p).eni_index).write(eni_index);
+        addr_of_mut!((*p).key).write(*key);
+        addr_of_mut!((*p)._pad).write(0);
+        addr_of_mut!((*p).entry).write(*entry);
+    }
+    ev.submit(0);
+}
+
+/// Sends the [`FLOW_EV_REJECT_NEW`] event of a new `FILTER_REJECTS` entry.
+#[inline(always)]
+fn reject_event(key: &RejectKey, entry: &RejectEntry, eni_index: u32) {
+    let Some(mut ev) = FILTER_EVENTS.reserve::<RejectEvent>(0) else {
+        lost(eni_index, LOST_EVENT);
+        return;
+    };
+    let p = ev.as_mut_ptr();
+    // SAFETY: as in `ct_event`.
+    unsafe {
+        addr_of_mut!((*p).kind).write(FLOW_EV_REJECT_NEW);
+        addr_of_mut!((*p).eni_index).write(eni_index);
+        addr_of_mut!((*p).key).write(*key);
+        addr_of_mut!((*p)._pad).write(0);
+        addr_of_mut!((*p).entry).write(*entry);
+    }
+    ev.submit(0);
+}
+
+/// Adds one packet (described by `fresh`, the entry it would create) to an
+/// existing entry. Counters are atomic adds (several CPUs may count one
+/// flow); the rest are plain stores of the latest packet's values.
+#[inline(always)]
+fn add(e: *mut RejectEntry, fresh: &RejectEntry) {
+    // SAFETY: a live map value (LRU values stay mapped while the program
+    // runs, even if another CPU evicts the entry meanwhile).
+    unsafe {
+        atomic_add(addr_of_mut!((*e).packets), 1);
+        atomic_add(addr_of_mut!((*e).bytes), fresh.bytes);
+        (*e).last_ns = fresh.last_ns;
+        (*e).rule_slot = fresh.rule_slot;
+        (*e).generation = fresh.generation;
+        let flags = fresh.tcp_flags;
+        if (*e).tcp_flags & flags != flags {
+            (*e).tcp_flags |= flags;
+        }
+    }
+}
+
+/// Accounts a packet that belongs to no conntrack entry (rejected, or an
+/// accepted ICMP error related to a connection) to its `FILTER_REJECTS`
+/// flow. `fresh` is the entry its first packet would create (one packet,
+/// `first_ns == last_ns == now`).
+#[inline(never)]
+pub fn account_reject(key: &RejectKey, fresh: &RejectEntry, eni_index: u32) {
+    if let Some(e) = FILTER_REJECTS.get_ptr_mut(key) {
+        add(e, fresh);
+        return;
+    }
+    // NOEXIST: two CPUs creating the same flow at once must not overwrite
+    // each other's first packet.
+    if FILTER_REJECTS
+        .insert(key, fresh, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        reject_event(key, fresh, eni_index);
+        return;
+    }
+    match FILTER_REJECTS.get_ptr_mut(key) {
+        // The other CPU won: count into its entry.
+        Some(e) => add(e, fresh),
+        // The map refused the entry (out of memory while evicting): this
+        // packet is in no flow; say so.
+        None => lost(eni_index, LOST_PACKET),
+    }
+}
+
+/// Benchmark only (`filter-user/benches/flowlog.rs`, `cargo xtask bench`):
+/// each run sends one `FLOW_EV_CT_NEW` event for a flow of its own (the
+/// time stamps the key), through [`ct_event`] as the pipeline does, so
+/// BPF_PROG_TEST_RUN with `repeat` floods `FILTER_EVENTS` from one CPU
+/// while the collector's code drains it on another. The data plane never
+/// loads it.
+#[aya_ebpf::macros::xdp]
+pub fn filter_flowlog_bench(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&[192, 0, 2, 10]);
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&[198, 51, 100, 7]);
+    let key = CtKey {
+        ifindex: 1,
+        family: filter_common::FAMILY_V4,
+        proto: filter_common::PROTO_UDP,
+        _pad: 0,
+        addr_a: a,
+        addr_b: b,
+        port_a: now as u16,
+        port_b: (now >> 16) as u16,
+    };
+    let entry = CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        packets: [1, 0],
+        bytes: [128, 0],
+        rule_slot: filter_common::RULE_SLOT_DEFAULT_ACCEPT,
+        generation: 1,
+        state: filter_common::CT_UDP,
+        orig_dir: filter_common::DIR_EGRESS,
+        orig_src_is_a: 1,
+        tcp_flags: 0,
+        dir_tcp_flags: [0, 0],
+        _pad: 0,
+    };
+    ct_event(filter_common::FLOW_EV_CT_NEW, 0, &key, &entry);
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}

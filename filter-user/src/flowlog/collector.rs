@@ -1,0 +1,277 @@
+//! The collector task: reads the ring buffer with `AsyncFd`, scans the
+//! maps at every capture-window boundary, and hands each window's records
+//! to the file and to the `--follow` subscribers.
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::{unix::AsyncFd, Interest};
+
+use super::{
+    fanout::Batch,
+    kernel::{self, Event},
+    sink::FileSink,
+    window::{FlowTable, Origin, Scan, Window},
+    Shared,
+};
+use crate::dataplane::KtimeClock;
+
+/// At most this many events are taken in one go before the task yields.
+const DRAIN_BATCH: usize = 65_536;
+
+type Ring = AsyncFd<RingBuf<MapData>>;
+
+/// The collector of one daemon; run it with [`Collector::run`].
+pub struct Collector {
+    shared: Arc<Shared>,
+    table: FlowTable,
+    sink: Option<FileSink>,
+    ring: Option<Ring>,
+    /// Unix second the open window started at.
+    window_start: u64,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The first multiple of `window` after `now` (windows line up on the
+/// clock: with 60 s, on whole minutes).
+pub(super) fn next_boundary(now: Duration, window: Duration) -> u64 {
+    let w = window.as_secs().max(1);
+    (now.as_secs() / w + 1) * w
+}
+
+impl Collector {
+    pub(super) fn new(shared: Arc<Shared>, sink: FileSink) -> Self {
+        Collector {
+            shared,
+            table: FlowTable::new(),
+            sink: Some(sink),
+            ring: None,
+            window_start: unix_now().as_secs(),
+        }
+    }
+
+    fn window_len(&self) -> Duration {
+        self.shared
+            .catalog()
+            .capture_window()
+            .unwrap_or(self.shared.config.capture_window)
+    }
+
+    /// Runs until `shutdown` completes, then closes the open window (so
+    /// what was counted until then reaches the file) and returns.
+    pub async fn run(mut self, shutdown: impl Future) {
+        // The baseline: what the maps counted before this daemon started is
+        // not this daemon's to report.
+        let baseline = kernel::ktime_now();
+        self.take_ring();
+        self.scan(Some(baseline)).await;
+        tokio::pin!(shutdown);
+        loop {
+            let boundary = next_boundary(unix_now(), self.window_len());
+            let wait = Duration::from_secs(boundary).saturating_sub(unix_now());
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                // Biased, the boundary before the events: a flood of events
+                // never holds a window open.
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => {
+                        let end = unix_now().as_secs().max(self.window_start);
+                        self.close(end).await;
+                        return;
+                    }
+                    () = &mut sleep => break,
+                    () = self.shared.ring_ready.notified() => self.take_ring(),
+                    () = pump(&mut self.ring, &mut self.table) => {}
+                }
+            }
+            self.close(boundary).await;
+        }
+    }
+
+    /// Takes a ring buffer the daemon handed over (a data plane was
+    /// loaded), after draining the old one.
+    fn take_ring(&mut self) {
+        let Some(map) = self.shared.take_ring() else {
+            return;
+        };
+        drain(&mut self.ring, &mut self.table);
+        let registered = RingBuf::try_from(map)
+            .map_err(std::io::Error::other)
+            .and_then(|rb| {
+                // SAFETY: the ring buffer owns its map's fd, which stays
+                // open (and is what `as_raw_fd` returns) for as long as the
+                // `RingBuf`, and so the `AsyncFd`, lives.
+                unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+            });
+        match registered {
+            Ok(ring) => self.ring = Some(ring),
+            Err(e) => {
+                tracing::error!("flow log: cannot read the event ring buffer: {e}");
+                self.ring = None;
+            }
+        }
+    }
+
+    /// Scans the maps (on a blocking thread, the ring buffer still read
+    /// meanwhile), takes in every event sent until the scan ended, then the
+    /// scan.
+    async fn scan(&mut self, baseline: Option<u64>) {
+        let pin_dir = self.shared.config.pin_dir.clone();
+        let task = tokio::task::spawn_blocking(move || kernel::scan(&pin_dir));
+        tokio::pin!(task);
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut task => break r,
+                () = pump(&mut self.ring, &mut self.table) => {}
+            }
+        };
+        // An entry the data plane removed before the scan missed it sent
+        // its event before: take every event in now.
+        drain(&mut self.ring, &mut self.table);
+        let scan: Option<Scan> = match result {
+            Ok(Ok(scan)) => scan,
+            Ok(Err(e)) => {
+                tracing::warn!("flow log: reading the data plane's maps: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("flow log: the scan failed: {e}");
+                return;
+            }
+        };
+        match scan {
+            Some(scan) => {
+                let mut catalog = self.shared.catalog();
+                self.table.scan(&scan, baseline, &mut catalog);
+            }
+            None => self.table.maps_gone(),
+        }
+    }
+
+    /// Closes the window ending at Unix second `end`: scan, records, file,
+    /// subscribers.
+    async fn close(&mut self, end: u64) {
+        self.scan(None).await;
+        let window = Window {
+            start: self.window_start.min(end),
+            end,
+        };
+        self.window_start = end;
+        let clock = KtimeClock::now();
+        let unix = |ns: u64| {
+            clock
+                .to_system_time(ns)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        };
+        let records = {
+            let catalog = self.shared.catalog();
+            self.table.close(window, &catalog, &unix)
+        };
+        if records.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            window,
+            records: records.into_iter().map(Arc::new).collect(),
+        };
+        // The file first (one write per window), on a blocking thread.
+        if let Some(mut sink) = self.sink.take() {
+            let records = Arc::clone(&batch.records);
+            match tokio::task::spawn_blocking(move || {
+                let result = sink.write(records.iter().map(|r| &**r));
+                (sink, result)
+            })
+            .await
+            {
+                Ok((sink, result)) => {
+                    if let Err(e) = result {
+                        tracing::error!(
+                            "flow log: writing {}: {e}",
+                            self.shared.config.file.path.display()
+                        );
+                    }
+                    self.sink = Some(sink);
+                }
+                Err(e) => tracing::error!("flow log: the file writer failed: {e}"),
+            }
+        }
+        self.shared.fanout.publish(&batch);
+    }
+}
+
+/// Waits until the ring buffer has data (never, without one), then takes
+/// up to [`DRAIN_BATCH`] events into `table`. Readiness is cleared only
+/// once the ring is empty, so an event that came meanwhile wakes us again.
+async fn pump(ring: &mut Option<Ring>, table: &mut FlowTable) {
+    let Some(ring) = ring else {
+        return std::future::pending::<()>().await;
+    };
+    let mut guard = match ring.readable_mut().await {
+        Ok(guard) => guard,
+        Err(e) => {
+            tracing::error!("flow log: polling the ring buffer: {e}");
+            return std::future::pending::<()>().await;
+        }
+    };
+    if take(guard.get_inner_mut(), table, DRAIN_BATCH) {
+        guard.clear_ready();
+    }
+}
+
+/// Takes every event there is into `table`, without waiting.
+fn drain(ring: &mut Option<Ring>, table: &mut FlowTable) {
+    if let Some(ring) = ring {
+        take(ring.get_mut(), table, usize::MAX);
+    }
+}
+
+/// Takes up to `max` events; true when the ring is empty.
+fn take(rb: &mut RingBuf<MapData>, table: &mut FlowTable, max: usize) -> bool {
+    for _ in 0..max {
+        let Some(item) = rb.next() else {
+            return true;
+        };
+        match kernel::decode(&item) {
+            Some(Event::CtNew(k, e)) => table.ct(&k, &e, Origin::Created),
+            Some(Event::CtEnd(k, e)) => table.ct(&k, &e, Origin::Ended),
+            Some(Event::RejectNew(k, e)) => table.reject(&k, &e, Origin::Created),
+            None => tracing::debug!("flow log: skipping an unknown event"),
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_line_up_on_the_clock() {
+        let w = Duration::from_secs(60);
+        assert_eq!(next_boundary(Duration::from_secs(120), w), 180);
+        assert_eq!(next_boundary(Duration::from_millis(179_999), w), 180);
+        assert_eq!(
+            next_boundary(Duration::from_secs(1), Duration::from_secs(1)),
+            2
+        );
+        assert_eq!(
+            next_boundary(Duration::from_millis(1500), Duration::from_secs(1)),
+            2
+        );
+        // A zero window (never configured so) still moves on.
+        assert_eq!(next_boundary(Duration::from_secs(5), Duration::ZERO), 6);
+    }
+}

@@ -1,0 +1,349 @@
+//! Reading the data plane for the flow log: the pinned maps (a whole map
+//! per system call batch) and the events of the ring buffer.
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::Path,
+};
+
+use aya::{
+    maps::{HashMap, Map, MapData},
+    Pod,
+};
+use filter_common::{
+    names, CtEntry, CtEvent, CtKey, EniConfig, EniKey, FlowLoss, RejectEntry, RejectEvent,
+    RejectKey, FLOW_EV_CT_CUT, FLOW_EV_CT_END, FLOW_EV_CT_NEW, FLOW_EV_REJECT_NEW,
+};
+
+use super::window::Scan;
+
+/// `BPF_MAP_LOOKUP_BATCH` in `enum bpf_cmd` (linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+
+/// `bpf_ktime_get_ns()` now: `CLOCK_MONOTONIC`.
+pub fn ktime_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// A pinned map, or `None` when it is not pinned (the data plane was
+/// detached, or not loaded yet).
+fn open(pin_dir: &Path, name: &str) -> io::Result<Option<MapData>> {
+    match MapData::from_pin(pin_dir.join(name)) {
+        Ok(m) => Ok(Some(m)),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io::Error::other(format!("opening pinned {name}: {e}"))),
+    }
+}
+
+/// Reads the maps the flow log needs from `pin_dir`: `None` when the data
+/// plane is not pinned there.
+pub fn scan(pin_dir: &Path) -> io::Result<Option<Scan>> {
+    let started_ns = ktime_now();
+    let (Some(ct), Some(rejects), Some(loss), Some(enis)) = (
+        open(pin_dir, names::CT)?,
+        open(pin_dir, names::REJECTS)?,
+        open(pin_dir, names::FLOWLOSS)?,
+        open(pin_dir, names::ENIS)?,
+    ) else {
+        return Ok(None);
+    };
+    let mut scan = Scan {
+        started_ns,
+        ..Scan::default()
+    };
+    read_hash::<CtKey, CtEntry>(ct, names::CT, |k, v| scan.ct.push((k, v)))?;
+    read_hash::<RejectKey, RejectEntry>(rejects, names::REJECTS, |k, v| scan.rejects.push((k, v)))?;
+    percpu_array_batch(loss.fd().as_fd(), size_of::<FlowLoss>(), |index, cpus| {
+        let mut total = FlowLoss::default();
+        for cpu in cpus.chunks_exact(size_of::<FlowLoss>().div_ceil(8) * 8) {
+            // SAFETY: each chunk holds one `FlowLoss` (plain integers).
+            let v: FlowLoss = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
+            total.events = total.events.wrapping_add(v.events);
+            total.packets = total.packets.wrapping_add(v.packets);
+        }
+        if total != FlowLoss::default() {
+            scan.loss.push((index, total));
+        }
+    })?;
+    let enis: HashMap<MapData, EniKey, EniConfig> =
+        HashMap::try_from(Map::HashMap(enis)).map_err(io::Error::other)?;
+    for item in enis.iter() {
+        let (k, v) = item.map_err(io::Error::other)?;
+        scan.enis.push((k.ifindex, v.eni_index));
+    }
+    Ok(Some(scan))
+}
+
+/// Every entry of a hash map: one `BPF_MAP_LOOKUP_BATCH` per few thousand
+/// entries, or entry by entry where batches are refused.
+fn read_hash<K: Pod, V: Pod>(map: MapData, name: &str, mut f: impl FnMut(K, V)) -> io::Result<()> {
+    let mut got = Vec::new();
+    match hash_batch::<K, V>(map.fd().as_fd(), |k, v| got.push((k, v))) {
+        Ok(()) => {
+            for (k, v) in got {
+                f(k, v);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::debug!("batched read of {name} failed ({e}); reading entry by entry");
+            // `HashMap` takes LRU hash maps too.
+            let typed: HashMap<MapData, K, V> =
+                HashMap::try_from(Map::HashMap(map)).map_err(io::Error::other)?;
+            for item in typed.iter() {
+                let (k, v) = item.map_err(io::Error::other)?;
+                f(k, v);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` call; the number of entries read, and the
+/// error (`ENOENT`: the end).
+fn lookup_batch(
+    fd: BorrowedFd<'_>,
+    in_batch: Option<&u32>,
+    out_batch: &mut u32,
+    keys: &mut [u8],
+    values: &mut [u8],
+    count: usize,
+) -> (usize, Option<io::Error>) {
+    let Ok(map_fd) = u32::try_from(fd.as_raw_fd()) else {
+        return (0, Some(io::Error::from(io::ErrorKind::InvalidInput)));
+    };
+    let mut attr = BatchAttr {
+        in_batch: in_batch.map_or(0, |b| b as *const u32 as u64),
+        out_batch: out_batch as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        map_fd,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: every pointer in `attr` is valid for what the kernel writes:
+    // `keys` and `values` hold `count` keys and values (the callers size
+    // them), the batch cursors one u32 each (what hash maps and arrays
+    // use). All outlive the call; the kernel writes the count back.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    let err = (rc < 0).then(io::Error::last_os_error);
+    (attr.count as usize, err)
+}
+
+/// Every entry of a (non per-CPU) hash map with `BPF_MAP_LOOKUP_BATCH`
+/// (Linux 5.6).
+fn hash_batch<K: Pod, V: Pod>(fd: BorrowedFd<'_>, mut f: impl FnMut(K, V)) -> io::Result<()> {
+    let (ks, vs) = (size_of::<K>(), size_of::<V>());
+    let mut count = 4096usize;
+    let mut keys = vec![0u8; count * ks];
+    let mut values = vec![0u8; count * vs];
+    let mut cursor = 0u32;
+    let mut next = 0u32;
+    let mut first = true;
+    loop {
+        let (n, err) = lookup_batch(
+            fd,
+            (!first).then_some(&cursor),
+            &mut next,
+            &mut keys,
+            &mut values,
+            count,
+        );
+        if let Some(e) = &err {
+            if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 {
+                // One bucket holds more than `count` entries: retry bigger.
+                count *= 2;
+                keys.resize(count * ks, 0);
+                values.resize(count * vs, 0);
+                continue;
+            }
+        }
+        let n = n.min(count);
+        for i in 0..n {
+            // SAFETY: the kernel wrote `n` keys and values of these sizes;
+            // both types are plain old data (`Pod`).
+            let (k, v) = unsafe {
+                (
+                    std::ptr::read_unaligned(keys.as_ptr().add(i * ks).cast::<K>()),
+                    std::ptr::read_unaligned(values.as_ptr().add(i * vs).cast::<V>()),
+                )
+            };
+            f(k, v);
+        }
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        cursor = next;
+        first = false;
+    }
+}
+
+/// Every entry of a per-CPU array: `f` gets the index and the values, one
+/// `round_up(value_size, 8)` stride per possible CPU.
+fn percpu_array_batch(
+    fd: BorrowedFd<'_>,
+    value_size: usize,
+    mut f: impl FnMut(u32, &[u8]),
+) -> io::Result<()> {
+    const CHUNK: usize = 1024;
+    let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let stride = value_size.div_ceil(8) * 8 * ncpu;
+    let mut keys = vec![0u8; CHUNK * 4];
+    let mut values = vec![0u8; CHUNK * stride];
+    let mut cursor = 0u32;
+    let mut next = 0u32;
+    let mut first = true;
+    loop {
+        let (n, err) = lookup_batch(
+            fd,
+            (!first).then_some(&cursor),
+            &mut next,
+            &mut keys,
+            &mut values,
+            CHUNK,
+        );
+        let n = n.min(CHUNK);
+        for i in 0..n {
+            let key = u32::from_ne_bytes([
+                keys[i * 4],
+                keys[i * 4 + 1],
+                keys[i * 4 + 2],
+                keys[i * 4 + 3],
+            ]);
+            f(key, &values[i * stride..(i + 1) * stride]);
+        }
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        cursor = next;
+        first = false;
+    }
+}
+
+/// One ring-buffer event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    CtNew(CtKey, CtEntry),
+    /// An entry the data plane removed (idle, or cut by revalidation),
+    /// with its final counts.
+    CtEnd(CtKey, CtEntry),
+    RejectNew(RejectKey, RejectEntry),
+}
+
+/// Decodes one ring-buffer record; `None` for a record this build does not
+/// know (it is skipped).
+pub fn decode(bytes: &[u8]) -> Option<Event> {
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match kind {
+        FLOW_EV_CT_NEW | FLOW_EV_CT_END | FLOW_EV_CT_CUT if bytes.len() >= size_of::<CtEvent>() => {
+            // SAFETY: at least `size_of::<CtEvent>()` bytes, plain data.
+            let ev: CtEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            Some(if kind == FLOW_EV_CT_NEW {
+                Event::CtNew(ev.key, ev.entry)
+            } else {
+                Event::CtEnd(ev.key, ev.entry)
+            })
+        }
+        FLOW_EV_REJECT_NEW if bytes.len() >= size_of::<RejectEvent>() => {
+            // SAFETY: as above.
+            let ev: RejectEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            Some(Event::RejectNew(ev.key, ev.entry))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-data value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn events_decode_by_kind() {
+        let key = CtKey {
+            ifindex: 3,
+            ..CtKey::default()
+        };
+        let entry = CtEntry {
+            packets: [4, 5],
+            ..CtEntry::default()
+        };
+        let mut ev = CtEvent {
+            kind: FLOW_EV_CT_NEW,
+            key,
+            entry,
+            ..CtEvent::default()
+        };
+        assert_eq!(decode(&bytes(&ev)), Some(Event::CtNew(key, entry)));
+        ev.kind = FLOW_EV_CT_CUT;
+        assert_eq!(decode(&bytes(&ev)), Some(Event::CtEnd(key, entry)));
+        ev.kind = FLOW_EV_CT_END;
+        assert_eq!(decode(&bytes(&ev)), Some(Event::CtEnd(key, entry)));
+        // Cut short, or unknown.
+        assert_eq!(decode(&bytes(&ev)[..100]), None);
+        ev.kind = 99;
+        assert_eq!(decode(&bytes(&ev)), None);
+        let rk = RejectKey {
+            dport: 23,
+            ..RejectKey::default()
+        };
+        let re = RejectEntry {
+            packets: 1,
+            ..RejectEntry::default()
+        };
+        let rev = RejectEvent {
+            kind: FLOW_EV_REJECT_NEW,
+            key: rk,
+            entry: re,
+            ..RejectEvent::default()
+        };
+        assert_eq!(decode(&bytes(&rev)), Some(Event::RejectNew(rk, re)));
+        assert_eq!(decode(&[1, 0]), None);
+    }
+}

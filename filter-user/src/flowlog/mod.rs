@@ -1,0 +1,178 @@
+//! Flow logs (SPEC §7, `docs/FLOWLOGS.md`): one record per (ENI,
+//! direction, protocol, endpoints, action) per capture window, with exact
+//! packet and byte counts, to a rotated JSON-lines file and to every
+//! `filterctl flows --follow` client.
+//!
+//! ```text
+//!  data plane ──FILTER_EVENTS (ring buffer, AsyncFd)──▶ Collector ──▶ FlowTable
+//!     FILTER_CT / FILTER_REJECTS / FILTER_FLOWLOSS ──scan at each boundary──┘
+//!                                                            │ window records
+//!                                     FileSink (rotated) ◀───┴───▶ Fanout ──▶ --follow clients
+//! ```
+//!
+//! - [`kernel`]: reading the pinned maps and decoding ring-buffer events.
+//! - [`window`]: the flows known and the records of one window (pure).
+//! - [`catalog`]: names for interface indexes and counter slots.
+//! - [`collector`]: the task that ties them together.
+//! - [`sink`]: the file, its rotation, reading it back.
+//! - [`fanout`]: the bounded broadcast to `--follow` clients.
+//! - [`record`]: the text form, JSON lines and the `flows` filters.
+//!
+//! [`FlowLog`] is the daemon's [`FlowSource`]: the daemon tells it about
+//! each running generation and each new ring buffer, and asks it for
+//! history and subscriptions.
+pub mod catalog;
+pub mod collector;
+pub mod fanout;
+pub mod kernel;
+pub mod record;
+pub mod sink;
+pub mod window;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use aya::maps::Map;
+use tokio::sync::Notify;
+
+pub use self::{
+    catalog::{Catalog, EniMeta, FlowNames},
+    collector::Collector,
+    fanout::{Fanout, Subscription},
+    record::FlowFilter,
+    sink::{FileConfig, FileSink},
+};
+use crate::{
+    api::{FlowRecord, FlowsParams},
+    daemon::{FlowError, FlowSource},
+};
+
+/// The default size at which the flow-log file is rotated.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// The default number of rotated files kept.
+pub const DEFAULT_KEEP_FILES: usize = 5;
+/// How many windows a `--follow` client may fall behind before it misses
+/// records (and is told so).
+pub const DEFAULT_FOLLOW_QUEUE: usize = 8;
+
+/// Settings of the flow log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowLogConfig {
+    /// Where the data plane's maps are pinned.
+    pub pin_dir: PathBuf,
+    pub file: FileConfig,
+    /// `--capture-window`; a document's `flow_log.capture_window_s` wins.
+    pub capture_window: Duration,
+    /// Windows a `--follow` client may fall behind.
+    pub follow_queue: usize,
+}
+
+impl FlowLogConfig {
+    pub fn new(pin_dir: impl Into<PathBuf>, path: impl Into<PathBuf>) -> Self {
+        FlowLogConfig {
+            pin_dir: pin_dir.into(),
+            file: FileConfig {
+                path: path.into(),
+                max_bytes: DEFAULT_MAX_FILE_BYTES,
+                keep: DEFAULT_KEEP_FILES,
+            },
+            capture_window: Duration::from_secs(60),
+            follow_queue: DEFAULT_FOLLOW_QUEUE,
+        }
+    }
+}
+
+/// What the service and its collector share.
+pub(crate) struct Shared {
+    config: FlowLogConfig,
+    catalog: Mutex<Catalog>,
+    /// A ring buffer handed over by the daemon, for the collector to take.
+    ring: Mutex<Option<Map>>,
+    ring_ready: Notify,
+    fanout: Fanout,
+    /// Serializes file rotation with history reads.
+    rotation: Arc<Mutex<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        lock(&self.catalog)
+    }
+
+    fn take_ring(&self) -> Option<Map> {
+        lock(&self.ring).take()
+    }
+}
+
+/// The flow log of one daemon (see the module docs).
+pub struct FlowLog {
+    shared: Arc<Shared>,
+}
+
+impl FlowLog {
+    /// The service, and its collector to run (`tokio::spawn(collector.run(
+    /// shutdown))`).
+    pub fn new(config: FlowLogConfig) -> (Arc<FlowLog>, Collector) {
+        let rotation = Arc::new(Mutex::new(()));
+        let sink = FileSink::new(config.file.clone(), Arc::clone(&rotation));
+        let shared = Arc::new(Shared {
+            fanout: Fanout::new(config.follow_queue),
+            config,
+            catalog: Mutex::new(Catalog::default()),
+            ring: Mutex::new(None),
+            ring_ready: Notify::new(),
+            rotation,
+        });
+        let collector = Collector::new(Arc::clone(&shared), sink);
+        (Arc::new(FlowLog { shared }), collector)
+    }
+
+    /// How many `--follow` clients are subscribed.
+    pub fn followers(&self) -> usize {
+        self.shared.fanout.len()
+    }
+}
+
+impl FlowSource for FlowLog {
+    fn flows(&self, query: &FlowsParams) -> Result<Vec<FlowRecord>, FlowError> {
+        let filter = FlowFilter::new(query).map_err(|e| FlowError::InvalidParams(e.message))?;
+        let limit = query.limit.unwrap_or(if query.follow {
+            0
+        } else {
+            crate::api::DEFAULT_FLOWS_LIMIT
+        });
+        sink::history(
+            &self.shared.config.file,
+            &self.shared.rotation,
+            &filter,
+            limit,
+        )
+        .map_err(|e| {
+            FlowError::Failed(format!(
+                "reading {}: {e}",
+                self.shared.config.file.path.display()
+            ))
+        })
+    }
+
+    fn follow(&self, query: &FlowsParams) -> Result<Subscription, FlowError> {
+        let filter = FlowFilter::new(query).map_err(|e| FlowError::InvalidParams(e.message))?;
+        Ok(self.shared.fanout.subscribe(filter))
+    }
+
+    fn generation(&self, names: Option<FlowNames>) {
+        self.shared.catalog().update(names.as_ref());
+    }
+
+    fn events(&self, ring: Map) {
+        *lock(&self.shared.ring) = Some(ring);
+        self.shared.ring_ready.notify_one();
+    }
+}

@@ -1,0 +1,624 @@
+//! The flows the collector knows and the records of one capture window.
+//!
+//! Pure bookkeeping, no kernel and no clock, so every case is unit-tested:
+//!
+//! - A flow *incarnation* is a map key and the time its entry was created
+//!   (a key may be reused: an expired connection is replaced by a new one).
+//! - Observations come from ring-buffer events (an entry created, or its
+//!   final counts when the data plane removed it) and from scans of the
+//!   maps. Counters only grow within an incarnation, so observations merge
+//!   by maximum and their order does not matter.
+//! - At a window boundary each incarnation reports what it counted since
+//!   the last boundary (per direction for a connection), and records with
+//!   the same (ENI, direction, protocol, endpoints, action) are added up:
+//!   one record each per window.
+//! - An incarnation the data plane removed (an event said so) is reported
+//!   once more and retired. One that vanished from the maps without an
+//!   event was evicted from a full table (or its event was lost): its last
+//!   known counts are reported, and a `SKIPDATA` record says its counts may
+//!   be short.
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{Hash, Hasher},
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use filter_common::{
+    CtEntry, CtKey, FlowLoss, RejectEntry, RejectKey, ACTION_ACCEPT, DIR_EGRESS, DIR_INGRESS,
+    FAMILY_V4, PROTO_TCP, PROTO_UDP, RULE_SLOT_NONE,
+};
+
+use super::catalog::{Catalog, EniMeta};
+use crate::{
+    api::{FlowAction, FlowRecord, LogStatus, SkipReason, FLOW_RECORD_VERSION},
+    ruleset::Direction,
+};
+
+/// Which map an incarnation lives in, and its key there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Ct(CtKey),
+    Reject(RejectKey),
+}
+
+impl Key {
+    fn ifindex(&self) -> u32 {
+        match self {
+            Key::Ct(k) => k.ifindex,
+            Key::Reject(k) => k.ifindex,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Id {
+    key: Key,
+    created_ns: u64,
+}
+
+/// One `write` of the key's bytes instead of one per field: the collector
+/// hashes an `Id` per event (SipHash stays: the keys come from the network).
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
+            // SAFETY: `Pod` types are plain integers and byte arrays with
+            // every padding byte an explicit field, so all their bytes are
+            // initialised.
+            unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+        }
+        match &self.key {
+            Key::Ct(k) => {
+                state.write_u8(0);
+                state.write(bytes(k));
+            }
+            Key::Reject(k) => {
+                state.write_u8(1);
+                state.write(bytes(k));
+            }
+        }
+        state.write_u64(self.created_ns);
+    }
+}
+
+/// What the collector knows of one incarnation.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    /// The highest counts observed, per direction (a reject flow uses 0).
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    tcp_flags: [u8; 2],
+    last_ns: u64,
+    /// From the observation with the latest `last_ns`: the rule and the
+    /// generation that decided (revalidation may change them).
+    rule_slot: u32,
+    generation: u32,
+    orig_dir: u8,
+    orig_src_is_a: bool,
+    /// What earlier windows reported.
+    reported_packets: [u64; 2],
+    reported_bytes: [u64; 2],
+    /// The data plane removed it (an event carried its final counts).
+    ended: bool,
+    /// Reported after it ended; kept until a scan no longer sees it, so a
+    /// scan racing the removal cannot make it new again.
+    retired: bool,
+    /// It left the maps without an event: report and forget.
+    vanished: bool,
+    /// The last scan that saw it.
+    seen_scan: u64,
+}
+
+/// One scan of the data plane's maps.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// `bpf_ktime_get_ns` when the scan started: an incarnation created
+    /// before and not seen was gone before the scan ended.
+    pub started_ns: u64,
+    pub ct: Vec<(CtKey, CtEntry)>,
+    pub rejects: Vec<(RejectKey, RejectEntry)>,
+    /// `FILTER_FLOWLOSS`, summed over CPUs, by ENI index.
+    pub loss: Vec<(u32, FlowLoss)>,
+    /// (interface index, ENI index) of every `FILTER_ENIS` entry.
+    pub enis: Vec<(u32, u32)>,
+}
+
+/// A capture window, in Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Losses waiting for the next window's `SKIPDATA` records, by interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Lost {
+    events: u64,
+    packets: u64,
+    evicted: u64,
+}
+
+/// The incarnations the collector knows, and the losses of the window.
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    flows: HashMap<Id, Flow>,
+    scans: u64,
+    /// The loss counters as last read; `None` until the first read, which
+    /// is the baseline (what was lost before this collector started is not
+    /// its to report).
+    loss_totals: Option<HashMap<u32, FlowLoss>>,
+    /// Loss counted against an ENI index whose interface is unknown yet.
+    lost: BTreeMap<u32, Lost>,
+}
+
+/// How a scan or an event reading was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A scan; incarnations created before `baseline_ns` (the collector's
+    /// start) report only what they count from now on.
+    Scan { baseline_ns: Option<u64> },
+    /// A creation event.
+    Created,
+    /// An event with the final counts of an entry the data plane removed.
+    Ended,
+}
+
+impl FlowTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many incarnations are known.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Forgets everything, keeping the memory (benchmarks).
+    pub fn clear(&mut self) {
+        self.flows.clear();
+    }
+
+    fn observe(&mut self, id: Id, seen: Flow, origin: Origin) {
+        let scan = self.scans;
+        let flow = self.flows.entry(id).or_insert_with(|| {
+            let mut new = Flow {
+                orig_dir: seen.orig_dir,
+                orig_src_is_a: seen.orig_src_is_a,
+                rule_slot: seen.rule_slot,
+                generation: seen.generation,
+                ..Flow::default()
+            };
+            if let Origin::Scan {
+                baseline_ns: Some(t),
+            } = origin
+            {
+                if id.created_ns < t {
+                    // Counted before this collector started: not ours.
+                    new.reported_packets = seen.packets;
+                    new.reported_bytes = seen.bytes;
+                }
+            }
+            new
+        });
+        for d in 0..2 {
+            flow.packets[d] = flow.packets[d].max(seen.packets[d]);
+            flow.bytes[d] = flow.bytes[d].max(seen.bytes[d]);
+            flow.tcp_flags[d] |= seen.tcp_flags[d];
+        }
+        if seen.last_ns >= flow.last_ns {
+            flow.last_ns = seen.last_ns;
+            flow.rule_slot = seen.rule_slot;
+            flow.generation = seen.generation;
+        }
+        match origin {
+            Origin::Scan { .. } => flow.seen_scan = scan,
+            Origin::Ended => flow.ended = true,
+            Origin::Created => {}
+        }
+    }
+
+    /// A conntrack entry, from an event or a scan.
+    pub fn ct(&mut self, key: &CtKey, e: &CtEntry, origin: Origin) {
+        let seen = Flow {
+            packets: e.packets,
+            bytes: e.bytes,
+            tcp_flags: e.dir_tcp_flags,
+            last_ns: e.last_seen_ns,
+            rule_slot: e.rule_slot,
+            generation: e.generation,
+            orig_dir: e.orig_dir,
+            orig_src_is_a: e.orig_src_is_a != 0,
+            ..Flow::default()
+        };
+        let id = Id {
+            key: Key::Ct(*key),
+            created_ns: e.created_ns,
+        };
+        self.observe(id, seen, origin);
+    }
+
+    /// A `FILTER_REJECTS` entry, from an event or a scan.
+    pub fn reject(&mut self, key: &RejectKey, e: &RejectEntry, origin: Origin) {
+        let seen = Flow {
+            packets: [e.packets, 0],
+            bytes: [e.bytes, 0],
+            tcp_flags: [e.tcp_flags, 0],
+            last_ns: e.last_ns,
+            rule_slot: e.rule_slot,
+            generation: e.generation,
+            orig_dir: key.dir,
+            ..Flow::default()
+        };
+        let id = Id {
+            key: Key::Reject(*key),
+            created_ns: e.first_ns,
+        };
+        self.observe(id, seen, origin);
+    }
+
+    /// Takes in a scan: every entry, then what vanished, then the loss
+    /// counters. Events already in the ring buffer must be taken in before
+    /// (an entry the data plane removed before the scan sent its event
+    /// first).
+    pub fn scan(&mut self, scan: &Scan, baseline_ns: Option<u64>, catalog: &mut Catalog) {
+        self.scans += 1;
+        let origin = Origin::Scan { baseline_ns };
+        for (k, e) in &scan.ct {
+            self.ct(k, e, origin);
+        }
+        for (k, e) in &scan.rejects {
+            self.reject(k, e, origin);
+        }
+        let now = self.scans;
+        let mut evicted: Vec<u32> = Vec::new();
+        self.flows.retain(|id, flow| {
+            if flow.seen_scan == now || id.created_ns >= scan.started_ns {
+                return true;
+            }
+            if flow.retired {
+                // Gone from the kernel as its event said: forget it.
+                return false;
+            }
+            if !flow.ended && !flow.vanished {
+                flow.vanished = true;
+                evicted.push(id.key.ifindex());
+            }
+            true
+        });
+        for ifindex in evicted {
+            self.lost.entry(ifindex).or_default().evicted += 1;
+        }
+
+        catalog.set_eni_indexes(scan.enis.iter().copied());
+        let first = self.loss_totals.is_none();
+        let totals = self.loss_totals.get_or_insert_with(HashMap::new);
+        for (eni_index, now) in &scan.loss {
+            let before = totals.insert(*eni_index, *now).unwrap_or_default();
+            if first {
+                continue;
+            }
+            let events = now.events.saturating_sub(before.events);
+            let packets = now.packets.saturating_sub(before.packets);
+            if events == 0 && packets == 0 {
+                continue;
+            }
+            // An index `FILTER_ENIS` never showed cannot be named: it is
+            // reported under the index itself.
+            let at = catalog
+                .ifindex_of_eni_index(*eni_index)
+                .unwrap_or(UNNAMED_ENI_INDEX | *eni_index);
+            let lost = self.lost.entry(at).or_default();
+            lost.events += events;
+            lost.packets += packets;
+        }
+    }
+
+    /// The maps are gone (detached): what was observed is reported at the
+    /// next boundary, then everything is forgotten without a `SKIPDATA`
+    /// note; new maps start counting from zero.
+    pub fn maps_gone(&mut self) {
+        self.flows.retain(|_, flow| !flow.retired);
+        for flow in self.flows.values_mut() {
+            flow.ended = true;
+        }
+        self.loss_totals = Some(HashMap::new());
+    }
+
+    /// Closes `window`: the records of everything counted since the last
+    /// boundary, the `SKIPDATA` records of the losses, and `NODATA` for
+    /// each running ENI without either. `unix_secs` turns a
+    /// `bpf_ktime_get_ns` reading into Unix seconds.
+    pub fn close(
+        &mut self,
+        window: Window,
+        catalog: &Catalog,
+        unix_secs: &dyn Fn(u64) -> u64,
+    ) -> Vec<FlowRecord> {
+        let mut agg: BTreeMap<RecordKey, Agg> = BTreeMap::new();
+        for (id, flow) in &mut self.flows {
+            let dirs = match id.key {
+                Key::Ct(_) => 2,
+                Key::Reject(_) => 1,
+            };
+            for d in 0..dirs {
+                let packets = flow.packets[d].saturating_sub(flow.reported_packets[d]);
+                let bytes = flow.bytes[d].saturating_sub(flow.reported_bytes[d]);
+                if packets == 0 && bytes == 0 {
+                    continue;
+                }
+                flow.reported_packets[d] = flow.packets[d];
+                flow.reported_bytes[d] = flow.bytes[d];
+                let (key, rule) = record_key(id, flow, d, catalog);
+                let start = clamp(unix_secs(id.created_ns), window.start, window.end);
+                let end = clamp(unix_secs(flow.last_ns), start, window.end);
+                let a = agg.entry(key).or_insert(Agg {
+                    start,
+                    end,
+                    last_ns: 0,
+                    ..Agg::default()
+                });
+                a.packets += packets;
+                a.bytes += bytes;
+                a.tcp_flags |= flow.tcp_flags[d];
+                a.start = a.start.min(start);
+                a.end = a.end.max(end);
+                if flow.last_ns >= a.last_ns {
+                    a.last_ns = flow.last_ns;
+                    a.rule = rule;
+                    a.generation = flow.generation;
+                }
+            }
+        }
+        self.flows.retain(|_, flow| {
+            if flow.vanished {
+                return false;
+            }
+            if flow.ended {
+                flow.retired = true;
+            }
+            true
+        });
+
+        let mut records = Vec::with_capacity(agg.len());
+        let mut busy: BTreeMap<u32, ()> = BTreeMap::new();
+        for (k, a) in agg {
+            busy.insert(k.ifindex, ());
+            let eni = eni_meta(catalog, k.ifindex);
+            let ports = k.proto == PROTO_TCP || k.proto == PROTO_UDP;
+            records.push(FlowRecord {
+                version: FLOW_RECORD_VERSION,
+                eni_id: eni.id.clone(),
+                vswitch_id: eni.vswitch_id.clone(),
+                vpc_id: eni.vpc_id.clone(),
+                direction: Some(direction(k.dir)),
+                srcaddr: Some(ip(k.family, &k.src)),
+                srcport: ports.then_some(k.sport),
+                dstaddr: Some(ip(k.family, &k.dst)),
+                dstport: ports.then_some(k.dport),
+                protocol: Some(k.proto),
+                packets: Some(a.packets),
+                bytes: Some(a.bytes),
+                start: a.start,
+                end: a.end,
+                action: Some(if k.accept {
+                    FlowAction::Accept
+                } else {
+                    FlowAction::Reject
+                }),
+                log_status: LogStatus::Ok,
+                tcp_flags: (k.proto == PROTO_TCP).then_some(a.tcp_flags),
+                rule_id: a.rule.map(|r| r.to_string()),
+                generation: Some(a.generation),
+                skipped: None,
+                skip_reason: None,
+            });
+        }
+
+        for (ifindex, lost) in std::mem::take(&mut self.lost) {
+            busy.insert(ifindex, ());
+            let eni = if ifindex & UNNAMED_ENI_INDEX != 0 {
+                Arc::new(EniMeta {
+                    id: format!("eni-index-{}", ifindex & !UNNAMED_ENI_INDEX),
+                    ..EniMeta::default()
+                })
+            } else {
+                eni_meta(catalog, ifindex)
+            };
+            for (n, reason) in [
+                (lost.evicted, SkipReason::Evicted),
+                (lost.events, SkipReason::EventsLost),
+                (lost.packets, SkipReason::PacketsLost),
+            ] {
+                if n > 0 {
+                    records.push(skipdata(&eni, window, reason, n));
+                }
+            }
+        }
+        for (ifindex, eni) in catalog.current_enis() {
+            if !busy.contains_key(ifindex) {
+                records.push(FlowRecord {
+                    log_status: LogStatus::Nodata,
+                    ..bare(eni, window)
+                });
+            }
+        }
+        records.sort_by(|a, b| {
+            (&a.eni_id, a.log_status, a.direction, a.srcaddr, a.srcport)
+                .cmp(&(&b.eni_id, b.log_status, b.direction, b.srcaddr, b.srcport))
+                .then(
+                    (a.dstaddr, a.dstport, a.protocol, a.action)
+                        .cmp(&(b.dstaddr, b.dstport, b.protocol, b.action)),
+                )
+        });
+        records
+    }
+}
+
+/// Marks a loss key that is an ENI index, not an interface index (both are
+/// far below this bit).
+const UNNAMED_ENI_INDEX: u32 = 1 << 31;
+
+/// One record's identity: (ENI, direction, protocol, endpoints, action).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RecordKey {
+    ifindex: u32,
+    dir: u8,
+    family: u8,
+    proto: u8,
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+    accept: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Agg {
+    packets: u64,
+    bytes: u64,
+    tcp_flags: u8,
+    start: u64,
+    end: u64,
+    /// The newest contribution names the rule and generation.
+    last_ns: u64,
+    rule: Option<Arc<str>>,
+    generation: u32,
+}
+
+/// The record key of direction `d` of an incarnation, and its rule.
+fn record_key(id: &Id, flow: &Flow, d: usize, catalog: &Catalog) -> (RecordKey, Option<Arc<str>>) {
+    match &id.key {
+        Key::Ct(k) => {
+            let a = (k.addr_a, k.port_a);
+            let b = (k.addr_b, k.port_b);
+            let (orig_src, orig_dst) = if flow.orig_src_is_a { (a, b) } else { (b, a) };
+            let reply = d == 1;
+            let (src, dst) = if reply {
+                (orig_dst, orig_src)
+            } else {
+                (orig_src, orig_dst)
+            };
+            let dir = match (flow.orig_dir == DIR_EGRESS, reply) {
+                (true, false) | (false, true) => DIR_EGRESS,
+                _ => DIR_INGRESS,
+            };
+            // The original direction was decided by the admitting rule;
+            // the replies by connection tracking.
+            let rule = if reply {
+                Some(catalog.tracked())
+            } else {
+                Some(rule_name(catalog, flow.generation, flow.rule_slot))
+            };
+            (
+                RecordKey {
+                    ifindex: k.ifindex,
+                    dir,
+                    family: k.family,
+                    proto: k.proto,
+                    src: src.0,
+                    sport: src.1,
+                    dst: dst.0,
+                    dport: dst.1,
+                    accept: true,
+                },
+                rule,
+            )
+        }
+        Key::Reject(k) => (
+            RecordKey {
+                ifindex: k.ifindex,
+                dir: k.dir,
+                family: k.family,
+                proto: k.proto,
+                src: k.src,
+                sport: k.sport,
+                dst: k.dst,
+                dport: k.dport,
+                accept: k.action == ACTION_ACCEPT,
+            },
+            (flow.rule_slot != RULE_SLOT_NONE)
+                .then(|| rule_name(catalog, flow.generation, flow.rule_slot)),
+        ),
+    }
+}
+
+fn rule_name(catalog: &Catalog, generation: u32, slot: u32) -> Arc<str> {
+    catalog
+        .reason(generation, slot)
+        .unwrap_or_else(|| Arc::from(format!("slot:{slot}")))
+}
+
+fn eni_meta(catalog: &Catalog, ifindex: u32) -> Arc<EniMeta> {
+    catalog.eni(ifindex).cloned().unwrap_or_else(|| {
+        Arc::new(EniMeta {
+            id: format!("ifindex-{ifindex}"),
+            ..EniMeta::default()
+        })
+    })
+}
+
+fn clamp(v: u64, lo: u64, hi: u64) -> u64 {
+    v.max(lo).min(hi.max(lo))
+}
+
+fn direction(dir: u8) -> Direction {
+    if dir == DIR_EGRESS {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
+}
+
+fn ip(family: u8, addr: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    }
+}
+
+/// A record of `eni` for `window` with no flow fields.
+fn bare(eni: &EniMeta, window: Window) -> FlowRecord {
+    FlowRecord {
+        version: FLOW_RECORD_VERSION,
+        eni_id: eni.id.clone(),
+        vswitch_id: eni.vswitch_id.clone(),
+        vpc_id: eni.vpc_id.clone(),
+        direction: None,
+        srcaddr: None,
+        srcport: None,
+        dstaddr: None,
+        dstport: None,
+        protocol: None,
+        packets: None,
+        bytes: None,
+        start: window.start,
+        end: window.end,
+        action: None,
+        log_status: LogStatus::Nodata,
+        tcp_flags: None,
+        rule_id: None,
+        generation: None,
+        skipped: None,
+        skip_reason: None,
+    }
+}
+
+/// A `SKIPDATA` record: `n` things of `reason` lost on `eni` in `window`.
+pub fn skipdata(eni: &EniMeta, window: Window, reason: SkipReason, n: u64) -> FlowRecord {
+    FlowRecord {
+        log_status: LogStatus::Skipdata,
+        skipped: Some(n),
+        skip_reason: Some(reason),
+        ..bare(eni, window)
+    }
+}
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;

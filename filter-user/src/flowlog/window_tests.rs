@@ -1,0 +1,511 @@
+//! Window aggregation: exact per-window deltas, per-direction records,
+//! ended and vanished incarnations, baselines, losses, `NODATA`.
+#![expect(clippy::unwrap_used, reason = "test code")]
+
+use std::time::Duration;
+
+use filter_common::{
+    CtEntry, CtKey, FlowLoss, RejectEntry, RejectKey, ACTION_ACCEPT, ACTION_DROP, DIR_EGRESS,
+    DIR_INGRESS, FAMILY_V4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_SLOT_DEFAULT_DENY,
+    RULE_SLOT_NONE, RULE_SLOT_TRACKED,
+};
+
+use super::*;
+use crate::flowlog::catalog::{EniMeta, FlowNames};
+
+const IF_A: u32 = 7;
+const IF_B: u32 = 8;
+/// Kernel time 1 s ↔ Unix second 1000 (`unix`).
+const S: u64 = 1_000_000_000;
+
+fn unix(ns: u64) -> u64 {
+    1000 + ns / S
+}
+
+fn catalog() -> Catalog {
+    let mut c = Catalog::default();
+    let meta = |id: &str| EniMeta {
+        id: id.into(),
+        vswitch_id: Some("vsw-1".into()),
+        vpc_id: Some("vpc-1".into()),
+    };
+    c.update(Some(&FlowNames {
+        generation: 3,
+        enis: vec![(Some(IF_A), meta("eni-a")), (Some(IF_B), meta("eni-b"))],
+        reasons: [
+            (RULE_SLOT_DEFAULT_DENY, "default-deny".to_owned()),
+            (RULE_SLOT_TRACKED, "tracked".to_owned()),
+            (16, "http".to_owned()),
+            (17, "nacl:acl-1/web".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        capture_window: Some(Duration::from_secs(1)),
+    }));
+    c
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&a);
+    out
+}
+
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+const SERVER: [u8; 4] = [192, 0, 2, 10];
+
+/// A connection from CLIENT:40000 to SERVER:80 arriving at ENI A (ingress).
+fn conn_key() -> CtKey {
+    // SERVER < CLIENT as numbers, so the server is endpoint a.
+    CtKey {
+        ifindex: IF_A,
+        family: FAMILY_V4,
+        proto: PROTO_TCP,
+        _pad: 0,
+        addr_a: v4(SERVER),
+        addr_b: v4(CLIENT),
+        port_a: 80,
+        port_b: 40000,
+    }
+}
+
+fn conn(created_s: u64, last_s: u64, packets: [u64; 2], bytes: [u64; 2]) -> CtEntry {
+    CtEntry {
+        created_ns: created_s * S,
+        last_seen_ns: last_s * S,
+        packets,
+        bytes,
+        rule_slot: 16,
+        generation: 3,
+        state: 2,
+        orig_dir: DIR_INGRESS,
+        orig_src_is_a: 0,
+        tcp_flags: 0x1b,
+        dir_tcp_flags: [0x1a, 0x13],
+        _pad: 0,
+    }
+}
+
+fn reject_key(proto: u8, dport: u16) -> RejectKey {
+    RejectKey {
+        ifindex: IF_A,
+        family: FAMILY_V4,
+        proto,
+        dir: DIR_INGRESS,
+        action: ACTION_DROP,
+        src: v4(CLIENT),
+        dst: v4(SERVER),
+        sport: if proto == PROTO_TCP { 40001 } else { 0 },
+        dport,
+    }
+}
+
+fn rejected(first_s: u64, last_s: u64, packets: u64, bytes: u64) -> RejectEntry {
+    RejectEntry {
+        first_ns: first_s * S,
+        last_ns: last_s * S,
+        packets,
+        bytes,
+        rule_slot: RULE_SLOT_DEFAULT_DENY,
+        generation: 3,
+        tcp_flags: 2,
+        _pad: [0; 7],
+    }
+}
+
+fn scan_of(
+    started_s: u64,
+    ct: Vec<(CtKey, CtEntry)>,
+    rejects: Vec<(RejectKey, RejectEntry)>,
+) -> Scan {
+    Scan {
+        started_ns: started_s * S,
+        ct,
+        rejects,
+        loss: Vec::new(),
+        enis: vec![(IF_A, 0), (IF_B, 1)],
+    }
+}
+
+fn win(start: u64) -> Window {
+    Window {
+        start,
+        end: start + 1,
+    }
+}
+
+/// The records of one window that are not `NODATA`.
+fn close(t: &mut FlowTable, c: &Catalog, w: Window) -> Vec<FlowRecord> {
+    t.close(w, c, &unix)
+        .into_iter()
+        .filter(|r| r.log_status != LogStatus::Nodata)
+        .collect()
+}
+
+#[test]
+fn a_connection_reports_exact_deltas_per_direction_and_window() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = conn_key();
+    // Created at 10 s: the event, then the scan at the first boundary.
+    t.ct(&k, &conn(10, 10, [1, 0], [60, 0]), Origin::Created);
+    t.scan(
+        &scan_of(11, vec![(k, conn(10, 10, [3, 2], [200, 120]))], vec![]),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1010));
+    assert_eq!(r.len(), 2, "{r:#?}");
+    let (orig, reply) = (&r[0], &r[1]);
+    assert_eq!(orig.direction, Some(Direction::Ingress));
+    assert_eq!(orig.srcaddr, Some("198.51.100.7".parse().unwrap()));
+    assert_eq!(orig.srcport, Some(40000));
+    assert_eq!(orig.dstaddr, Some("192.0.2.10".parse().unwrap()));
+    assert_eq!(orig.dstport, Some(80));
+    assert_eq!((orig.packets, orig.bytes), (Some(3), Some(200)));
+    assert_eq!(orig.tcp_flags, Some(0x1a));
+    assert_eq!(orig.rule_id.as_deref(), Some("http"));
+    assert_eq!(orig.generation, Some(3));
+    assert_eq!(orig.action, Some(FlowAction::Accept));
+    assert_eq!((orig.start, orig.end), (1010, 1010));
+    assert_eq!(orig.eni_id, "eni-a");
+    assert_eq!(orig.vpc_id.as_deref(), Some("vpc-1"));
+    assert_eq!(reply.direction, Some(Direction::Egress));
+    assert_eq!(reply.srcaddr, Some("192.0.2.10".parse().unwrap()));
+    assert_eq!(reply.srcport, Some(80));
+    assert_eq!((reply.packets, reply.bytes), (Some(2), Some(120)));
+    assert_eq!(reply.tcp_flags, Some(0x13));
+    assert_eq!(reply.rule_id.as_deref(), Some("tracked"));
+
+    // The next window: only what was counted since.
+    t.scan(
+        &scan_of(12, vec![(k, conn(10, 11, [5, 2], [300, 120]))], vec![]),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1011));
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!((r[0].packets, r[0].bytes), (Some(2), Some(100)));
+    assert_eq!((r[0].start, r[0].end), (1011, 1011));
+
+    // A quiet window: nothing for this flow, NODATA for the ENIs.
+    t.scan(
+        &scan_of(13, vec![(k, conn(10, 11, [5, 2], [300, 120]))], vec![]),
+        None,
+        &mut cat,
+    );
+    let all = t.close(win(1012), &c, &unix);
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|r| r.log_status == LogStatus::Nodata));
+    assert_eq!(all[0].eni_id, "eni-a");
+    assert_eq!(all[0].packets, None);
+}
+
+#[test]
+fn observations_merge_by_maximum_whatever_their_order() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = conn_key();
+    t.scan(
+        &scan_of(11, vec![(k, conn(10, 10, [4, 1], [400, 60]))], vec![]),
+        None,
+        &mut cat,
+    );
+    // A late creation event with the first packet only changes nothing.
+    t.ct(&k, &conn(10, 10, [1, 0], [100, 0]), Origin::Created);
+    let r = close(&mut t, &c, win(1010));
+    let total: u64 = r.iter().map(|r| r.packets.unwrap()).sum();
+    assert_eq!(total, 5);
+}
+
+#[test]
+fn an_ended_connection_is_reported_once_even_if_a_scan_still_sees_it() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = conn_key();
+    t.ct(&k, &conn(10, 10, [1, 0], [60, 0]), Origin::Created);
+    t.scan(
+        &scan_of(11, vec![(k, conn(10, 10, [2, 1], [120, 60]))], vec![]),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1010));
+    assert_eq!(r.iter().map(|r| r.packets.unwrap()).sum::<u64>(), 3);
+    // It expires; the packet that found it sends its final counts, and a
+    // new connection takes the key (created at 50 s).
+    t.ct(&k, &conn(10, 20, [4, 1], [240, 60]), Origin::Ended);
+    t.ct(&k, &conn(50, 50, [1, 0], [60, 0]), Origin::Created);
+    // A scan that raced the removal still sees the old entry...
+    t.scan(
+        &scan_of(
+            51,
+            vec![
+                (k, conn(10, 20, [4, 1], [240, 60])),
+                (k, conn(50, 50, [1, 0], [60, 0])),
+            ],
+            vec![],
+        ),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1050));
+    // ...but each packet counts once: the old one's 2 and the new one's 1
+    // add up in one record (same endpoints, direction and action).
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!((r[0].packets, r[0].bytes), (Some(3), Some(180)));
+    assert_eq!(r[0].start, 1050);
+    assert_eq!(t.len(), 2);
+    t.scan(
+        &scan_of(52, vec![(k, conn(50, 50, [1, 0], [60, 0]))], vec![]),
+        None,
+        &mut cat,
+    );
+    assert_eq!(t.len(), 1, "the retired incarnation is forgotten");
+    assert!(close(&mut t, &c, win(1051)).is_empty());
+}
+
+#[test]
+fn a_vanished_entry_reports_its_last_counts_and_a_skipdata_note() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = conn_key();
+    t.scan(
+        &scan_of(11, vec![(k, conn(10, 10, [2, 1], [120, 60]))], vec![]),
+        None,
+        &mut cat,
+    );
+    let _ = close(&mut t, &c, win(1010));
+    // An event with more packets, then the entry is gone without an END
+    // event (evicted from a full table).
+    t.ct(&k, &conn(10, 11, [3, 1], [180, 60]), Origin::Created);
+    t.scan(&scan_of(12, vec![], vec![]), None, &mut cat);
+    let r = close(&mut t, &c, win(1011));
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert_eq!(r[0].log_status, LogStatus::Ok);
+    assert_eq!((r[0].packets, r[0].bytes), (Some(1), Some(60)));
+    assert_eq!(r[1].log_status, LogStatus::Skipdata);
+    assert_eq!(r[1].skip_reason, Some(SkipReason::Evicted));
+    assert_eq!(r[1].skipped, Some(1));
+    assert_eq!(r[1].eni_id, "eni-a");
+    assert_eq!((r[1].start, r[1].end), (1011, 1012));
+    assert!(t.is_empty());
+}
+
+#[test]
+fn an_entry_created_during_a_scan_is_not_vanished() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = conn_key();
+    // Created at 20 s, after the scan started at 19 s and missed it.
+    t.ct(&k, &conn(20, 20, [1, 0], [60, 0]), Origin::Created);
+    t.scan(&scan_of(19, vec![], vec![]), None, &mut cat);
+    let r = close(&mut t, &c, win(1019));
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0].log_status, LogStatus::Ok);
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn the_baseline_scan_leaves_earlier_counts_out() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let old = conn_key();
+    let new = CtKey {
+        port_b: 40002,
+        ..conn_key()
+    };
+    // The collector started at 30 s: `old` was counting before.
+    t.scan(
+        &scan_of(
+            30,
+            vec![
+                (old, conn(10, 29, [7, 7], [700, 700])),
+                (new, conn(30, 30, [1, 0], [60, 0])),
+            ],
+            vec![],
+        ),
+        Some(30 * S),
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1030));
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0].srcport, Some(40002));
+    assert_eq!(r[0].packets, Some(1));
+    t.scan(
+        &scan_of(31, vec![(old, conn(10, 31, [8, 7], [800, 700]))], vec![]),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1031));
+    let old_r: Vec<_> = r.iter().filter(|r| r.srcport == Some(40000)).collect();
+    assert_eq!(old_r.len(), 1);
+    assert_eq!((old_r[0].packets, old_r[0].bytes), (Some(1), Some(100)));
+}
+
+#[test]
+fn rejects_carry_their_rule_and_related_accepts_their_own_action() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let syn = reject_key(PROTO_TCP, 23);
+    t.reject(&syn, &rejected(10, 10, 1, 40), Origin::Created);
+    let related = RejectKey {
+        action: ACTION_ACCEPT,
+        ..reject_key(PROTO_ICMP, 0)
+    };
+    let mut rel = rejected(10, 10, 2, 112);
+    rel.rule_slot = RULE_SLOT_TRACKED;
+    rel.tcp_flags = 0;
+    let headless = reject_key(PROTO_UDP, 53);
+    let mut frag = rejected(10, 10, 1, 1500);
+    frag.rule_slot = RULE_SLOT_NONE;
+    frag.tcp_flags = 0;
+    t.scan(
+        &scan_of(
+            11,
+            vec![],
+            vec![
+                (syn, rejected(10, 10, 3, 120)),
+                (related, rel),
+                (headless, frag),
+            ],
+        ),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1010));
+    assert_eq!(r.len(), 3, "{r:#?}");
+    let by_proto = |p: u8| r.iter().find(|r| r.protocol == Some(p)).unwrap();
+    let tcp = by_proto(PROTO_TCP);
+    assert_eq!(tcp.action, Some(FlowAction::Reject));
+    assert_eq!((tcp.packets, tcp.bytes), (Some(3), Some(120)));
+    assert_eq!(tcp.rule_id.as_deref(), Some("default-deny"));
+    assert_eq!(tcp.tcp_flags, Some(2));
+    assert_eq!((tcp.srcport, tcp.dstport), (Some(40001), Some(23)));
+    let icmp = by_proto(PROTO_ICMP);
+    assert_eq!(icmp.action, Some(FlowAction::Accept));
+    assert_eq!(icmp.rule_id.as_deref(), Some("tracked"));
+    assert_eq!(
+        (icmp.srcport, icmp.dstport, icmp.tcp_flags),
+        (None, None, None)
+    );
+    let udp = by_proto(PROTO_UDP);
+    assert_eq!(udp.rule_id, None);
+    assert_eq!(udp.dstport, Some(53));
+}
+
+#[test]
+fn an_unknown_slot_is_named_by_number() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = reject_key(PROTO_TCP, 22);
+    let mut e = rejected(10, 10, 1, 40);
+    e.rule_slot = 999;
+    t.scan(&scan_of(11, vec![], vec![(k, e)]), None, &mut cat);
+    let r = close(&mut t, &c, win(1010));
+    assert_eq!(r[0].rule_id.as_deref(), Some("slot:999"));
+}
+
+#[test]
+fn data_plane_losses_become_skipdata_after_the_baseline() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let loss = |events, packets| FlowLoss { events, packets };
+    let mut s = scan_of(10, vec![], vec![]);
+    s.loss = vec![(0, loss(5, 1)), (1, loss(0, 0))];
+    t.scan(&s, Some(10 * S), &mut cat);
+    // Lost before this collector: not reported.
+    assert!(close(&mut t, &c, win(1010)).is_empty());
+    s.started_ns = 11 * S;
+    s.loss = vec![(0, loss(9, 1)), (1, loss(0, 2))];
+    t.scan(&s, None, &mut cat);
+    let r = close(&mut t, &c, win(1011));
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert_eq!(
+        (r[0].eni_id.as_str(), r[0].skip_reason, r[0].skipped),
+        ("eni-a", Some(SkipReason::EventsLost), Some(4))
+    );
+    assert_eq!(
+        (r[1].eni_id.as_str(), r[1].skip_reason, r[1].skipped),
+        ("eni-b", Some(SkipReason::PacketsLost), Some(2))
+    );
+    assert!(r.iter().all(|r| r.log_status == LogStatus::Skipdata));
+    // Reported once.
+    t.scan(&s, None, &mut cat);
+    assert!(close(&mut t, &c, win(1012)).is_empty());
+}
+
+#[test]
+fn gone_maps_report_what_was_seen_and_start_over() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = conn_key();
+    t.scan(
+        &scan_of(11, vec![(k, conn(10, 10, [1, 0], [60, 0]))], vec![]),
+        None,
+        &mut cat,
+    );
+    t.ct(&k, &conn(10, 11, [2, 0], [120, 0]), Origin::Created);
+    t.maps_gone();
+    let r = close(&mut t, &c, win(1010));
+    assert_eq!(r.len(), 1, "no SKIPDATA for a detach: {r:#?}");
+    assert_eq!(r[0].packets, Some(2));
+    // New maps count from zero: their losses are not a baseline.
+    let mut s = scan_of(20, vec![], vec![]);
+    s.loss = vec![(
+        0,
+        FlowLoss {
+            events: 1,
+            packets: 0,
+        },
+    )];
+    t.scan(&s, None, &mut cat);
+    let r = close(&mut t, &c, win(1020));
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0].skip_reason, Some(SkipReason::EventsLost));
+    assert!(t.is_empty());
+}
+
+#[test]
+fn egress_connections_and_ipv6() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let mut a = [0u8; 16];
+    a[..2].copy_from_slice(&[0xfd, 0x00]);
+    a[15] = 1;
+    let mut b = a;
+    b[15] = 2;
+    let k = CtKey {
+        ifindex: IF_B,
+        family: filter_common::FAMILY_V6,
+        proto: PROTO_UDP,
+        _pad: 0,
+        addr_a: a,
+        addr_b: b,
+        port_a: 5000,
+        port_b: 53,
+    };
+    let mut e = conn(10, 10, [10, 0], [1280, 0]);
+    e.orig_dir = DIR_EGRESS;
+    e.orig_src_is_a = 1;
+    t.scan(&scan_of(11, vec![(k, e)], vec![]), None, &mut cat);
+    let r = close(&mut t, &c, win(1010));
+    let ok: Vec<_> = r.iter().filter(|r| r.log_status == LogStatus::Ok).collect();
+    assert_eq!(ok.len(), 1, "{r:#?}");
+    assert_eq!(ok[0].eni_id, "eni-b");
+    assert_eq!(ok[0].direction, Some(Direction::Egress));
+    assert_eq!(ok[0].srcaddr, Some("fd00::1".parse().unwrap()));
+    assert_eq!((ok[0].srcport, ok[0].dstport), (Some(5000), Some(53)));
+    assert_eq!(ok[0].tcp_flags, None);
+    assert_eq!(ok[0].protocol, Some(PROTO_UDP));
+}
