@@ -19,7 +19,7 @@ mod generation;
 mod maps;
 pub mod object;
 pub mod pins;
-mod sys;
+pub(crate) mod sys;
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 

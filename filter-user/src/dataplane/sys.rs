@@ -162,6 +162,45 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One `BPF_MAP_LOOKUP_BATCH` call; the number of entries read, and the
+/// error (`ENOENT`: the end).
+pub(crate) fn lookup_batch(
+    fd: BorrowedFd<'_>,
+    in_batch: Option<&u32>,
+    out_batch: &mut u32,
+    keys: &mut [u8],
+    values: &mut [u8],
+    count: usize,
+) -> (usize, Option<io::Error>) {
+    let Ok(map_fd) = u32::try_from(fd.as_raw_fd()) else {
+        return (0, Some(io::Error::from(io::ErrorKind::InvalidInput)));
+    };
+    let mut attr = BatchAttr {
+        in_batch: in_batch.map_or(0, |b| b as *const u32 as u64),
+        out_batch: out_batch as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        map_fd,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: every pointer in `attr` is valid for what the kernel writes:
+    // `keys` and `values` hold `count` keys and values (the callers size
+    // them), the batch cursors one u32 each (what hash maps and arrays
+    // use). All outlive the call; the kernel writes the count back.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    let err = (rc < 0).then(io::Error::last_os_error);
+    (attr.count as usize, err)
+}
+
 /// Reads a whole per-CPU array with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6),
 /// `CHUNK` entries per call instead of one call per entry. `f` gets each
 /// index and its values: one `round_up(value_size, 8)`-byte stride per
@@ -173,45 +212,28 @@ pub(crate) fn percpu_array_lookup_batch(
     mut f: impl FnMut(u32, &[u8]),
 ) -> io::Result<()> {
     const CHUNK: usize = 4096;
-    let fd =
-        u32::try_from(map.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let stride = value_size.div_ceil(8) * 8 * possible_cpus;
-    let mut keys = vec![0u32; CHUNK];
+    let mut keys = vec![0u8; CHUNK * 4];
     let mut values = vec![0u8; CHUNK * stride];
-    let mut in_batch = 0u32;
-    let mut out_batch = 0u32;
+    let mut cursor = 0u32;
+    let mut next = 0u32;
     let mut first = true;
     loop {
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                &in_batch as *const u32 as u64
-            },
-            out_batch: &mut out_batch as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
-            map_fd: fd,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: every pointer in `attr` is valid for what the kernel
-        // writes: `keys` holds `count` u32 keys, `values` `count` strides,
-        // the batch cursors one u32 (an array's key) each. All outlive the
-        // call; the kernel writes the number of entries back into `attr`.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (rc < 0).then(io::Error::last_os_error);
-        let n = (attr.count as usize).min(CHUNK);
-        for (key, value) in keys[..n].iter().zip(values.chunks_exact(stride)) {
-            f(*key, value);
+        let (n, err) = lookup_batch(
+            map,
+            (!first).then_some(&cursor),
+            &mut next,
+            &mut keys,
+            &mut values,
+            CHUNK,
+        );
+        let n = n.min(CHUNK);
+        for (key, value) in keys
+            .chunks_exact(4)
+            .zip(values.chunks_exact(stride))
+            .take(n)
+        {
+            f(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), value);
         }
         match err {
             None => {}
@@ -222,7 +244,7 @@ pub(crate) fn percpu_array_lookup_batch(
         if n == 0 {
             return Ok(());
         }
-        in_batch = out_batch;
+        cursor = next;
         first = false;
     }
 }

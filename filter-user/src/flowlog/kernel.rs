@@ -3,7 +3,7 @@
 use std::{
     io,
     mem::size_of,
-    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    os::fd::{AsFd, BorrowedFd},
     path::Path,
 };
 
@@ -17,9 +17,7 @@ use filter_common::{
 };
 
 use super::window::Scan;
-
-/// `BPF_MAP_LOOKUP_BATCH` in `enum bpf_cmd` (linux/bpf.h).
-const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+use crate::dataplane::sys::{lookup_batch, percpu_array_lookup_batch};
 
 /// `bpf_ktime_get_ns()` now: `CLOCK_MONOTONIC`.
 pub fn ktime_now() -> u64 {
@@ -64,18 +62,24 @@ pub fn scan(pin_dir: &Path) -> io::Result<Option<Scan>> {
     };
     read_hash::<CtKey, CtEntry>(ct, names::CT, |k, v| scan.ct.push((k, v)))?;
     read_hash::<RejectKey, RejectEntry>(rejects, names::REJECTS, |k, v| scan.rejects.push((k, v)))?;
-    percpu_array_batch(loss.fd().as_fd(), size_of::<FlowLoss>(), |index, cpus| {
-        let mut total = FlowLoss::default();
-        for cpu in cpus.chunks_exact(size_of::<FlowLoss>().div_ceil(8) * 8) {
-            // SAFETY: each chunk holds one `FlowLoss` (plain integers).
-            let v: FlowLoss = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
-            total.events = total.events.wrapping_add(v.events);
-            total.packets = total.packets.wrapping_add(v.packets);
-        }
-        if total != FlowLoss::default() {
-            scan.loss.push((index, total));
-        }
-    })?;
+    let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    percpu_array_lookup_batch(
+        loss.fd().as_fd(),
+        size_of::<FlowLoss>(),
+        ncpu,
+        |index, cpus| {
+            let mut total = FlowLoss::default();
+            for cpu in cpus.chunks_exact(size_of::<FlowLoss>().div_ceil(8) * 8) {
+                // SAFETY: each chunk holds one `FlowLoss` (plain integers).
+                let v: FlowLoss = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
+                total.events = total.events.wrapping_add(v.events);
+                total.packets = total.packets.wrapping_add(v.packets);
+            }
+            if total != FlowLoss::default() {
+                scan.loss.push((index, total));
+            }
+        },
+    )?;
     let enis: HashMap<MapData, EniKey, EniConfig> =
         HashMap::try_from(Map::HashMap(enis)).map_err(io::Error::other)?;
     for item in enis.iter() {
@@ -108,58 +112,6 @@ fn read_hash<K: Pod, V: Pod>(map: MapData, name: &str, mut f: impl FnMut(K, V)) 
             Ok(())
         }
     }
-}
-
-/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
-#[repr(C)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// One `BPF_MAP_LOOKUP_BATCH` call; the number of entries read, and the
-/// error (`ENOENT`: the end).
-fn lookup_batch(
-    fd: BorrowedFd<'_>,
-    in_batch: Option<&u32>,
-    out_batch: &mut u32,
-    keys: &mut [u8],
-    values: &mut [u8],
-    count: usize,
-) -> (usize, Option<io::Error>) {
-    let Ok(map_fd) = u32::try_from(fd.as_raw_fd()) else {
-        return (0, Some(io::Error::from(io::ErrorKind::InvalidInput)));
-    };
-    let mut attr = BatchAttr {
-        in_batch: in_batch.map_or(0, |b| b as *const u32 as u64),
-        out_batch: out_batch as *mut u32 as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: u32::try_from(count).unwrap_or(u32::MAX),
-        map_fd,
-        elem_flags: 0,
-        flags: 0,
-    };
-    // SAFETY: every pointer in `attr` is valid for what the kernel writes:
-    // `keys` and `values` hold `count` keys and values (the callers size
-    // them), the batch cursors one u32 each (what hash maps and arrays
-    // use). All outlive the call; the kernel writes the count back.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    let err = (rc < 0).then(io::Error::last_os_error);
-    (attr.count as usize, err)
 }
 
 /// Every entry of a (non per-CPU) hash map with `BPF_MAP_LOOKUP_BATCH`
@@ -201,53 +153,6 @@ fn hash_batch<K: Pod, V: Pod>(fd: BorrowedFd<'_>, mut f: impl FnMut(K, V)) -> io
                 )
             };
             f(k, v);
-        }
-        match err {
-            None => {}
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Some(e) => return Err(e),
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        cursor = next;
-        first = false;
-    }
-}
-
-/// Every entry of a per-CPU array: `f` gets the index and the values, one
-/// `round_up(value_size, 8)` stride per possible CPU.
-fn percpu_array_batch(
-    fd: BorrowedFd<'_>,
-    value_size: usize,
-    mut f: impl FnMut(u32, &[u8]),
-) -> io::Result<()> {
-    const CHUNK: usize = 1024;
-    let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    let stride = value_size.div_ceil(8) * 8 * ncpu;
-    let mut keys = vec![0u8; CHUNK * 4];
-    let mut values = vec![0u8; CHUNK * stride];
-    let mut cursor = 0u32;
-    let mut next = 0u32;
-    let mut first = true;
-    loop {
-        let (n, err) = lookup_batch(
-            fd,
-            (!first).then_some(&cursor),
-            &mut next,
-            &mut keys,
-            &mut values,
-            CHUNK,
-        );
-        let n = n.min(CHUNK);
-        for i in 0..n {
-            let key = u32::from_ne_bytes([
-                keys[i * 4],
-                keys[i * 4 + 1],
-                keys[i * 4 + 2],
-                keys[i * 4 + 3],
-            ]);
-            f(key, &values[i * stride..(i + 1) * stride]);
         }
         match err {
             None => {}
