@@ -31,9 +31,10 @@
 //! - `nic`: the data plane sits on the instance's own interface, in `vm`:
 //!   XDP is ENI ingress and TC is ENI egress.
 //!
-//! The one-way test runs in both modes; the others in `tap`, the deployment
-//! the product is for, where both hooks see every connection (one each way)
-//! and so both read `FILTER_ACTIVE` while generations change.
+//! The one-way test runs in both modes. The others run in `tap`, the
+//! default and the deployment the product is for; as in `nic`, every
+//! connection crosses both programs (TC one way, XDP the other), so during
+//! the swaps both read `FILTER_ACTIVE` while it changes.
 //!
 //! The group is `advanced`: egress is default-deny too, so a connection the
 //! instance starts is refused unless a rule opens it, and "allowed one way"
@@ -57,7 +58,7 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use filter::{
     compile::{compile, Compiled, SlotTable},
-    dataplane::{Dataplane, GenerationMaps, LpmEntry},
+    dataplane::{Dataplane, GenerationMaps},
     ruleset::Ruleset,
     validate::{load, AnyInterface},
 };
@@ -911,27 +912,9 @@ impl World {
         for slot in &plan.fresh_slots {
             self.dp.reset_rule_stats(*slot)?;
         }
-        let (dport, sport, local, rules, inner) = (
-            lpm(&plan.dport),
-            lpm(&plan.sport),
-            lpm(&plan.local),
-            lpm(&plan.rules),
-            lpm(&plan.inner),
-        );
         let summary = self
             .dp
-            .write_generation(&GenerationMaps {
-                generation,
-                config: &plan.config,
-                enis: &plan.enis,
-                tables: &plan.tables,
-                dport: &dport,
-                sport: &sport,
-                local: &local,
-                cells: &plan.cells,
-                rules: &rules,
-                inner: &inner,
-            })
+            .write_generation(&GenerationMaps::from(&plan))
             .with_context(|| format!("writing generation {generation}"))?;
         if let Some(e) = summary.cleanup_error {
             bail!("generation {generation}: removing the previous one failed: {e}");
@@ -970,17 +953,6 @@ impl World {
 fn ruleset(doc: &Value) -> Result<Ruleset> {
     load(&doc.to_string(), &AnyInterface)
         .map_err(|e| anyhow!("the test's document does not validate: {e:?}"))
-}
-
-fn lpm<K: Copy, V: Copy>(entries: &[filter::compile::LpmEntry<K, V>]) -> Vec<LpmEntry<K, V>> {
-    entries
-        .iter()
-        .map(|e| LpmEntry {
-            prefix_len: e.prefix_len,
-            key: e.key,
-            value: e.value,
-        })
-        .collect()
 }
 
 /// The counter slot of the rule (or other reason) `reason` in `plan`.

@@ -38,7 +38,7 @@ use filter::{
         model::{Hook, Model},
         Compiled, SlotTable,
     },
-    dataplane::{Dataplane, GenerationMaps, LpmEntry},
+    dataplane::{Dataplane, GenerationMaps},
     ruleset::{AttachMode, Ruleset},
     verdict::{Packet, Reason},
 };
@@ -313,21 +313,8 @@ impl Bench {
         for slot in &plan.fresh_slots {
             self.dp.reset_rule_stats(*slot)?;
         }
-        let (dport, sport, local) = (lpm(&plan.dport), lpm(&plan.sport), lpm(&plan.local));
-        let (rules, inner) = (lpm(&plan.rules), lpm(&plan.inner));
         self.dp
-            .write_generation(&GenerationMaps {
-                generation,
-                config: &plan.config,
-                enis: &plan.enis,
-                tables: &plan.tables,
-                dport: &dport,
-                sport: &sport,
-                local: &local,
-                cells: &plan.cells,
-                rules: &rules,
-                inner: &inner,
-            })
+            .write_generation(&GenerationMaps::from(&plan))
             .with_context(|| format!("writing generation {generation}"))?;
         self.generation = generation;
         Ok(Applied {
@@ -449,18 +436,6 @@ impl Bench {
         )?;
         Ok((costs, applied))
     }
-}
-
-/// The compiler's LPM entries as the data plane takes them.
-fn lpm<K: Copy, V: Copy>(entries: &[filter::compile::LpmEntry<K, V>]) -> Vec<LpmEntry<K, V>> {
-    entries
-        .iter()
-        .map(|e| LpmEntry {
-            prefix_len: e.prefix_len,
-            key: e.key,
-            value: e.value,
-        })
-        .collect()
 }
 
 /// The probes must be decided by their own rules (no generated rule at
