@@ -781,11 +781,6 @@ fn case11_flow_logs() -> Result<()> {
         &[web.eni(&["sg-web"])],
     );
     let generation = case.apply(&doc)?["generation"].as_u64();
-    if case.flows_unavailable()? {
-        println!("case 11: NOT RUN: this filterd does not provide flow logs yet (issue 6)");
-        return case.finish();
-    }
-
     // Follow from before the traffic.
     let mut follow = FollowFlows::start(&case.daemon)?;
     let mut checks = Checks::new();
@@ -1148,34 +1143,11 @@ impl Case {
         Ok(deciding)
     }
 
-    /// Whether the daemon answers `flows` with `not_implemented`.
-    fn flows_unavailable(&self) -> Result<bool> {
-        let out = self.daemon.ctl(&["--json", "flows"])?;
-        if out.status.success() {
-            return Ok(false);
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.contains("not_implemented") {
-            return Ok(true);
-        }
-        bail!(
-            "`filterctl flows` failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
     /// Case 11 for this case's traffic: every connection has its records,
     /// ACCEPT at each instance ENI on the way when it worked, a REJECT at
     /// one of them when it failed. Waits for the capture windows to close.
     /// Returns every record of the daemon (for further checks).
     fn expect_flows(&self, results: &[CheckResult]) -> Result<Vec<Flow>> {
-        if self.flows_unavailable()? {
-            println!(
-                "{}: flow-log checks NOT RUN: no flow logs in this filterd yet",
-                self.id.test()
-            );
-            return Ok(Vec::new());
-        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let json = self.daemon.ctl_json(&["flows"])?;

@@ -26,7 +26,7 @@ use std::{
         Arc,
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -597,18 +597,14 @@ fn busy_counters(table: &str) -> String {
 /// `--no-follow`).
 fn follow(cloud: &Cloud, daemon: &DaemonGuard, opts: &Options) -> Result<()> {
     let probe_out = daemon.ctl(&["flows", "--format", "text"])?;
-    let flows_work = probe_out.status.success();
-    if !flows_work {
-        // TODO(issue 6): once `filterctl flows` is implemented everywhere,
-        // this fallback can go.
-        println!(
+    if !probe_out.status.success() {
+        bail!(
             "filterctl flows: {}",
             String::from_utf8_lossy(&probe_out.stderr).trim()
         );
-        println!("(no flow logs in this filterd yet: showing counters instead)");
     }
     if !opts.follow {
-        if flows_work {
+        {
             let text = String::from_utf8_lossy(&probe_out.stdout).into_owned();
             let lines: Vec<&str> = text.lines().collect();
             println!(
@@ -637,12 +633,8 @@ fn follow(cloud: &Cloud, daemon: &DaemonGuard, opts: &Options) -> Result<()> {
     println!("Ctrl-C ends the demo and removes everything.");
     println!();
     let background = Background::start(cloud)?;
-    let result = if flows_work {
-        println!("$ filterctl flows --follow --format text   (NODATA records not shown)");
-        tail_flows(daemon)
-    } else {
-        watch_counters(daemon)
-    };
+    println!("$ filterctl flows --follow --format text   (NODATA records not shown)");
+    let result = tail_flows(daemon);
     drop(background);
     match result {
         Err(_) if interrupted() => Ok(()),
@@ -689,30 +681,6 @@ fn tail_flows(daemon: &DaemonGuard) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-/// The counters that moved, every 5 seconds, until Ctrl-C.
-fn watch_counters(daemon: &DaemonGuard) -> Result<()> {
-    let mut next = Instant::now();
-    loop {
-        if interrupted() {
-            return Ok(());
-        }
-        if Instant::now() >= next {
-            println!("$ filterctl counters   ({})", chrono_now());
-            print!("{}", indent(&busy_counters(&daemon.ctl_ok(&["counters"])?)));
-            next = Instant::now() + Duration::from_secs(5);
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn chrono_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    filter::cli::render::utc(secs)
 }
 
 /// A little traffic while the flow log is tailed.
