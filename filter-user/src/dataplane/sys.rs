@@ -164,7 +164,7 @@ struct BatchAttr {
 
 /// One `BPF_MAP_LOOKUP_BATCH` call; the number of entries read, and the
 /// error (`ENOENT`: the end).
-pub(crate) fn lookup_batch(
+fn lookup_batch(
     fd: BorrowedFd<'_>,
     in_batch: Option<&u32>,
     out_batch: &mut u32,
@@ -202,8 +202,8 @@ pub(crate) fn lookup_batch(
 }
 
 /// Reads a whole per-CPU array with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6),
-/// `CHUNK` entries per call instead of one call per entry. `f` gets each
-/// index and its values: one `round_up(value_size, 8)`-byte stride per
+/// thousands of entries per call instead of one call per entry. `f` gets
+/// each index and its values: one `round_up(value_size, 8)`-byte stride per
 /// possible CPU.
 pub(crate) fn percpu_array_lookup_batch(
     map: BorrowedFd<'_>,
@@ -211,10 +211,26 @@ pub(crate) fn percpu_array_lookup_batch(
     possible_cpus: usize,
     mut f: impl FnMut(u32, &[u8]),
 ) -> io::Result<()> {
-    const CHUNK: usize = 4096;
     let stride = value_size.div_ceil(8) * 8 * possible_cpus;
-    let mut keys = vec![0u8; CHUNK * 4];
-    let mut values = vec![0u8; CHUNK * stride];
+    for_each_batched(map, 4, stride, |key, value| {
+        f(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), value);
+    })
+}
+
+/// Every entry of a map, with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6): `f` gets
+/// each key's bytes (`key_size`) and value's bytes (`value_size`, the whole
+/// per-CPU stride for per-CPU maps). Hash maps return whole buckets, so a
+/// batch too small for one bucket (`ENOSPC` with nothing read) is retried
+/// twice as large.
+pub(crate) fn for_each_batched(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    let mut count = 4096usize;
+    let mut keys = vec![0u8; count * key_size];
+    let mut values = vec![0u8; count * value_size];
     let mut cursor = 0u32;
     let mut next = 0u32;
     let mut first = true;
@@ -225,15 +241,23 @@ pub(crate) fn percpu_array_lookup_batch(
             &mut next,
             &mut keys,
             &mut values,
-            CHUNK,
+            count,
         );
-        let n = n.min(CHUNK);
+        if let Some(e) = &err {
+            if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 {
+                count *= 2;
+                keys.resize(count * key_size, 0);
+                values.resize(count * value_size, 0);
+                continue;
+            }
+        }
+        let n = n.min(count);
         for (key, value) in keys
-            .chunks_exact(4)
-            .zip(values.chunks_exact(stride))
+            .chunks_exact(key_size)
+            .zip(values.chunks_exact(value_size))
             .take(n)
         {
-            f(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), value);
+            f(key, value);
         }
         match err {
             None => {}

@@ -17,7 +17,7 @@ use filter_common::{
 };
 
 use super::window::Scan;
-use crate::dataplane::sys::{lookup_batch, percpu_array_lookup_batch};
+use crate::dataplane::sys::{for_each_batched, percpu_array_lookup_batch};
 
 /// `bpf_ktime_get_ns()` now: `CLOCK_MONOTONIC`.
 pub fn ktime_now() -> u64 {
@@ -117,54 +117,17 @@ fn read_hash<K: Pod, V: Pod>(map: MapData, name: &str, mut f: impl FnMut(K, V)) 
 /// Every entry of a (non per-CPU) hash map with `BPF_MAP_LOOKUP_BATCH`
 /// (Linux 5.6).
 fn hash_batch<K: Pod, V: Pod>(fd: BorrowedFd<'_>, mut f: impl FnMut(K, V)) -> io::Result<()> {
-    let (ks, vs) = (size_of::<K>(), size_of::<V>());
-    let mut count = 4096usize;
-    let mut keys = vec![0u8; count * ks];
-    let mut values = vec![0u8; count * vs];
-    let mut cursor = 0u32;
-    let mut next = 0u32;
-    let mut first = true;
-    loop {
-        let (n, err) = lookup_batch(
-            fd,
-            (!first).then_some(&cursor),
-            &mut next,
-            &mut keys,
-            &mut values,
-            count,
-        );
-        if let Some(e) = &err {
-            if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 {
-                // One bucket holds more than `count` entries: retry bigger.
-                count *= 2;
-                keys.resize(count * ks, 0);
-                values.resize(count * vs, 0);
-                continue;
-            }
-        }
-        let n = n.min(count);
-        for i in 0..n {
-            // SAFETY: the kernel wrote `n` keys and values of these sizes;
-            // both types are plain old data (`Pod`).
-            let (k, v) = unsafe {
-                (
-                    std::ptr::read_unaligned(keys.as_ptr().add(i * ks).cast::<K>()),
-                    std::ptr::read_unaligned(values.as_ptr().add(i * vs).cast::<V>()),
-                )
-            };
-            f(k, v);
-        }
-        match err {
-            None => {}
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Some(e) => return Err(e),
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        cursor = next;
-        first = false;
-    }
+    for_each_batched(fd, size_of::<K>(), size_of::<V>(), |k, v| {
+        // SAFETY: the kernel wrote a key and a value of exactly these sizes;
+        // both types are plain old data (`Pod`).
+        let (k, v) = unsafe {
+            (
+                std::ptr::read_unaligned(k.as_ptr().cast::<K>()),
+                std::ptr::read_unaligned(v.as_ptr().cast::<V>()),
+            )
+        };
+        f(k, v);
+    })
 }
 
 /// One ring-buffer event.
