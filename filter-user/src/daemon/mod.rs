@@ -284,6 +284,28 @@ impl<E: Enforcer> Daemon<E> {
         }
     }
 
+    /// Enforces a saved document again, as a new generation: the data plane
+    /// does not run it (fresh maps), or not as the interfaces are now.
+    fn restore_as_new(
+        &self,
+        core: &mut Core<E>,
+        record: GenerationRecord,
+        ruleset: Ruleset,
+    ) -> Result<Started, DaemonError> {
+        let from = record.generation;
+        let result = self.commit(
+            core,
+            record.document,
+            ruleset,
+            false,
+            Origin::Restore { from },
+        )?;
+        Ok(Started::Restored {
+            from,
+            generation: result.generation,
+        })
+    }
+
     fn restore(&self) -> Result<Started, DaemonError> {
         let mut core = self.core();
         if core.store.is_detached() {
@@ -301,18 +323,7 @@ impl<E: Enforcer> Daemon<E> {
             .load(&record.document)
             .map_err(DaemonError::Invalid)?;
         if core.enforcer.running_generation() != Some(record.generation) {
-            let from = record.generation;
-            let result = self.commit(
-                &mut core,
-                record.document,
-                ruleset,
-                false,
-                Origin::Restore { from },
-            )?;
-            return Ok(Started::Restored {
-                from,
-                generation: result.generation,
-            });
+            return self.restore_as_new(&mut core, record, ruleset);
         }
         // The data plane runs this very generation: take it over.
         let compiled = core
@@ -331,18 +342,7 @@ impl<E: Enforcer> Daemon<E> {
             // daemon was away): enforce the document again, as a new
             // generation, rather than leave an interface unguarded.
             tracing::warn!("not taking over generation {}: {e}", record.generation);
-            let from = record.generation;
-            let result = self.commit(
-                &mut core,
-                record.document,
-                ruleset,
-                false,
-                Origin::Restore { from },
-            )?;
-            return Ok(Started::Restored {
-                from,
-                generation: result.generation,
-            });
+            return self.restore_as_new(&mut core, record, ruleset);
         }
         for interface in attached.difference(&wanted) {
             if let Err(e) = core.enforcer.detach(interface) {
