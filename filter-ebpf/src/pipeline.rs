@@ -24,7 +24,7 @@
 //! (`flowlog.rs`): its conntrack entry, or else its `FILTER_REJECTS` entry.
 use core::ptr::NonNull;
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use filter_common::{
     generation_slot, CtEntry, CtKey, EniConfig, EniKey, RejectEntry, RejectKey, ACTION_ACCEPT,
     ACTION_DROP, DIR_EGRESS, DIR_INGRESS, FLOW_EV_CT_CUT, FLOW_EV_CT_NEW, ID_NONE, MODE_NIC,
@@ -141,8 +141,13 @@ pub fn run<F: Frame>(f: F, hook: u8, ifindex: u32) -> bool {
     // program runs. It still holds the previous packet: the fields below are
     // reset here, the others are written before they are read.
     let c = unsafe { &mut *c };
+    // The coarse clock (CLOCK_MONOTONIC_COARSE: the same epoch as
+    // CLOCK_MONOTONIC, one scheduler tick of resolution) is a load where
+    // the precise one reads the TSC: timeouts are seconds, flow-log windows
+    // are seconds, and the precise read was a tenth of an established
+    // packet's cost.
     // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Read once: the packet uses this generation's slot for every lookup, so
     // it sees the old rules or the new ones, never a mix. Never written
     // reads as generation 0.

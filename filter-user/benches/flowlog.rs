@@ -32,7 +32,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
     EbpfLoader,
 };
 use clap::Parser;
@@ -151,7 +151,7 @@ fn run(args: &Args) -> Result<()> {
 /// then drained and timed, until `total` events have gone through.
 fn consumer_alone(total: u64) -> Result<f64> {
     let (ebpf, mut ring, _loss) = load()?;
-    let prog: &Xdp = ebpf
+    let prog: &SchedClassifier = ebpf
         .program(PROG)
         .ok_or_else(|| anyhow!("no {PROG}"))?
         .try_into()?;
@@ -196,7 +196,7 @@ fn load() -> Result<Loaded> {
         .map_max_entries(names::REJECTS, 1)
         .load(object)
         .context("loading the eBPF object")?;
-    let prog: &mut Xdp = ebpf
+    let prog: &mut SchedClassifier = ebpf
         .program_mut(PROG)
         .ok_or_else(|| anyhow!("the object has no {PROG}"))?
         .try_into()?;
@@ -222,7 +222,7 @@ fn pin(cpu: usize) -> Result<()> {
 /// One measurement with a fresh object (fresh ring and loss counters).
 fn measure(paced: bool, total: u64, two_cpus: bool) -> Result<Outcome> {
     let (ebpf, mut ring, loss) = load()?;
-    let prog: &Xdp = ebpf
+    let prog: &SchedClassifier = ebpf
         .program(PROG)
         .ok_or_else(|| anyhow!("no {PROG}"))?
         .try_into()?;

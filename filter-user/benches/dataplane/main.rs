@@ -62,6 +62,11 @@ struct Args {
     /// Seconds of traffic per veth measurement (after a warm-up).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Profiling aid: before each repeated BPF_PROG_TEST_RUN path is
+    /// measured, run it for this many seconds, announced on stderr, so
+    /// `perf record -a` taken meanwhile sees that path alone.
+    #[arg(long, hide = true)]
+    profile: Option<f64>,
     /// Anything else cargo passes (filters).
     #[arg(hide = true)]
     rest: Vec<String>,
@@ -167,12 +172,14 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
             repeat: 100_000,
             runs: 3,
             samples: 1_000,
+            profile_s: args.profile,
         }
     } else {
         Effort {
             repeat: 1_000_000,
             runs: 5,
             samples: 3_000,
+            profile_s: args.profile,
         }
     };
     println!("## BPF_PROG_TEST_RUN: ns per packet, minus the empty program\n");

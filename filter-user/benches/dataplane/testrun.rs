@@ -67,6 +67,9 @@ pub struct Effort {
     pub runs: u32,
     /// Single-run samples (one new connection each).
     pub samples: u32,
+    /// Profiling aid (`--profile`): seconds each repeated path runs, unmeasured,
+    /// before it is measured.
+    pub profile_s: Option<f64>,
 }
 
 /// The two programs under test, XDP or TC.
@@ -213,6 +216,21 @@ fn repeated(
         total += ns;
     }
     Ok(total / f64::from(effort.runs))
+}
+
+/// Profiling aid (`--profile`): runs `frame` unmeasured for the time asked,
+/// announced on stderr, so a `perf record -a` meanwhile sees this path only.
+fn profile(r: &mut dyn Runner, prog: Prog, frame: &[u8], path: &str, effort: Effort) -> Result<()> {
+    let Some(seconds) = effort.profile_s else {
+        return Ok(());
+    };
+    eprintln!("profile: start {path} on {} ({seconds} s)", prog.name());
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds {
+        r.run(prog, frame, effort.repeat)?;
+    }
+    eprintln!("profile: end");
+    Ok(())
 }
 
 /// Median kernel ns of single runs of `frame(i)`, each returning `code`.
@@ -376,6 +394,7 @@ impl Bench {
             SYN,
             0,
         );
+        profile(&mut self.dp, prog, &drop_frame, "dropped", effort)?;
         let before = self.stats()?;
         costs.drop_first = repeated(&mut self.dp, prog, &drop_frame, prog.drop_code(), effort)?;
         self.moved(
@@ -426,6 +445,7 @@ impl Bench {
                 p.name()
             );
         }
+        profile(&mut self.dp, prog, &data, "established", effort)?;
         let before = self.stats()?;
         costs.established = repeated(&mut self.dp, prog, &data, prog.pass(), effort)?;
         self.moved(
