@@ -9,12 +9,9 @@
 //! counted in `FILTER_FLOWLOSS[eni_index]`, so user space can say so.
 use core::ptr::addr_of_mut;
 
-use aya_ebpf::bindings::{
-    BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RINGBUF_HDR_SZ,
-};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use filter_common::{
-    CtEntry, CtEvent, CtKey, RejectEntry, RejectEvent, RejectKey, FLOW_EVENTS_BYTES,
-    FLOW_EV_REJECT_NEW,
+    CtEntry, CtEvent, CtKey, RejectEntry, RejectEvent, RejectKey, FLOW_EV_REJECT_NEW,
 };
 
 use crate::{
@@ -43,35 +40,6 @@ fn lost(eni_index: u32, what: u32) {
     }
 }
 
-/// Unread bytes per wake-up of the reader: a sixteenth of the ring.
-///
-/// A plain submit wakes the reader whenever it has caught up, which at a
-/// high event rate means an interrupt and a wake-up per event, many times
-/// the cost of the event itself (docs/FLOWLOGS.md, "Benchmark"). Instead
-/// the reader is woken each time the unread bytes pass a multiple of
-/// `WAKEUP_BYTES`: a reader that is awake drains until the ring is empty
-/// anyway, and one asleep is woken when this much has waited, long before
-/// the ring fills. Below the mark events wait for the collector's next
-/// periodic drain (`filter-user/src/flowlog/collector.rs`), which also
-/// covers a crossing that two CPUs racing both missed.
-const WAKEUP_BYTES: u64 = FLOW_EVENTS_BYTES as u64 / 16;
-
-/// Submit flags for a reserved record of `size` bytes: wake the reader
-/// when this record took the unread bytes across a multiple of
-/// [`WAKEUP_BYTES`].
-#[inline(always)]
-fn wakeup_flags(size: usize) -> u64 {
-    // The ring's header per record, and its 8-byte rounding.
-    let record = (size as u64 + u64::from(BPF_RINGBUF_HDR_SZ) + 7) & !7;
-    // Reserved records count: this one is included.
-    let unread = FILTER_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    if unread / WAKEUP_BYTES != unread.saturating_sub(record) / WAKEUP_BYTES {
-        u64::from(BPF_RB_FORCE_WAKEUP)
-    } else {
-        u64::from(BPF_RB_NO_WAKEUP)
-    }
-}
-
 /// Sends a conntrack event (`FLOW_EV_CT_*`) with a copy of `entry`: the
 /// entry as created, or its final counts just before the data plane removes
 /// it. A full ring buffer is counted, never waited for.
@@ -93,7 +61,7 @@ pub fn ct_event(kind: u32, eni_index: u32, key: &CtKey, entry: *const CtEntry) {
         addr_of_mut!((*p)._pad).write(0);
         addr_of_mut!((*p).entry).write(*entry);
     }
-    ev.submit(wakeup_flags(size_of::<CtEvent>()));
+    ev.submit(0);
 }
 
 /// Sends the [`FLOW_EV_REJECT_NEW`] event of a new `FILTER_REJECTS` entry.
@@ -112,7 +80,7 @@ fn reject_event(key: &RejectKey, entry: &RejectEntry, eni_index: u32) {
         addr_of_mut!((*p)._pad).write(0);
         addr_of_mut!((*p).entry).write(*entry);
     }
-    ev.submit(wakeup_flags(size_of::<RejectEvent>()));
+    ev.submit(0);
 }
 
 /// Adds one packet (described by `fresh`, the entry it would create) to an

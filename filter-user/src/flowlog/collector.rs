@@ -22,13 +22,6 @@ use crate::dataplane::KtimeClock;
 /// At most this many events are taken in one go before the task yields.
 const DRAIN_BATCH: usize = 65_536;
 
-/// How often the ring is drained without being woken. The data plane wakes
-/// the reader only once per sixteenth of the ring written
-/// (`filter-ebpf/src/flowlog.rs`, `WAKEUP_BYTES`), so a trickle of events
-/// waits for this; at the 1M events/s of the benchmark 50 ms is a third of
-/// the ring.
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
-
 type Ring = AsyncFd<RingBuf<MapData>>;
 
 /// The collector of one daemon; run it with [`Collector::run`].
@@ -81,8 +74,6 @@ impl Collector {
         self.take_ring();
         self.scan(Some(baseline)).await;
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(DRAIN_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let boundary = next_boundary(unix_now(), self.window_len());
             let wait = Duration::from_secs(boundary).saturating_sub(unix_now());
@@ -101,11 +92,6 @@ impl Collector {
                     () = &mut sleep => break,
                     () = self.shared.ring_ready.notified() => self.take_ring(),
                     () = pump(&mut self.ring, &mut self.table) => {}
-                    _ = tick.tick() => {
-                        if let Some(ring) = &mut self.ring {
-                            take(ring.get_mut(), &mut self.table, DRAIN_BATCH);
-                        }
-                    }
                 }
             }
             self.close(boundary).await;

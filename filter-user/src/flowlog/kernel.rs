@@ -19,14 +19,20 @@ use filter_common::{
 use super::window::Scan;
 use crate::dataplane::sys::{for_each_batched, percpu_array_lookup_batch};
 
-/// `bpf_ktime_get_ns()` now: `CLOCK_MONOTONIC`.
+/// The data plane's clock now: `bpf_ktime_get_coarse_ns()` is
+/// `CLOCK_MONOTONIC_COARSE`, which the kernel reads off the same timekeeper
+/// tick. Read on the same clock, an entry created after this call never
+/// carries an earlier time stamp (the scan's "created meanwhile" check and
+/// the collector's baseline rely on that); `CLOCK_MONOTONIC` runs up to a
+/// tick ahead of it.
 pub fn ktime_now() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: `ts` is a valid out pointer; CLOCK_MONOTONIC_COARSE always
+    // exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
