@@ -259,6 +259,19 @@ pub fn tcp_stream(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
                 match conn.write(&buf) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // The measurement is over and the reader closed first,
+                    // with data still unread: its kernel answers with a
+                    // reset. That ends the stream; it is not a failure.
+                    Err(e)
+                        if stop.load(Ordering::Relaxed)
+                            && matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionReset
+                                    | std::io::ErrorKind::BrokenPipe
+                            ) =>
+                    {
+                        break
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
