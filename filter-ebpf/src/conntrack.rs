@@ -199,14 +199,44 @@ pub(crate) fn atomic_add(counter: *mut u64, n: u64) {
 
 /// Accounts an accepted packet of a tracked connection and moves its state:
 /// FIN or RST → closing; a SYN answered by the other side → established;
-/// UDP seen both ways → stream.
+/// UDP seen both ways → stream. Without `FLOW_ACCOUNTING` (the benchmark's
+/// variant, `pipeline::run`) the packet and byte counters and the flags
+/// stay as they are: only the time stamp and the state move.
 #[inline(always)]
-pub fn update(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
+pub fn update<const FLOW_ACCOUNTING: bool>(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
     let e = e.as_ptr();
-    let bytes = u64::from(p.ip_len);
+    let flags = p.tcp_flags;
     // SAFETY: a live map value. Counters use atomic adds; the state, flags
     // and timestamp are plain stores, where a lost race costs at most one
     // transition that the next packet makes again.
+    unsafe {
+        if FLOW_ACCOUNTING {
+            account(e, p, reply);
+        }
+        (*e).last_seen_ns = now;
+        let state = (*e).state;
+        let next = match p.flow.proto {
+            PROTO_TCP if flags & (TCP_FIN | TCP_RST) != 0 => CT_TCP_CLOSING,
+            PROTO_TCP if state == CT_TCP_SYN && reply => CT_TCP_ESTABLISHED,
+            PROTO_UDP if state == CT_UDP && reply => CT_UDP_STREAM,
+            _ => state,
+        };
+        if next != state {
+            (*e).state = next;
+        }
+    }
+}
+
+/// The flow log's share of [`update`]: packets and bytes per direction, and
+/// the TCP flags seen, overall and per direction.
+///
+/// # Safety
+/// `e` points at a live conntrack map value.
+#[inline(always)]
+unsafe fn account(e: *mut CtEntry, p: &Parsed, reply: bool) {
+    let bytes = u64::from(p.ip_len);
+    let flags = p.tcp_flags;
+    // SAFETY: as the caller promised.
     unsafe {
         if reply {
             atomic_add(addr_of_mut!((*e).packets[1]), 1);
@@ -215,8 +245,6 @@ pub fn update(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
             atomic_add(addr_of_mut!((*e).packets[0]), 1);
             atomic_add(addr_of_mut!((*e).bytes[0]), bytes);
         }
-        (*e).last_seen_ns = now;
-        let flags = p.tcp_flags;
         if (*e).tcp_flags & flags != flags {
             (*e).tcp_flags |= flags;
         }
@@ -228,16 +256,6 @@ pub fn update(e: NonNull<CtEntry>, p: &Parsed, reply: bool, now: u64) {
         };
         if *dir_flags & flags != flags {
             *dir_flags |= flags;
-        }
-        let state = (*e).state;
-        let next = match p.flow.proto {
-            PROTO_TCP if flags & (TCP_FIN | TCP_RST) != 0 => CT_TCP_CLOSING,
-            PROTO_TCP if state == CT_TCP_SYN && reply => CT_TCP_ESTABLISHED,
-            PROTO_UDP if state == CT_UDP && reply => CT_UDP_STREAM,
-            _ => state,
-        };
-        if next != state {
-            (*e).state = next;
         }
     }
 }

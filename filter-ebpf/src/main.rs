@@ -14,6 +14,7 @@
 //! | `stats.rs` | counters |
 //! | `maps.rs` | the maps |
 //! | `noop.rs` | empty programs, the benchmarks' baseline |
+//! | `unaccounted.rs` | the pipeline without flow accounting, for the benchmark |
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The BPF target has no compare-and-swap, so core offers no `fetch_add`;
@@ -32,6 +33,7 @@ mod parse;
 mod pipeline;
 mod stats;
 mod tc;
+mod unaccounted;
 mod xdp;
 
 #[cfg(target_arch = "bpf")]

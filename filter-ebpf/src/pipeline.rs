@@ -130,8 +130,13 @@ pub struct Packet {
 }
 
 /// Runs the pipeline on one packet; true lets it through.
+///
+/// `FLOW_ACCOUNTING` is true in the data plane. False leaves out the
+/// per-packet flow-log accounting (the counters and flags of a packet's
+/// conntrack entry, and its `FILTER_REJECTS` flow); only the benchmark's
+/// `unaccounted.rs` programs do that, to measure what the accounting costs.
 #[inline(always)]
-pub fn run<F: Frame>(f: F, hook: u8, ifindex: u32) -> bool {
+pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) -> bool {
     let Some(c) = FILTER_SCRATCH.get_ptr_mut(0) else {
         // Unreachable (a one-entry per-CPU array always has entry 0); fail
         // closed all the same.
@@ -164,14 +169,14 @@ pub fn run<F: Frame>(f: F, hook: u8, ifindex: u32) -> bool {
     c.p = Parsed::default();
     // Fail closed: every path below overwrites this.
     let mut d = Decision::drop(STAT_DROP_DEFAULT, NO_SLOT);
-    process(f, hook, c, &mut d);
+    process::<F, FLOW_ACCOUNTING>(f, hook, c, &mut d);
     count(d.stat);
     if d.slot != NO_SLOT {
         count_rule(d.slot, c.p.ip_len, c.now);
     }
     // Flow logs: a packet on a guarded ENI that no conntrack entry took
     // (rejected, related, or its connection could not be stored).
-    if c.guarded != 0 && c.ct_accounted == 0 {
+    if FLOW_ACCOUNTING && c.guarded != 0 && c.ct_accounted == 0 {
         account_untracked(c, &d);
     }
     d.accept != 0
@@ -212,7 +217,12 @@ fn account_untracked(c: &mut Packet, d: &Decision) {
 }
 
 #[inline(always)]
-fn process<F: Frame>(f: F, hook: u8, c: &mut Packet, d: &mut Decision) {
+fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
+    f: F,
+    hook: u8,
+    c: &mut Packet,
+    d: &mut Decision,
+) {
     let rc = parse(f, &mut c.p);
     if rc != PARSE_OK {
         *d = Decision::drop(rc, NO_SLOT);
@@ -243,10 +253,10 @@ fn process<F: Frame>(f: F, hook: u8, c: &mut Packet, d: &mut Decision) {
     c.guarded = 1;
 
     if c.p.frag == FRAG_LATER {
-        follow_fragment(c, d);
+        follow_fragment::<FLOW_ACCOUNTING>(c, d);
         return;
     }
-    decide(f, c, d);
+    decide::<F, FLOW_ACCOUNTING>(f, c, d);
     if c.p.frag == FRAG_FIRST {
         let action = if d.accept != 0 {
             VERDICT_ACCEPT
@@ -292,7 +302,7 @@ fn pick(tables: &[u32; 2], dir: u8) -> u32 {
 /// A later fragment carries no ports: it follows the verdict of its first
 /// fragment, and counts to the same rule (and connection).
 #[inline(never)]
-fn follow_fragment(c: &mut Packet, d: &mut Decision) {
+fn follow_fragment<const FLOW_ACCOUNTING: bool>(c: &mut Packet, d: &mut Decision) {
     let Some(head) = frag::follow(&frag::key(c.ifindex, &c.p), c.now) else {
         // The first fragment was never classified (lost, reordered, or the
         // memory is full): nothing says these bytes are allowed.
@@ -322,7 +332,7 @@ fn follow_fragment(c: &mut Packet, d: &mut Decision) {
     );
     if let Some(e) = conntrack::lookup(&c.key, c.now, conntrack::config(c.slot), c.eni.eni_index) {
         let reply = conntrack::is_reply(e, src_is_a);
-        conntrack::update(e, &c.p, reply, c.now);
+        conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
         c.ct_accounted = 1;
     }
 }
@@ -358,7 +368,7 @@ fn nacl_drops(c: &mut Packet) -> bool {
 /// Everything after the ENI lookup for a packet that is not a later
 /// fragment: NACL, conntrack, security groups, NACL, conntrack update.
 #[inline(never)]
-fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
+fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut Decision) {
     // The flow's ports, whatever decides (the flow log keys rejects by them).
     let (sport, dport) = conntrack::ct_ports(&c.p);
     c.sport = sport;
@@ -434,7 +444,7 @@ fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
     // (only now, so an egress NACL drop never leaves an entry behind; and
     // only from a packet that opens one: no TCP pickup mid-stream).
     if let Some(e) = tracked {
-        conntrack::update(e, &c.p, reply, c.now);
+        conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
         c.ct_accounted = 1;
     } else if d.stat == STAT_ACCEPT_NEW && conntrack::opens(&c.p) {
         conntrack::init(
@@ -452,7 +462,7 @@ fn decide<F: Frame>(f: F, c: &mut Packet, d: &mut Decision) {
         } else if let Some(e) = conntrack::lookup(&c.key, c.now, cfg, c.eni.eni_index) {
             // Another CPU created the connection a moment ago (its other
             // direction, say): count into its entry.
-            conntrack::update(e, &c.p, conntrack::is_reply(e, src_is_a), c.now);
+            conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, conntrack::is_reply(e, src_is_a), c.now);
             c.ct_accounted = 1;
         }
     }

@@ -9,18 +9,19 @@ use crate::{
 
 #[xdp]
 pub fn filter_xdp(ctx: XdpContext) -> u32 {
-    if try_filter_xdp(&ctx) {
+    run::<true>(&ctx)
+}
+
+/// The pipeline on an XDP frame, as an XDP action. Every failure inside
+/// (malformed packet, missing table) has already become a counted drop.
+/// `FLOW_ACCOUNTING`: see `pipeline::run`.
+#[inline(always)]
+pub fn run<const FLOW_ACCOUNTING: bool>(ctx: &XdpContext) -> u32 {
+    // SAFETY: the kernel's context; `ingress_ifindex` is a plain field.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    if pipeline::run::<_, FLOW_ACCOUNTING>(XdpFrame(ctx.ctx), HOOK_XDP, ifindex) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
     }
-}
-
-/// The body: true lets the packet through. Every failure inside (malformed
-/// packet, missing table) has already become a counted drop.
-#[inline(always)]
-fn try_filter_xdp(ctx: &XdpContext) -> bool {
-    // SAFETY: the kernel's context; `ingress_ifindex` is a plain field.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    pipeline::run(XdpFrame(ctx.ctx), HOOK_XDP, ifindex)
 }

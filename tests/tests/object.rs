@@ -1,5 +1,6 @@
 //! The eBPF object as built: a property of the compiled code that no packet
 //! test can see, because it changes no verdict.
+#![expect(clippy::expect_used, reason = "test code")]
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind};
 
 /// compiler_builtins' memory functions, which the object carries and which

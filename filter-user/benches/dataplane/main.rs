@@ -227,7 +227,7 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
             continue;
         };
         let first_goal = FIRST_PACKET_GOALS.iter().find(|g| g.0 == n).map(|g| g.1);
-        let rows: [PathRow; 4] = [
+        let rows: [PathRow; 6] = [
             ("first packet, dropped", |c| c.drop_first, false, first_goal),
             (
                 "first packet, accepted (single runs)",
@@ -247,6 +247,18 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
                 false,
                 Some(ESTABLISHED_GOAL),
             ),
+            (
+                "first packet, dropped, without flow accounting",
+                |c| c.drop_first_unaccounted,
+                false,
+                None,
+            ),
+            (
+                "established, without flow accounting",
+                |c| c.established_unaccounted,
+                false,
+                None,
+            ),
         ];
         for (path, value, single, goal) in rows {
             let net = |c: &Costs, b: &Baseline| {
@@ -263,6 +275,44 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
                 thousands(n),
                 ratio(x),
                 ratio(t)
+            );
+        }
+    }
+    println!();
+    println!(
+        "Flow-log accounting (issue 6), ns per packet: the row minus the same row without \
+         flow accounting (the counters and flags of the packet's conntrack entry; a rejected \
+         packet's `FILTER_REJECTS` flow):\n"
+    );
+    println!("| rules | path | XDP ns | TC ns |");
+    println!("|---:|---|---:|---:|");
+    for &n in &args.sizes {
+        let get = |prog: Prog| {
+            results
+                .iter()
+                .find(|r| r.0 == n && r.1 == prog)
+                .map(|r| r.2)
+        };
+        let (Some(xdp), Some(tc)) = (get(Prog::Xdp), get(Prog::Tc)) else {
+            continue;
+        };
+        for (path, with, without) in [
+            (
+                "established",
+                (|c| c.established) as fn(&Costs) -> f64,
+                (|c| c.established_unaccounted) as fn(&Costs) -> f64,
+            ),
+            (
+                "first packet, dropped",
+                |c| c.drop_first,
+                |c| c.drop_first_unaccounted,
+            ),
+        ] {
+            println!(
+                "| {} | {path} | {:.1} | {:.1} |",
+                thousands(n),
+                with(&xdp) - without(&xdp),
+                with(&tc) - without(&tc)
             );
         }
     }

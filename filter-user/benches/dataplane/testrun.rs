@@ -22,6 +22,11 @@
 //! - **established**: an ACK of a connection that went through SYN,
 //!   SYN-ACK (the other program, ENI egress) and ACK: one conntrack lookup
 //!   and update; repeated like the dropped first packet.
+//! - **without flow accounting**: the dropped first packet and the
+//!   established packet again, through the variants of
+//!   `filter-ebpf/src/unaccounted.rs` on the same maps, alternating run by
+//!   run with the data plane's own programs; the difference is what the
+//!   flow log's per-packet accounting costs (issue 6).
 //!
 //! Each measurement checks the verdict and the counter that moved, so a
 //! number always belongs to the path it names.
@@ -53,6 +58,10 @@ use crate::{
 
 pub const NOOP_XDP: &str = "filter_noop_xdp";
 pub const NOOP_TC: &str = "filter_noop_tc";
+/// The pipeline without per-packet flow accounting
+/// (`filter-ebpf/src/unaccounted.rs`).
+const UNACCOUNTED_XDP: &str = "filter_xdp_unaccounted";
+const UNACCOUNTED_TC: &str = "filter_tc_unaccounted";
 const XDP_PASS: u32 = 2;
 const XDP_DROP: u32 = 1;
 const TC_ACT_OK: u32 = 0;
@@ -142,6 +151,41 @@ impl Runner for Dataplane {
     }
 }
 
+/// The same data plane's maps, through the programs without flow
+/// accounting.
+struct Unaccounted<'a>(&'a mut Dataplane);
+
+impl Unaccounted<'_> {
+    /// Loads both variants into `dp` (once, after `Dataplane::load`).
+    fn load(dp: &mut Dataplane) -> Result<()> {
+        let xdp: &mut Xdp = dp
+            .program_mut(UNACCOUNTED_XDP)
+            .ok_or_else(|| anyhow!("the object has no {UNACCOUNTED_XDP}"))?
+            .try_into()?;
+        xdp.load()?;
+        let tc: &mut SchedClassifier = dp
+            .program_mut(UNACCOUNTED_TC)
+            .ok_or_else(|| anyhow!("the object has no {UNACCOUNTED_TC}"))?
+            .try_into()?;
+        tc.load()?;
+        Ok(())
+    }
+}
+
+impl Runner for Unaccounted<'_> {
+    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let (name, p) = match prog {
+            Prog::Xdp => (UNACCOUNTED_XDP, self.0.program_mut(UNACCOUNTED_XDP)),
+            Prog::Tc => (UNACCOUNTED_TC, self.0.program_mut(UNACCOUNTED_TC)),
+        };
+        let p = p.ok_or_else(|| anyhow!("no {name}"))?;
+        match prog {
+            Prog::Xdp => test_run(&*<&mut Xdp>::try_from(p)?, frame, repeat),
+            Prog::Tc => test_run(&*<&mut SchedClassifier>::try_from(p)?, frame, repeat),
+        }
+    }
+}
+
 /// The empty programs (`filter-ebpf/src/noop.rs`), from the same object.
 pub struct Noop {
     ebpf: Ebpf,
@@ -218,6 +262,27 @@ fn repeated(
     Ok(total / f64::from(effort.runs))
 }
 
+/// Mean kernel ns per run of `frame` through the data plane and through
+/// its variant without flow accounting, each returning `code`: the two
+/// alternate run by run, so the machine's drift weighs on both alike and
+/// their difference stays meaningful.
+fn paired(
+    dp: &mut Dataplane,
+    prog: Prog,
+    frame: &[u8],
+    code: u32,
+    effort: Effort,
+) -> Result<(f64, f64)> {
+    let once = Effort { runs: 1, ..effort };
+    let (mut with, mut without) = (0.0, 0.0);
+    for _ in 0..effort.runs {
+        with += repeated(dp, prog, frame, code, once)?;
+        without += repeated(&mut Unaccounted(dp), prog, frame, code, once)?;
+    }
+    let runs = f64::from(effort.runs);
+    Ok((with / runs, without / runs))
+}
+
 /// Profiling aid (`--profile`): runs `frame` unmeasured for the time asked,
 /// announced on stderr, so a `perf record -a` meanwhile sees this path only.
 fn profile(r: &mut dyn Runner, prog: Prog, frame: &[u8], path: &str, effort: Effort) -> Result<()> {
@@ -284,6 +349,9 @@ pub struct Costs {
     pub drop_first_single: f64,
     pub accept_first_single: f64,
     pub established: f64,
+    /// The same packets through the programs without flow accounting.
+    pub drop_first_unaccounted: f64,
+    pub established_unaccounted: f64,
 }
 
 /// The data plane with the ENI on interface 1 and a generation per
@@ -306,8 +374,10 @@ pub struct Applied {
 
 impl Bench {
     pub fn new() -> Result<Self> {
+        let mut dp = Dataplane::load(None).context("loading the data plane")?;
+        Unaccounted::load(&mut dp).context("loading the programs without flow accounting")?;
         Ok(Self {
-            dp: Dataplane::load(None).context("loading the data plane")?,
+            dp,
             slots: SlotTable::new(),
             generation: 0,
             next_port: 1024,
@@ -396,12 +466,13 @@ impl Bench {
         );
         profile(&mut self.dp, prog, &drop_frame, "dropped", effort)?;
         let before = self.stats()?;
-        costs.drop_first = repeated(&mut self.dp, prog, &drop_frame, prog.drop_code(), effort)?;
+        (costs.drop_first, costs.drop_first_unaccounted) =
+            paired(&mut self.dp, prog, &drop_frame, prog.drop_code(), effort)?;
         self.moved(
             &before,
             STAT_DROP_SG_RULE,
-            u64::from(effort.repeat * effort.runs),
-            "first packet, dropped",
+            2 * u64::from(effort.repeat * effort.runs),
+            "first packet, dropped (with and without flow accounting)",
         )?;
         costs.drop_first_single = singles(
             &mut self.dp,
@@ -447,12 +518,13 @@ impl Bench {
         }
         profile(&mut self.dp, prog, &data, "established", effort)?;
         let before = self.stats()?;
-        costs.established = repeated(&mut self.dp, prog, &data, prog.pass(), effort)?;
+        (costs.established, costs.established_unaccounted) =
+            paired(&mut self.dp, prog, &data, prog.pass(), effort)?;
         self.moved(
             &before,
             STAT_ACCEPT_TRACKED,
-            u64::from(effort.repeat * effort.runs),
-            "established",
+            2 * u64::from(effort.repeat * effort.runs),
+            "established (with and without flow accounting)",
         )?;
         Ok((costs, applied))
     }

@@ -200,6 +200,13 @@ impl Dataplane {
             .map_err(|e| DataplaneError::program(names::PROG_TC, "expecting a TC classifier", e))
     }
 
+    /// Another program of the object, by name, on this data plane's maps:
+    /// the benchmark's variants (`filter-ebpf/src/unaccounted.rs`). Not
+    /// loaded until the caller loads it.
+    pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {
+        self.ebpf.program_mut(name)
+    }
+
     /// `filterctl detach` from inside the daemon that owns the pin
     /// directory: detaches every interface, then removes maps, programs and
     /// the directory. Without a pin directory it only detaches.
