@@ -165,6 +165,20 @@ fn environment() {
 // BPF_PROG_TEST_RUN
 // ---------------------------------------------------------------------------
 
+/// One rule count on one program: its costs, compile and write seconds.
+type Measured = (usize, Prog, Costs, f64, f64);
+
+/// The XDP and TC costs measured at `n` rules.
+fn costs_at(results: &[Measured], n: usize) -> Option<(Costs, Costs)> {
+    let get = |prog: Prog| {
+        results
+            .iter()
+            .find(|r| r.0 == n && r.1 == prog)
+            .map(|r| r.2)
+    };
+    Some((get(Prog::Xdp)?, get(Prog::Tc)?))
+}
+
 fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
     let filter = &mut testrun::Bench::new()?;
     let effort = if args.quick {
@@ -191,7 +205,7 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
     for (b, prog) in base.iter_mut().zip([Prog::Xdp, Prog::Tc]) {
         *b = testrun::baseline(noop, prog, effort)?;
     }
-    let mut results: Vec<(usize, Prog, Costs, f64, f64)> = Vec::new();
+    let mut results: Vec<Measured> = Vec::new();
     for &n in &args.sizes {
         let bench = rules::generate(n, "bench0", "nic")?;
         for prog in [Prog::Xdp, Prog::Tc] {
@@ -217,13 +231,7 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
     println!("| rules | path | XDP ns | XDP × empty | TC ns | TC × empty | goal | XDP ÷ goal | TC ÷ goal |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.sizes {
-        let get = |prog: Prog| {
-            results
-                .iter()
-                .find(|r| r.0 == n && r.1 == prog)
-                .map(|r| r.2)
-        };
-        let (Some(xdp), Some(tc)) = (get(Prog::Xdp), get(Prog::Tc)) else {
+        let Some((xdp, tc)) = costs_at(&results, n) else {
             continue;
         };
         let first_goal = FIRST_PACKET_GOALS.iter().find(|g| g.0 == n).map(|g| g.1);
@@ -287,13 +295,7 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
     println!("| rules | path | XDP ns | TC ns |");
     println!("|---:|---|---:|---:|");
     for &n in &args.sizes {
-        let get = |prog: Prog| {
-            results
-                .iter()
-                .find(|r| r.0 == n && r.1 == prog)
-                .map(|r| r.2)
-        };
-        let (Some(xdp), Some(tc)) = (get(Prog::Xdp), get(Prog::Tc)) else {
+        let Some((xdp, tc)) = costs_at(&results, n) else {
             continue;
         };
         for (path, with, without) in [

@@ -34,7 +34,7 @@ use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::{
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
 use filter::{
@@ -151,6 +151,18 @@ impl Runner for Dataplane {
     }
 }
 
+/// Program `name` of an object, as an XDP program.
+fn as_xdp<'a>(p: Option<&'a mut Program>, name: &str) -> Result<&'a mut Xdp> {
+    Ok(p.ok_or_else(|| anyhow!("the object has no {name}"))?
+        .try_into()?)
+}
+
+/// Program `name` of an object, as a TC classifier.
+fn as_tc<'a>(p: Option<&'a mut Program>, name: &str) -> Result<&'a mut SchedClassifier> {
+    Ok(p.ok_or_else(|| anyhow!("the object has no {name}"))?
+        .try_into()?)
+}
+
 /// The same data plane's maps, through the programs without flow
 /// accounting.
 struct Unaccounted<'a>(&'a mut Dataplane);
@@ -158,30 +170,26 @@ struct Unaccounted<'a>(&'a mut Dataplane);
 impl Unaccounted<'_> {
     /// Loads both variants into `dp` (once, after `Dataplane::load`).
     fn load(dp: &mut Dataplane) -> Result<()> {
-        let xdp: &mut Xdp = dp
-            .program_mut(UNACCOUNTED_XDP)
-            .ok_or_else(|| anyhow!("the object has no {UNACCOUNTED_XDP}"))?
-            .try_into()?;
-        xdp.load()?;
-        let tc: &mut SchedClassifier = dp
-            .program_mut(UNACCOUNTED_TC)
-            .ok_or_else(|| anyhow!("the object has no {UNACCOUNTED_TC}"))?
-            .try_into()?;
-        tc.load()?;
+        as_xdp(dp.program_mut(UNACCOUNTED_XDP), UNACCOUNTED_XDP)?.load()?;
+        as_tc(dp.program_mut(UNACCOUNTED_TC), UNACCOUNTED_TC)?.load()?;
         Ok(())
     }
 }
 
 impl Runner for Unaccounted<'_> {
     fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let (name, p) = match prog {
-            Prog::Xdp => (UNACCOUNTED_XDP, self.0.program_mut(UNACCOUNTED_XDP)),
-            Prog::Tc => (UNACCOUNTED_TC, self.0.program_mut(UNACCOUNTED_TC)),
-        };
-        let p = p.ok_or_else(|| anyhow!("no {name}"))?;
+        let dp = &mut *self.0;
         match prog {
-            Prog::Xdp => test_run(&*<&mut Xdp>::try_from(p)?, frame, repeat),
-            Prog::Tc => test_run(&*<&mut SchedClassifier>::try_from(p)?, frame, repeat),
+            Prog::Xdp => test_run(
+                &*as_xdp(dp.program_mut(UNACCOUNTED_XDP), UNACCOUNTED_XDP)?,
+                frame,
+                repeat,
+            ),
+            Prog::Tc => test_run(
+                &*as_tc(dp.program_mut(UNACCOUNTED_TC), UNACCOUNTED_TC)?,
+                frame,
+                repeat,
+            ),
         }
     }
 }
@@ -201,33 +209,17 @@ impl Noop {
             .map_max_entries(names::FRAGS, 1)
             .load(object)
             .context("loading the eBPF object")?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(NOOP_XDP)
-            .ok_or_else(|| anyhow!("the object has no {NOOP_XDP}"))?
-            .try_into()?;
-        xdp.load()?;
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(NOOP_TC)
-            .ok_or_else(|| anyhow!("the object has no {NOOP_TC}"))?
-            .try_into()?;
-        tc.load()?;
+        as_xdp(ebpf.program_mut(NOOP_XDP), NOOP_XDP)?.load()?;
+        as_tc(ebpf.program_mut(NOOP_TC), NOOP_TC)?.load()?;
         Ok(Self { ebpf })
     }
 
     pub fn xdp(&mut self) -> Result<&mut Xdp> {
-        Ok(self
-            .ebpf
-            .program_mut(NOOP_XDP)
-            .ok_or_else(|| anyhow!("no {NOOP_XDP}"))?
-            .try_into()?)
+        as_xdp(self.ebpf.program_mut(NOOP_XDP), NOOP_XDP)
     }
 
     pub fn tc(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(self
-            .ebpf
-            .program_mut(NOOP_TC)
-            .ok_or_else(|| anyhow!("no {NOOP_TC}"))?
-            .try_into()?)
+        as_tc(self.ebpf.program_mut(NOOP_TC), NOOP_TC)
     }
 }
 
