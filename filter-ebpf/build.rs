@@ -6,7 +6,7 @@
 //! zeroing or copy the compiler cannot prove disjoint (three padding bytes
 //! included) becomes a BPF-to-BPF call to compiler_builtins' byte-at-a-time
 //! loop. On the packet path that was a 64-byte loop per packet, about a
-//! seventh of an established packet's cost (docs/BENCHMARKS.md). Without
+//! sixth of an established packet's cost (docs/BENCHMARKS.md). Without
 //! the option LLVM writes those as a few word-sized stores, as clang does
 //! for C programs; the host JIT needs no copy patterns.
 fn main() {

@@ -122,10 +122,19 @@ impl Prog {
     }
 }
 
-/// One kind of program: the data plane's or the empty one.
-trait Runner {
+/// One kind of program, XDP and TC: the data plane's, its variant without
+/// flow accounting, or the empty one.
+pub trait Runner {
+    fn xdp(&mut self) -> Result<&mut Xdp>;
+    fn tc(&mut self) -> Result<&mut SchedClassifier>;
+
     /// (return code, kernel ns per run) of `repeat` runs of `frame`.
-    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)>;
+    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        match prog {
+            Prog::Xdp => test_run(&*self.xdp()?, frame, repeat),
+            Prog::Tc => test_run(&*self.tc()?, frame, repeat),
+        }
+    }
 }
 
 fn test_run<P>(p: &P, frame: &[u8], repeat: u32) -> Result<(u32, f64)>
@@ -143,11 +152,12 @@ where
 }
 
 impl Runner for Dataplane {
-    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        match prog {
-            Prog::Xdp => test_run(&*self.xdp_program()?, frame, repeat),
-            Prog::Tc => test_run(&*self.tc_program()?, frame, repeat),
-        }
+    fn xdp(&mut self) -> Result<&mut Xdp> {
+        Ok(self.xdp_program()?)
+    }
+
+    fn tc(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self.tc_program()?)
     }
 }
 
@@ -177,20 +187,12 @@ impl Unaccounted<'_> {
 }
 
 impl Runner for Unaccounted<'_> {
-    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let dp = &mut *self.0;
-        match prog {
-            Prog::Xdp => test_run(
-                &*as_xdp(dp.program_mut(UNACCOUNTED_XDP), UNACCOUNTED_XDP)?,
-                frame,
-                repeat,
-            ),
-            Prog::Tc => test_run(
-                &*as_tc(dp.program_mut(UNACCOUNTED_TC), UNACCOUNTED_TC)?,
-                frame,
-                repeat,
-            ),
-        }
+    fn xdp(&mut self) -> Result<&mut Xdp> {
+        as_xdp(self.0.program_mut(UNACCOUNTED_XDP), UNACCOUNTED_XDP)
+    }
+
+    fn tc(&mut self) -> Result<&mut SchedClassifier> {
+        as_tc(self.0.program_mut(UNACCOUNTED_TC), UNACCOUNTED_TC)
     }
 }
 
@@ -213,22 +215,15 @@ impl Noop {
         as_tc(ebpf.program_mut(NOOP_TC), NOOP_TC)?.load()?;
         Ok(Self { ebpf })
     }
-
-    pub fn xdp(&mut self) -> Result<&mut Xdp> {
-        as_xdp(self.ebpf.program_mut(NOOP_XDP), NOOP_XDP)
-    }
-
-    pub fn tc(&mut self) -> Result<&mut SchedClassifier> {
-        as_tc(self.ebpf.program_mut(NOOP_TC), NOOP_TC)
-    }
 }
 
 impl Runner for Noop {
-    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        match prog {
-            Prog::Xdp => test_run(&*self.xdp()?, frame, repeat),
-            Prog::Tc => test_run(&*self.tc()?, frame, repeat),
-        }
+    fn xdp(&mut self) -> Result<&mut Xdp> {
+        as_xdp(self.ebpf.program_mut(NOOP_XDP), NOOP_XDP)
+    }
+
+    fn tc(&mut self) -> Result<&mut SchedClassifier> {
+        as_tc(self.ebpf.program_mut(NOOP_TC), NOOP_TC)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::{
     netfilter,
     netns::{run, Ns, Pair},
     rules,
-    testrun::{self, Noop},
+    testrun::{self, Noop, Runner as _},
     traffic::{self, Timing},
 };
 
