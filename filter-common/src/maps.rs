@@ -189,6 +189,13 @@ pub struct CtEntry {
     pub rule_slot: u32,
     /// Generation that admitted (or last revalidated) it.
     pub generation: u32,
+    /// `generation` again when the connection's ENI has no NACL in that
+    /// generation, 0 otherwise. A packet of a connection whose
+    /// `fast_generation` is the running generation (never 0) is decided by
+    /// this entry alone: no ENI lookup, no NACL, no revalidation
+    /// (ARCHITECTURE.md, "Established fast path"). One u32, so a reader
+    /// never sees the flag of one generation with the number of another.
+    pub fast_generation: u32,
     /// `CT_*` state.
     pub state: u8,
     /// ENI direction (`DIR_*`) of the first packet.
@@ -200,9 +207,9 @@ pub struct CtEntry {
     /// The same per direction (index 0 original, 1 replies), for the flow
     /// log's per-direction records.
     pub dir_tcp_flags: [u8; 2],
-    pub _pad: u16,
+    pub _pad: [u8; 6],
 }
-assert_size!(CtEntry, 64);
+assert_size!(CtEntry, 72);
 
 /// Fragment tracking key (`FILTER_FRAGS`, LRU): the datagram a fragment
 /// belongs to. `id` is the IPv4 identification or the IPv6 fragment id.

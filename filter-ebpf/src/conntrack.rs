@@ -100,11 +100,47 @@ pub fn make_key(key: &mut CtKey, src: &[u8; 16], sport: u16, dst: &[u8; 16], dpo
     src_is_a
 }
 
-/// The live entry for `key`: present and not idle past its timeout under
-/// the running generation's settings. An expired entry is deleted, so the
-/// packet is classified as a first packet (SPEC §3.1 "Idle entries expire");
-/// its final counts go to the flow log first (`FLOW_EV_CT_END`, on ENI
-/// `eni_index`).
+/// The entry for `key`, live or not. A lookup without side effects, so the
+/// pipeline can make it before the ENI lookup (the established fast path)
+/// and judge it later with [`live`].
+#[inline(always)]
+pub fn find(key: &CtKey) -> Option<NonNull<CtEntry>> {
+    NonNull::new(FILTER_CT.get_ptr_mut(key)?)
+}
+
+/// Whether entry `e` has been idle past its state's timeout under the
+/// running generation's settings.
+#[inline(always)]
+fn expired(e: NonNull<CtEntry>, now: u64, cfg: Option<&GenConfig>) -> bool {
+    // SAFETY: a live map value; LRU values stay mapped while the program
+    // runs (RCU), even if another CPU evicts the entry meanwhile.
+    let (state, last_seen) = unsafe { ((*e.as_ptr()).state, (*e.as_ptr()).last_seen_ns) };
+    // Saturating: another CPU may have stamped a later `now` than ours.
+    now.saturating_sub(last_seen) > timeout_ns(cfg, state)
+}
+
+/// `found` (the [`find`] of `key`) if it is live: not idle past its
+/// timeout. An expired entry is deleted, so the packet is classified as a
+/// first packet (SPEC §3.1 "Idle entries expire"); its final counts go to
+/// the flow log first (`FLOW_EV_CT_END`, on ENI `eni_index`).
+#[inline(always)]
+pub fn live(
+    found: Option<NonNull<CtEntry>>,
+    key: &CtKey,
+    now: u64,
+    cfg: Option<&GenConfig>,
+    eni_index: u32,
+) -> Option<NonNull<CtEntry>> {
+    let e = found?;
+    if expired(e, now, cfg) {
+        flowlog::ct_event(FLOW_EV_CT_END, eni_index, key, e.as_ptr());
+        let _ = FILTER_CT.remove(key);
+        return None;
+    }
+    Some(e)
+}
+
+/// [`find`], then [`live`].
 #[inline(always)]
 pub fn lookup(
     key: &CtKey,
@@ -112,17 +148,46 @@ pub fn lookup(
     cfg: Option<&GenConfig>,
     eni_index: u32,
 ) -> Option<NonNull<CtEntry>> {
-    let e = NonNull::new(FILTER_CT.get_ptr_mut(key)?)?;
-    // SAFETY: a live map value; LRU values stay mapped while the program
-    // runs (RCU), even if another CPU evicts the entry meanwhile.
-    let (state, last_seen) = unsafe { ((*e.as_ptr()).state, (*e.as_ptr()).last_seen_ns) };
-    // Saturating: another CPU may have stamped a later `now` than ours.
-    if now.saturating_sub(last_seen) > timeout_ns(cfg, state) {
-        flowlog::ct_event(FLOW_EV_CT_END, eni_index, key, e.as_ptr());
-        let _ = FILTER_CT.remove(key);
-        return None;
+    live(find(key), key, now, cfg, eni_index)
+}
+
+/// Whether entry `e` alone decides its packet (ARCHITECTURE.md,
+/// "Established fast path"): stamped for the running `generation` on an ENI
+/// without a NACL, and live. Such a packet would meet no NACL, the tracked
+/// connection and no revalidation in the full pipeline, so its verdict is
+/// accept (tracked) either way; an entry that fails this goes the full way,
+/// where its expiry is handled.
+#[inline(always)]
+pub fn decides_alone(
+    e: NonNull<CtEntry>,
+    generation: u32,
+    now: u64,
+    cfg: Option<&GenConfig>,
+) -> bool {
+    // SAFETY: a live map value.
+    let fast = unsafe { (*e.as_ptr()).fast_generation };
+    fast == generation && generation != 0 && !expired(e, now, cfg)
+}
+
+/// The generation an entry is valid under, as [`init`], [`set_rule`] and
+/// [`set_generation`] write it.
+#[derive(Clone, Copy)]
+pub struct Stamp {
+    generation: u32,
+    /// `CtEntry::fast_generation`.
+    fast: u32,
+}
+
+impl Stamp {
+    /// Valid under `generation`, on an ENI with (`nacl_free` false) or
+    /// without a NACL in it.
+    #[inline(always)]
+    pub fn new(generation: u32, nacl_free: bool) -> Self {
+        // 0 never takes the fast path ([`decides_alone`]). Not some other
+        // function of `generation`: it must not equal any later one either.
+        let fast = if nacl_free { generation } else { 0 };
+        Self { generation, fast }
     }
-    Some(e)
 }
 
 /// Whether a packet whose source is endpoint `a` iff `src_is_a` travels in
@@ -151,20 +216,24 @@ pub fn generation(e: NonNull<CtEntry>) -> u32 {
 /// Records a revalidation (or, under `on_change: keep`, just the new
 /// generation) so the next packet does not classify again.
 #[inline(always)]
-pub fn set_rule(e: NonNull<CtEntry>, rule_slot: u32, generation: u32) {
+pub fn set_rule(e: NonNull<CtEntry>, rule_slot: u32, stamp: Stamp) {
     // SAFETY: a live map value. Plain stores: two CPUs revalidating the same
     // connection at once write the same values.
     unsafe {
         (*e.as_ptr()).rule_slot = rule_slot;
-        (*e.as_ptr()).generation = generation;
+        (*e.as_ptr()).generation = stamp.generation;
+        (*e.as_ptr()).fast_generation = stamp.fast;
     }
 }
 
 /// Same, keeping the admitting rule.
 #[inline(always)]
-pub fn set_generation(e: NonNull<CtEntry>, generation: u32) {
+pub fn set_generation(e: NonNull<CtEntry>, stamp: Stamp) {
     // SAFETY: a live map value.
-    unsafe { (*e.as_ptr()).generation = generation };
+    unsafe {
+        (*e.as_ptr()).generation = stamp.generation;
+        (*e.as_ptr()).fast_generation = stamp.fast;
+    }
 }
 
 /// Deletes the entry of `key` (a revalidation drop).
@@ -304,7 +373,7 @@ pub fn init(
     p: &Parsed,
     dir: u8,
     rule_slot: u32,
-    generation: u32,
+    stamp: Stamp,
     now: u64,
 ) {
     entry.created_ns = now;
@@ -312,13 +381,14 @@ pub fn init(
     entry.packets = [1, 0];
     entry.bytes = [u64::from(p.ip_len), 0];
     entry.rule_slot = rule_slot;
-    entry.generation = generation;
+    entry.generation = stamp.generation;
+    entry.fast_generation = stamp.fast;
     entry.state = first_state(p);
     entry.orig_dir = if dir == DIR_EGRESS { DIR_EGRESS } else { 0 };
     entry.orig_src_is_a = u8::from(src_is_a);
     entry.tcp_flags = p.tcp_flags;
     entry.dir_tcp_flags = [p.tcp_flags, 0];
-    entry._pad = 0;
+    entry._pad = [0; 6];
 }
 
 /// Inserts a new connection's entry (made by [`init`]); false when it

@@ -5,6 +5,8 @@
 //! parse                        malformed → drop (STAT_DROP_<reason>)
 //! not IP                       → pass (STAT_PASS_NON_IP)
 //! IPv6 ND (ICMPv6 133–137)     → pass (STAT_PASS_ND)
+//! not a fragment, conntrack entry stamped for this generation on an ENI
+//!   without a NACL, live       → accept (tracked): the established fast path
 //! ENI = FILTER_ENIS[slot, if]  none → pass (STAT_PASS_UNGUARDED)
 //! direction from hook × mode; remote = src on ingress, dst on egress
 //! later fragment               → the first fragment's verdict
@@ -41,7 +43,7 @@ use crate::{
     maps::{FILTER_ACTIVE, FILTER_ENIS, FILTER_SCRATCH},
     parse::{
         is_icmp_error, is_neighbour_discovery, parse, parse_icmp_inner, Flow, Parsed, FRAG_FIRST,
-        FRAG_LATER, PARSE_OK,
+        FRAG_LATER, FRAG_NONE, PARSE_OK,
     },
     stats::{count, count_rule},
 };
@@ -106,7 +108,8 @@ pub struct Packet {
     guarded: u8,
     /// 1 once the packet is accounted to a conntrack entry (flow logs).
     ct_accounted: u8,
-    _pad: u8,
+    /// 1 when the packet's source is endpoint `a` of `key`.
+    src_is_a: u8,
     /// The packet's conntrack ports (a later fragment's: its first
     /// fragment's), for its `FILTER_REJECTS` key.
     sport: u16,
@@ -164,6 +167,7 @@ pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) 
     c.dir = DIR_INGRESS;
     c.guarded = 0;
     c.ct_accounted = 0;
+    c.src_is_a = 0;
     c.sport = 0;
     c.dport = 0;
     c.p = Parsed::default();
@@ -238,6 +242,39 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
         *d = Decision::accept(STAT_PASS_ND, RULE_SLOT_PASS);
         return;
     }
+    // The conntrack entry, before the ENI lookup: an established packet on
+    // an ENI without a NACL needs nothing else (ARCHITECTURE.md,
+    // "Established fast path"). A later fragment has no ports, so no key.
+    let mut found = None;
+    if c.p.frag != FRAG_LATER {
+        let (sport, dport) = conntrack::ct_ports(&c.p);
+        c.sport = sport;
+        c.dport = dport;
+        c.key = CtKey::default();
+        c.key.ifindex = c.ifindex;
+        c.key.family = c.p.flow.family;
+        c.key.proto = c.p.flow.proto;
+        let src_is_a = conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport);
+        c.src_is_a = u8::from(src_is_a);
+        found = conntrack::find(&c.key);
+        // A first fragment goes the full way: its verdict is remembered for
+        // the later fragments.
+        if let (Some(e), FRAG_NONE) = (found, c.p.frag) {
+            if conntrack::decides_alone(e, c.generation, c.now, conntrack::config(c.slot)) {
+                conntrack::update::<FLOW_ACCOUNTING>(
+                    e,
+                    &c.p,
+                    conntrack::is_reply(e, src_is_a),
+                    c.now,
+                );
+                c.guarded = 1;
+                c.ct_accounted = 1;
+                *d = Decision::accept(STAT_ACCEPT_TRACKED, RULE_SLOT_TRACKED);
+                return;
+            }
+        }
+    }
+
     let key = EniKey {
         slot: c.slot,
         ifindex: c.ifindex,
@@ -256,18 +293,17 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
         follow_fragment::<FLOW_ACCOUNTING>(c, d);
         return;
     }
-    decide::<F, FLOW_ACCOUNTING>(f, c, d);
+    decide::<F, FLOW_ACCOUNTING>(f, c, d, found);
     if c.p.frag == FRAG_FIRST {
         let action = if d.accept != 0 {
             VERDICT_ACCEPT
         } else {
             VERDICT_DROP
         };
-        let (sport, dport) = conntrack::ct_ports(&c.p);
         frag::remember(
             &frag::key(c.ifindex, &c.p),
-            sport,
-            dport,
+            c.sport,
+            c.dport,
             action,
             d.slot,
             c.now,
@@ -286,6 +322,14 @@ fn direction(hook: u8, mode: u8) -> u8 {
     } else {
         DIR_EGRESS
     }
+}
+
+/// How `conntrack` stamps an entry this packet admits or revalidates: the
+/// running generation, and whether the ENI has a NACL in it.
+#[inline(always)]
+fn stamp(c: &Packet) -> conntrack::Stamp {
+    let nacl_free = c.eni.nacl_table[0] == ID_NONE && c.eni.nacl_table[1] == ID_NONE;
+    conntrack::Stamp::new(c.generation, nacl_free)
 }
 
 /// The per-direction entry of an ENI's table array, without an index that
@@ -367,13 +411,14 @@ fn nacl_drops(c: &mut Packet) -> bool {
 
 /// Everything after the ENI lookup for a packet that is not a later
 /// fragment: NACL, conntrack, security groups, NACL, conntrack update.
+/// `found` is the conntrack entry of `c.key`, live or not.
 #[inline(never)]
-fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut Decision) {
-    // The flow's ports, whatever decides (the flow log keys rejects by them).
-    let (sport, dport) = conntrack::ct_ports(&c.p);
-    c.sport = sport;
-    c.dport = dport;
-
+fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
+    f: F,
+    c: &mut Packet,
+    d: &mut Decision,
+    found: Option<NonNull<CtEntry>>,
+) {
     // SPEC §3 step 2: on ingress the NACL comes before the security groups.
     if c.dir == DIR_INGRESS && nacl_drops(c) {
         *d = Decision::drop(STAT_DROP_NACL, c.v.slot);
@@ -381,15 +426,11 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut D
     }
 
     let cfg = conntrack::config(c.slot);
-    c.key = CtKey::default();
-    c.key.ifindex = c.ifindex;
-    c.key.family = c.p.flow.family;
-    c.key.proto = c.p.flow.proto;
-    let src_is_a = conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport);
+    let src_is_a = c.src_is_a != 0;
 
     // SPEC §3 step 4: a packet of a tracked connection, either direction,
     // skips the security groups...
-    let tracked = conntrack::lookup(&c.key, c.now, cfg, c.eni.eni_index);
+    let tracked = conntrack::live(found, &c.key, c.now, cfg, c.eni.eni_index);
     let mut reply = false;
     if let Some(e) = tracked {
         reply = conntrack::is_reply(e, src_is_a);
@@ -407,9 +448,9 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut D
                     *d = Decision::drop(STAT_DROP_REVALIDATE, c.v.slot);
                     return;
                 }
-                conntrack::set_rule(e, c.v.slot, c.generation);
+                conntrack::set_rule(e, c.v.slot, stamp(c));
             } else {
-                conntrack::set_generation(e, c.generation);
+                conntrack::set_generation(e, stamp(c));
             }
         }
         *d = Decision::accept(STAT_ACCEPT_TRACKED, RULE_SLOT_TRACKED);
@@ -447,15 +488,8 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut D
         conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
         c.ct_accounted = 1;
     } else if d.stat == STAT_ACCEPT_NEW && conntrack::opens(&c.p) {
-        conntrack::init(
-            &mut c.ct_new,
-            src_is_a,
-            &c.p,
-            c.dir,
-            d.slot,
-            c.generation,
-            c.now,
-        );
+        let stamp = stamp(c);
+        conntrack::init(&mut c.ct_new, src_is_a, &c.p, c.dir, d.slot, stamp, c.now);
         if conntrack::insert(&c.key, &c.ct_new) {
             flowlog::ct_event(FLOW_EV_CT_NEW, c.eni.eni_index, &c.key, &c.ct_new);
             c.ct_accounted = 1;

@@ -507,12 +507,13 @@ fn pinned_maps_survive_a_restart() {
         bytes: [500, 600],
         rule_slot: RULE_SLOT_FIRST_DYNAMIC,
         generation: 1,
+        fast_generation: 1,
         state: CT_TCP_ESTABLISHED,
         orig_dir: 0,
         orig_src_is_a: 1,
         tcp_flags: 0x12,
         dir_tcp_flags: [0x02, 0x12],
-        _pad: 0,
+        _pad: [0; 6],
     };
     {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
