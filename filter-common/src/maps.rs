@@ -85,9 +85,53 @@ pub struct TableMeta {
     /// Counter slot of the default verdict (`default-deny`,
     /// `default-accept`, or the NACL's own no-match slot).
     pub default_slot: u32,
-    pub _pad: u32,
+    /// The inner-access summary ([`InnerSummary`]): a remote address
+    /// outside it is no member, and the `FILTER_INNER` lookup is skipped.
+    pub inner: InnerSummary,
 }
-assert_size!(TableMeta, 16);
+assert_size!(TableMeta, 40);
+
+/// A prefix per family that covers every `FILTER_INNER` member of a table,
+/// as `(address & mask) == net` over the address's leading bits read as a
+/// big-endian integer: 32 bits of IPv4, 64 of IPv6 (a longer common prefix
+/// is cut to 64: still a cover). A filter in front of the lookup, so it may
+/// let through what is no member, never the other way round: the default
+/// (mask 0) lets everything through. A family without members gets
+/// [`InnerSummary::NOBODY`]'s half, which lets through only the address 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InnerSummary {
+    pub v4_net: u32,
+    pub v4_mask: u32,
+    pub v6_net: u64,
+    pub v6_mask: u64,
+}
+assert_size!(InnerSummary, 24);
+
+impl InnerSummary {
+    /// No member in either family.
+    pub const NOBODY: InnerSummary = InnerSummary {
+        v4_net: 0,
+        v4_mask: u32::MAX,
+        v6_net: 0,
+        v6_mask: u64::MAX,
+    };
+
+    /// Whether `addr` (IPv4 in the first 4 bytes) may be a member: false
+    /// only when it is certainly none.
+    #[inline(always)]
+    pub fn may_contain(&self, family: u8, addr: &[u8; 16]) -> bool {
+        if family == crate::FAMILY_V4 {
+            let a = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
+            a & self.v4_mask == self.v4_net
+        } else {
+            let a = u64::from_be_bytes([
+                addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+            ]);
+            a & self.v6_mask == self.v6_net
+        }
+    }
+}
 
 /// `FILTER_DPORT` / `FILTER_SPORT` LPM key data: a port range is stored as
 /// the prefixes that cover it. Protocols without ports use one entry with
@@ -258,6 +302,7 @@ pod!(
     EniKey,
     EniConfig,
     TableMeta,
+    InnerSummary,
     PortKeyData,
     AddrKeyData,
     CellKey,

@@ -76,7 +76,9 @@ pub fn classify(table: u32, flow: &Flow, dir: u8, v: &mut Verdict) {
     // group with `inner_access_policy: accept` shared with this ENI is
     // accepted before any rule is looked at: it wins over custom rules,
     // whatever their priority (SPEC §3 step 5.1).
-    if meta.flags & TABLE_HAS_INNER != 0 {
+    // The table's summary of its members rules most remote addresses out
+    // with one compare (traffic from outside the VPC), sparing the lookup.
+    if meta.flags & TABLE_HAS_INNER != 0 && meta.inner.may_contain(flow.family, remote) {
         let key = Key::new(ADDR_LOOKUP_BITS, addr_key(table, flow.family, remote));
         if let Some(hit) = FILTER_INNER.get(&key) {
             v.action = hit.action;

@@ -26,10 +26,10 @@ use filter::dataplane::{
 };
 use filter_common::{
     generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
-    PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP, ADDR_KEY_FIXED_BITS,
-    CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6, ID_NONE, MAX_TABLES, MODE_TAP,
-    PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
-    STAT_COUNT,
+    InnerSummary, PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP,
+    ADDR_KEY_FIXED_BITS, CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6, ID_NONE,
+    MAX_TABLES, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY,
+    RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_COUNT,
 };
 use nix::sched::{setns, CloneFlags};
 
@@ -181,7 +181,7 @@ impl Fixture {
             flags: 0,
             default_action: u32::from(ACTION_DROP),
             default_slot: RULE_SLOT_DEFAULT_DENY,
-            _pad: 0,
+            inner: InnerSummary::NOBODY,
         };
         let accept = RuleHit {
             action: u32::from(ACTION_ACCEPT),

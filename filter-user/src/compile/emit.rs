@@ -2,14 +2,15 @@
 use std::collections::HashSet;
 
 use filter_common::{
-    names, proto_has_ports, CellKey, RuleHit, TableMeta, ACTION_ACCEPT, ID_NONE,
-    MAX_ADDR_CLASS_ENTRIES, MAX_CELLS, MAX_INNER_ENTRIES, MAX_PORT_ENTRIES, MAX_RULE_ENTRIES,
-    TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
+    names, proto_has_ports, CellKey, InnerSummary, RuleHit, TableMeta, ACTION_ACCEPT, FAMILY_V6,
+    ID_NONE, MAX_ADDR_CLASS_ENTRIES, MAX_CELLS, MAX_INNER_ENTRIES, MAX_PORT_ENTRIES,
+    MAX_RULE_ENTRIES, TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
 };
 
 use super::{
     classes::{intersect, local_classes, port_runs, Interner},
     port_cover::{port_key, port_prefixes},
+    prefix::Prefix,
     push_down::push_down,
     rules::{RuleBox, PROTO_CLASSES},
     tables::TableSpec,
@@ -87,14 +88,15 @@ impl<'a> Emitter<'a> {
         if has_local {
             flags |= TABLE_HAS_LOCAL;
         }
-        if self.inner(id, spec, inner_hits)? {
+        let inner = self.inner(id, spec, inner_hits)?;
+        if !inner.is_empty() {
             flags |= TABLE_HAS_INNER;
         }
         let meta = TableMeta {
             flags,
             default_action: spec.default_action,
             default_slot,
-            _pad: 0,
+            inner: inner_summary(inner.iter().map(|(p, _)| p)),
         };
         self.out.tables.push((id, meta));
         if has_sport || has_local {
@@ -105,8 +107,13 @@ impl<'a> Emitter<'a> {
     }
 
     /// `FILTER_INNER`: each member prefix resolves to its first inner-access
-    /// group (by rank) that contains it.
-    fn inner(&mut self, id: u32, spec: &TableSpec, hits: &[RuleHit]) -> Result<bool, CompileError> {
+    /// group (by rank) that contains it. Returns the prefixes emitted.
+    fn inner(
+        &mut self,
+        id: u32,
+        spec: &TableSpec,
+        hits: &[RuleHit],
+    ) -> Result<Vec<(Prefix, u32)>, CompileError> {
         let mut items = spec.inner.clone();
         let resolved = push_down(&mut items);
         check(
@@ -123,7 +130,7 @@ impl<'a> Emitter<'a> {
                 value: hits[*rank as usize],
             });
         }
-        Ok(!resolved.is_empty())
+        Ok(resolved)
     }
 
     /// Step 3 only: the destination-port class is the rule-set id.
@@ -360,5 +367,109 @@ pub(crate) fn inner_hit(slot: u32) -> RuleHit {
     RuleHit {
         action: u32::from(ACTION_ACCEPT),
         slot,
+    }
+}
+
+/// The [`InnerSummary`] of a table whose `FILTER_INNER` members are
+/// `members`: per family, the longest prefix containing them all, cut to the
+/// bits the summary keeps (32 for IPv4, 64 for IPv6).
+pub(crate) fn inner_summary<'p>(members: impl Iterator<Item = &'p Prefix>) -> InnerSummary {
+    let mut cover: [Option<Prefix>; 2] = [None, None];
+    for m in members {
+        let i = usize::from(m.family == FAMILY_V6);
+        cover[i] = Some(cover[i].map_or(*m, |c| c.join(m)));
+    }
+    let mut s = InnerSummary::NOBODY;
+    if let Some(c) = cover[0] {
+        let len = u32::from(c.len.min(32));
+        s.v4_mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        s.v4_net = ((c.addr >> 96) as u32) & s.v4_mask;
+    }
+    if let Some(c) = cover[1] {
+        let len = u32::from(c.len.min(64));
+        s.v6_mask = u64::MAX.checked_shl(64 - len).unwrap_or(0);
+        s.v6_net = ((c.addr >> 64) as u64) & s.v6_mask;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::compile::prefix::{left_aligned, mask};
+
+    fn p(s: &str) -> Prefix {
+        Prefix::from_net(&s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+    }
+
+    fn may(s: &InnerSummary, ip: &str) -> bool {
+        let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+        let (family, addr) = left_aligned(ip);
+        s.may_contain(family, &addr.to_be_bytes())
+    }
+
+    #[test]
+    fn the_summary_covers_the_members_and_rules_out_the_rest() {
+        let members = [
+            p("192.0.2.10/32"),
+            p("192.0.2.11/32"),
+            p("2001:db8:0:1::10/128"),
+        ];
+        let s = inner_summary(members.iter());
+        assert!(may(&s, "192.0.2.10") && may(&s, "192.0.2.11"));
+        assert!(!may(&s, "192.0.2.12") && !may(&s, "198.18.0.1"));
+        // IPv6 is cut to its first 64 bits: the whole /64 may be a member.
+        assert!(may(&s, "2001:db8:0:1::10") && may(&s, "2001:db8:0:1::99"));
+        assert!(!may(&s, "2001:db8:0:2::10"));
+    }
+
+    #[test]
+    fn no_members_rule_out_everyone_but_the_zero_address() {
+        let s = inner_summary([p("192.0.2.0/24")].iter());
+        assert!(!may(&s, "2001:db8::1") && may(&s, "::"));
+        let nobody = inner_summary(std::iter::empty());
+        assert_eq!(nobody, InnerSummary::NOBODY);
+        assert!(!may(&nobody, "192.0.2.1"));
+        // The all-zero summary (never written) filters nothing.
+        assert!(may(&InnerSummary::default(), "192.0.2.1"));
+    }
+
+    #[test]
+    fn a_slash_zero_member_covers_everything() {
+        let s = inner_summary([p("0.0.0.0/0"), p("::/0")].iter());
+        assert!(may(&s, "203.0.113.9") && may(&s, "2001:db8::9"));
+    }
+
+    proptest! {
+        /// Never a false "not a member": every address of every member
+        /// passes the filter.
+        #[test]
+        fn every_member_address_passes(
+            members in proptest::collection::vec((any::<bool>(), any::<u128>(), 0u8..=128), 1..8),
+            pick in any::<u128>(),
+        ) {
+            let prefixes: Vec<Prefix> = members
+                .iter()
+                .map(|&(v6, addr, len)| {
+                    let (family, len) = if v6 { (FAMILY_V6, len) } else { (filter_common::FAMILY_V4, len.min(32)) };
+                    let addr = if v6 { addr } else { addr & (u128::from(u32::MAX) << 96) };
+                    Prefix { family, addr: mask(addr, len), len }
+                })
+                .collect();
+            let s = inner_summary(prefixes.iter());
+            for m in &prefixes {
+                // An address of `m`: its prefix, then arbitrary host bits.
+                let host = if m.len >= 128 { 0 } else { pick >> m.len };
+                let mut addr = m.addr | host;
+                if m.family != FAMILY_V6 {
+                    addr &= u128::from(u32::MAX) << 96;
+                }
+                prop_assert!(s.may_contain(m.family, &addr.to_be_bytes()), "{m:?} {addr:x}");
+            }
+        }
     }
 }

@@ -198,7 +198,8 @@ impl<'a> Model<'a> {
             slot: hit.slot,
             default: false,
         };
-        if meta.flags & TABLE_HAS_INNER != 0 {
+        let (family, remote_bytes) = flow_addr(remote);
+        if meta.flags & TABLE_HAS_INNER != 0 && meta.inner.may_contain(family, &remote_bytes) {
             if let Some(hit) = self.inner.lookup(&addr_bytes(table, remote)) {
                 return found(hit);
             }
@@ -352,15 +353,20 @@ fn port_bytes(table: u32, proto: u8, port: u16) -> Vec<u8> {
 
 /// The lookup key the kernel builds for an address: IPv4 in the first four
 /// bytes.
-fn addr_bytes(id: u32, ip: std::net::IpAddr) -> Vec<u8> {
-    let (family, addr) = match ip {
+/// The family and the 16 address bytes of `ip`, as a `Flow` holds them.
+fn flow_addr(ip: std::net::IpAddr) -> (u8, [u8; 16]) {
+    match ip {
         std::net::IpAddr::V4(v4) => {
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&v4.octets());
             (FAMILY_V4, addr)
         }
         std::net::IpAddr::V6(v6) => (FAMILY_V6, v6.octets()),
-    };
+    }
+}
+
+fn addr_bytes(id: u32, ip: std::net::IpAddr) -> Vec<u8> {
+    let (family, addr) = flow_addr(ip);
     addr_key_bytes(&AddrKeyData {
         id,
         family,

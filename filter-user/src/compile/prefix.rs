@@ -58,6 +58,18 @@ impl Prefix {
         }
     }
 
+    /// The longest prefix that contains both `self` and `other` (of the
+    /// same family).
+    pub fn join(&self, other: &Prefix) -> Prefix {
+        let differ = (self.addr ^ other.addr).leading_zeros();
+        let len = self.len.min(other.len).min(differ.min(128) as u8);
+        Prefix {
+            family: self.family,
+            addr: mask(self.addr, len),
+            len,
+        }
+    }
+
     /// The LPM key of this prefix under table or rule-set `id`.
     pub fn key(&self, id: u32) -> (u32, AddrKeyData) {
         let key = AddrKeyData {
@@ -135,6 +147,24 @@ mod tests {
                 p("10.0.0.128/25"),
                 p("10.0.1.0/24")
             ]
+        );
+    }
+
+    #[test]
+    fn join_is_the_longest_common_cover() {
+        assert_eq!(
+            p("192.0.2.10/32").join(&p("192.0.2.11/32")),
+            p("192.0.2.10/31")
+        );
+        assert_eq!(
+            p("192.0.2.10/32").join(&p("192.0.2.10/32")),
+            p("192.0.2.10/32")
+        );
+        assert_eq!(p("10.0.0.0/8").join(&p("10.1.2.3/32")), p("10.0.0.0/8"));
+        assert_eq!(p("10.0.0.0/8").join(&p("192.0.2.0/24")), p("0.0.0.0/0"));
+        assert_eq!(
+            p("2001:db8::1/128").join(&p("2001:db8::2/128")),
+            p("2001:db8::/126")
         );
     }
 }

@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 
 use filter_common::{
-    ADDR_KEY_FIXED_BITS, ID_NONE, MAX_ADDR_CLASS_ENTRIES, PORT_KEY_FIXED_BITS,
-    RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_DROP_DEFAULT,
-    STAT_DROP_NACL, STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_UNGUARDED, TABLE_HAS_INNER,
-    TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
+    ADDR_KEY_FIXED_BITS, FAMILY_V4, FAMILY_V6, ID_NONE, MAX_ADDR_CLASS_ENTRIES,
+    PORT_KEY_FIXED_BITS, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
+    STAT_DROP_DEFAULT, STAT_DROP_NACL, STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_UNGUARDED,
+    TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
 };
 
 use super::fixtures::*;
@@ -449,6 +449,25 @@ fn inner_access_accepts_members_before_any_rule() {
     eni(&mut rs, "e1", AttachMode::Tap, &["10.0.1.1"], &[g, h]);
     let c = build(&rs, 1);
     assert!(c.tables.iter().any(|(_, m)| m.flags & TABLE_HAS_INNER != 0));
+    // The summary lets the members through and rules the internet out, so
+    // its packets skip the inner lookup.
+    for (_, m) in c
+        .tables
+        .iter()
+        .filter(|(_, m)| m.flags & TABLE_HAS_INNER != 0)
+    {
+        let v4 = |a: [u8; 4]| {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&a);
+            addr
+        };
+        assert!(m.inner.may_contain(FAMILY_V4, &v4([10, 0, 2, 7])));
+        assert!(!m.inner.may_contain(FAMILY_V4, &v4([203, 0, 113, 1])));
+        assert!(!m.inner.may_contain(
+            FAMILY_V6,
+            &[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        ));
+    }
     let inner = Reason::InnerAccept {
         group: "sg-in".into(),
     };
