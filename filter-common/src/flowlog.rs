@@ -99,7 +99,7 @@ pub struct CtEvent {
     /// The entry as created, or as it was when removed.
     pub entry: CtEntry,
 }
-assert_size!(CtEvent, 128);
+assert_size!(CtEvent, 152);
 
 /// A [`FLOW_EV_REJECT_NEW`] event.
 #[repr(C)]

@@ -233,13 +233,20 @@ pub struct CtEntry {
     pub rule_slot: u32,
     /// Generation that admitted (or last revalidated) it.
     pub generation: u32,
-    /// `generation` again when the connection's ENI has no NACL in that
-    /// generation, 0 otherwise. A packet of a connection whose
-    /// `fast_generation` is the running generation (never 0) is decided by
-    /// this entry alone: no ENI lookup, no NACL, no revalidation
-    /// (ARCHITECTURE.md, "Established fast path"). One u32, so a reader
-    /// never sees the flag of one generation with the number of another.
-    pub fast_generation: u32,
+    /// Per way a packet can meet the entry, index `2 × hook + reply` (hook
+    /// 0 XDP, 1 TC; reply 1 when the packet travels against the first
+    /// packet's orientation): the running generation under which the full
+    /// pipeline last accepted a packet that way, or 0 if none was yet. The
+    /// hook and the ENI's mode give the ENI direction, and the orientation
+    /// which endpoint is remote, so the NACL's verdict is a function of the
+    /// generation and the way. While the stamp is the running generation
+    /// (never 0), the next packet that way is decided by this entry alone
+    /// (ARCHITECTURE.md, "Established fast path").
+    pub fast_generation: [u32; 4],
+    /// Per way, the counter slot of the NACL entry that accepted that
+    /// packet (`RULE_SLOT_NONE`: no NACL, or the address skips it), which
+    /// the fast path counts as the full pipeline would.
+    pub nacl_slot: [u32; 4],
     /// `CT_*` state.
     pub state: u8,
     /// ENI direction (`DIR_*`) of the first packet.
@@ -251,9 +258,9 @@ pub struct CtEntry {
     /// The same per direction (index 0 original, 1 replies), for the flow
     /// log's per-direction records.
     pub dir_tcp_flags: [u8; 2],
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
-assert_size!(CtEntry, 72);
+assert_size!(CtEntry, 96);
 
 /// Fragment tracking key (`FILTER_FRAGS`, LRU): the datagram a fragment
 /// belongs to. `id` is the IPv4 identification or the IPv6 fragment id.

@@ -4,12 +4,12 @@
 //! two endpoints in a fixed order so both directions meet in one entry. An
 //! entry exists only for connections whose first packet was accepted; an
 //! idle entry past its state's timeout counts as absent.
-use core::ptr::{addr_of_mut, NonNull};
+use core::ptr::{addr_of, addr_of_mut, NonNull};
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use filter_common::{
     CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
-    CT_UDP, CT_UDP_STREAM, DIR_EGRESS, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP,
+    CT_UDP, CT_UDP_STREAM, DIR_EGRESS, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP, RULE_SLOT_NONE,
 };
 
 use crate::{
@@ -151,42 +151,76 @@ pub fn lookup(
     live(find(key), key, now, cfg, eni_index)
 }
 
-/// Whether entry `e` alone decides its packet (ARCHITECTURE.md,
-/// "Established fast path"): stamped for the running `generation` on an ENI
-/// without a NACL, and live. Such a packet would meet no NACL, the tracked
-/// connection and no revalidation in the full pipeline, so its verdict is
-/// accept (tracked) either way; an entry that fails this goes the full way,
-/// where its expiry is handled.
+/// Ways a packet can meet a conntrack entry: two hooks × two orientations.
+const WAYS: usize = 4;
+
+/// The index into `CtEntry::fast_generation` and `nacl_slot` of a packet
+/// seen by `hook` (`pipeline::HOOK_*`: 0 or 1) travelling in the `reply`
+/// orientation or not.
 #[inline(always)]
-pub fn decides_alone(
+pub fn way(hook: u8, reply: bool) -> usize {
+    const _: () = assert!(WAYS == 4);
+    usize::from(hook & 1) * 2 + usize::from(reply)
+}
+
+/// The fast path (ARCHITECTURE.md, "Established fast path"): when entry
+/// `e` alone decides a packet that meets it `way` ([`way`]), the counter
+/// slot of the NACL entry that accepts that way (`RULE_SLOT_NONE` for
+/// none). That is: the full pipeline accepted a packet the same way under
+/// the running `generation`, and the entry is live. Such a packet would
+/// meet the same ENI direction and remote endpoint, so the same NACL
+/// verdict, the tracked connection and no revalidation: accept (tracked)
+/// either way. An entry that fails this goes the full way, where its
+/// expiry is handled.
+#[inline(always)]
+pub fn fast_nacl_slot(
     e: NonNull<CtEntry>,
+    way: usize,
     generation: u32,
     now: u64,
     cfg: Option<&GenConfig>,
-) -> bool {
-    // SAFETY: a live map value.
-    let fast = unsafe { (*e.as_ptr()).fast_generation };
-    fast == generation && generation != 0 && !expired(e, now, cfg)
+) -> Option<u32> {
+    if way >= WAYS {
+        return None;
+    }
+    let p = e.as_ptr();
+    // SAFETY: a live map value, and `way` is within both arrays.
+    let (fast, slot) = unsafe {
+        (
+            *addr_of!((*p).fast_generation).cast::<u32>().add(way),
+            *addr_of!((*p).nacl_slot).cast::<u32>().add(way),
+        )
+    };
+    if fast != generation || generation == 0 || expired(e, now, cfg) {
+        return None;
+    }
+    Some(slot)
 }
 
-/// The generation an entry is valid under, as [`init`], [`set_rule`] and
-/// [`set_generation`] write it.
-#[derive(Clone, Copy)]
-pub struct Stamp {
-    generation: u32,
-    /// `CtEntry::fast_generation`.
-    fast: u32,
-}
-
-impl Stamp {
-    /// Valid under `generation`, on an ENI with (`nacl_free` false) or
-    /// without a NACL in it.
-    #[inline(always)]
-    pub fn new(generation: u32, nacl_free: bool) -> Self {
-        // 0 never takes the fast path ([`decides_alone`]). Not some other
-        // function of `generation`: it must not equal any later one either.
-        let fast = if nacl_free { generation } else { 0 };
-        Self { generation, fast }
+/// Records that the full pipeline accepted a packet that met entry `e`
+/// `way` ([`way`]) under `generation` (the entry's own, after any
+/// revalidation), its NACL counting into `nacl_slot`: the next packet that
+/// way may take the fast path. Written only when it changes.
+///
+/// The slot is stored before the generation. Any writer of one generation
+/// and way writes the same slot (the NACL's verdict is a function of
+/// them), so a reader that sees the generation sees its slot; a store
+/// reordered on a weakly ordered machine could at worst count one packet
+/// to the previous generation's slot, never change a verdict.
+#[inline(always)]
+pub fn stamp_fast(e: NonNull<CtEntry>, way: usize, generation: u32, nacl_slot: u32) {
+    if way >= WAYS {
+        return;
+    }
+    let p = e.as_ptr();
+    // SAFETY: a live map value, and `way` is within both arrays. Plain
+    // stores: racing writers of one generation and way write the same.
+    unsafe {
+        let fast = addr_of_mut!((*p).fast_generation).cast::<u32>().add(way);
+        if *fast != generation {
+            *addr_of_mut!((*p).nacl_slot).cast::<u32>().add(way) = nacl_slot;
+            *fast = generation;
+        }
     }
 }
 
@@ -216,24 +250,20 @@ pub fn generation(e: NonNull<CtEntry>) -> u32 {
 /// Records a revalidation (or, under `on_change: keep`, just the new
 /// generation) so the next packet does not classify again.
 #[inline(always)]
-pub fn set_rule(e: NonNull<CtEntry>, rule_slot: u32, stamp: Stamp) {
+pub fn set_rule(e: NonNull<CtEntry>, rule_slot: u32, generation: u32) {
     // SAFETY: a live map value. Plain stores: two CPUs revalidating the same
     // connection at once write the same values.
     unsafe {
         (*e.as_ptr()).rule_slot = rule_slot;
-        (*e.as_ptr()).generation = stamp.generation;
-        (*e.as_ptr()).fast_generation = stamp.fast;
+        (*e.as_ptr()).generation = generation;
     }
 }
 
 /// Same, keeping the admitting rule.
 #[inline(always)]
-pub fn set_generation(e: NonNull<CtEntry>, stamp: Stamp) {
+pub fn set_generation(e: NonNull<CtEntry>, generation: u32) {
     // SAFETY: a live map value.
-    unsafe {
-        (*e.as_ptr()).generation = stamp.generation;
-        (*e.as_ptr()).fast_generation = stamp.fast;
-    }
+    unsafe { (*e.as_ptr()).generation = generation };
 }
 
 /// Deletes the entry of `key` (a revalidation drop).
@@ -364,31 +394,54 @@ fn first_state(p: &Parsed) -> u8 {
     }
 }
 
+/// What admitted a new connection's first packet.
+#[derive(Clone, Copy)]
+pub struct Admission {
+    /// The security-group rule (or default) that accepted it.
+    pub rule_slot: u32,
+    /// The running generation.
+    pub generation: u32,
+    /// The NACL entry that accepted it (`RULE_SLOT_NONE`: none).
+    pub nacl_slot: u32,
+    /// Its [`way`]: which hook saw it (the orientation is the original).
+    pub way: usize,
+}
+
 /// Fills `entry` for a connection whose first packet was accepted (after
-/// the egress NACL too), recording the admitting rule and generation.
+/// the egress NACL too), recording the admitting rule and generation. The
+/// first packet's way may take the fast path at once ([`stamp_fast`]); the
+/// others' NACL verdicts are not known until a packet has gone the full
+/// way.
 #[inline(always)]
 pub fn init(
     entry: &mut CtEntry,
     src_is_a: bool,
     p: &Parsed,
     dir: u8,
-    rule_slot: u32,
-    stamp: Stamp,
+    admission: Admission,
     now: u64,
 ) {
     entry.created_ns = now;
     entry.last_seen_ns = now;
     entry.packets = [1, 0];
     entry.bytes = [u64::from(p.ip_len), 0];
-    entry.rule_slot = rule_slot;
-    entry.generation = stamp.generation;
-    entry.fast_generation = stamp.fast;
+    entry.rule_slot = admission.rule_slot;
+    entry.generation = admission.generation;
+    entry.fast_generation = [0; 4];
+    entry.nacl_slot = [RULE_SLOT_NONE; 4];
+    if let (Some(fast), Some(slot)) = (
+        entry.fast_generation.get_mut(admission.way),
+        entry.nacl_slot.get_mut(admission.way),
+    ) {
+        *fast = admission.generation;
+        *slot = admission.nacl_slot;
+    }
     entry.state = first_state(p);
     entry.orig_dir = if dir == DIR_EGRESS { DIR_EGRESS } else { 0 };
     entry.orig_src_is_a = u8::from(src_is_a);
     entry.tcp_flags = p.tcp_flags;
     entry.dir_tcp_flags = [p.tcp_flags, 0];
-    entry._pad = [0; 6];
+    entry._pad = [0; 2];
 }
 
 /// Inserts a new connection's entry (made by [`init`]); false when it

@@ -166,13 +166,14 @@ pub fn filter_flowlog_bench(_ctx: aya_ebpf::programs::TcContext) -> i32 {
         bytes: [128, 0],
         rule_slot: filter_common::RULE_SLOT_DEFAULT_ACCEPT,
         generation: 1,
-        fast_generation: 1,
+        fast_generation: [1; 4],
+        nacl_slot: [filter_common::RULE_SLOT_NONE; 4],
         state: filter_common::CT_UDP,
         orig_dir: filter_common::DIR_EGRESS,
         orig_src_is_a: 1,
         tcp_flags: 0,
         dir_tcp_flags: [0, 0],
-        _pad: [0; 6],
+        _pad: [0; 2],
     };
     ct_event(filter_common::FLOW_EV_CT_NEW, 0, &key, &entry);
     aya_ebpf::bindings::TC_ACT_OK

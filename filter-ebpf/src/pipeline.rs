@@ -5,8 +5,9 @@
 //! parse                        malformed → drop (STAT_DROP_<reason>)
 //! not IP                       → pass (STAT_PASS_NON_IP)
 //! IPv6 ND (ICMPv6 133–137)     → pass (STAT_PASS_ND)
-//! not a fragment, conntrack entry stamped for this generation on an ENI
-//!   without a NACL, live       → accept (tracked): the established fast path
+//! not a fragment, conntrack entry that the full pipeline accepted a packet
+//!   of under this generation on this hook in this orientation, live
+//!                              → accept (tracked): the established fast path
 //! ENI = FILTER_ENIS[slot, if]  none → pass (STAT_PASS_UNGUARDED)
 //! direction from hook × mode; remote = src on ingress, dst on egress
 //! later fragment               → the first fragment's verdict
@@ -101,6 +102,8 @@ pub struct Packet {
     /// Its map slot.
     slot: u32,
     ifindex: u32,
+    /// `HOOK_*`.
+    hook: u8,
     /// ENI direction (`DIR_*`).
     dir: u8,
     /// 1 once `FILTER_ENIS` named the interface: the packet belongs in the
@@ -110,6 +113,10 @@ pub struct Packet {
     ct_accounted: u8,
     /// 1 when the packet's source is endpoint `a` of `key`.
     src_is_a: u8,
+    /// The NACL entry that accepted the packet, or `NO_SLOT` (no NACL, or
+    /// the vSwitch skips it): what the conntrack entry remembers for the
+    /// fast path.
+    nacl_slot: u32,
     /// The packet's conntrack ports (a later fragment's: its first
     /// fragment's), for its `FILTER_REJECTS` key.
     sport: u16,
@@ -164,10 +171,12 @@ pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) 
     c.generation = generation;
     c.slot = generation_slot(generation);
     c.ifindex = ifindex;
+    c.hook = hook;
     c.dir = DIR_INGRESS;
     c.guarded = 0;
     c.ct_accounted = 0;
     c.src_is_a = 0;
+    c.nacl_slot = NO_SLOT;
     c.sport = 0;
     c.dport = 0;
     c.p = Parsed::default();
@@ -242,9 +251,10 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
         *d = Decision::accept(STAT_PASS_ND, RULE_SLOT_PASS);
         return;
     }
-    // The conntrack entry, before the ENI lookup: an established packet on
-    // an ENI without a NACL needs nothing else (ARCHITECTURE.md,
-    // "Established fast path"). A later fragment has no ports, so no key.
+    // The conntrack entry, before the ENI lookup: an established packet
+    // that meets its entry the way the full pipeline has accepted one under
+    // this generation needs nothing else (ARCHITECTURE.md, "Established
+    // fast path"). A later fragment has no ports, so no key.
     let mut found = None;
     if c.p.frag != FRAG_LATER {
         let (sport, dport) = conntrack::ct_ports(&c.p);
@@ -260,13 +270,14 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
         // A first fragment goes the full way: its verdict is remembered for
         // the later fragments.
         if let (Some(e), FRAG_NONE) = (found, c.p.frag) {
-            if conntrack::decides_alone(e, c.generation, c.now, conntrack::config(c.slot)) {
-                conntrack::update::<FLOW_ACCOUNTING>(
-                    e,
-                    &c.p,
-                    conntrack::is_reply(e, src_is_a),
-                    c.now,
-                );
+            let reply = conntrack::is_reply(e, src_is_a);
+            let cfg = conntrack::config(c.slot);
+            let way = conntrack::way(hook, reply);
+            if let Some(nacl_slot) = conntrack::fast_nacl_slot(e, way, c.generation, c.now, cfg) {
+                if nacl_slot != NO_SLOT {
+                    count_rule(nacl_slot, c.p.ip_len, c.now);
+                }
+                conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
                 c.guarded = 1;
                 c.ct_accounted = 1;
                 *d = Decision::accept(STAT_ACCEPT_TRACKED, RULE_SLOT_TRACKED);
@@ -322,14 +333,6 @@ fn direction(hook: u8, mode: u8) -> u8 {
     } else {
         DIR_EGRESS
     }
-}
-
-/// How `conntrack` stamps an entry this packet admits or revalidates: the
-/// running generation, and whether the ENI has a NACL in it.
-#[inline(always)]
-fn stamp(c: &Packet) -> conntrack::Stamp {
-    let nacl_free = c.eni.nacl_table[0] == ID_NONE && c.eni.nacl_table[1] == ID_NONE;
-    conntrack::Stamp::new(c.generation, nacl_free)
 }
 
 /// The per-direction entry of an ENI's table array, without an index that
@@ -401,6 +404,7 @@ fn nacl_drops(c: &mut Packet) -> bool {
             // The entry decided this stage: it counts, whatever the security
             // groups say next.
             count_rule(c.v.slot, c.p.ip_len, c.now);
+            c.nacl_slot = c.v.slot;
             false
         }
         // A drop entry, no entry matching (the ACL's default deny), or a
@@ -448,9 +452,9 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
                     *d = Decision::drop(STAT_DROP_REVALIDATE, c.v.slot);
                     return;
                 }
-                conntrack::set_rule(e, c.v.slot, stamp(c));
+                conntrack::set_rule(e, c.v.slot, c.generation);
             } else {
-                conntrack::set_generation(e, stamp(c));
+                conntrack::set_generation(e, c.generation);
             }
         }
         *d = Decision::accept(STAT_ACCEPT_TRACKED, RULE_SLOT_TRACKED);
@@ -486,10 +490,18 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
     // only from a packet that opens one: no TCP pickup mid-stream).
     if let Some(e) = tracked {
         conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
+        // The entry is of this generation now (admitted, revalidated or
+        // kept): the next packet this way may take the fast path.
+        conntrack::stamp_fast(e, conntrack::way(c.hook, reply), c.generation, c.nacl_slot);
         c.ct_accounted = 1;
     } else if d.stat == STAT_ACCEPT_NEW && conntrack::opens(&c.p) {
-        let stamp = stamp(c);
-        conntrack::init(&mut c.ct_new, src_is_a, &c.p, c.dir, d.slot, stamp, c.now);
+        let admission = conntrack::Admission {
+            rule_slot: d.slot,
+            generation: c.generation,
+            nacl_slot: c.nacl_slot,
+            way: conntrack::way(c.hook, false),
+        };
+        conntrack::init(&mut c.ct_new, src_is_a, &c.p, c.dir, admission, c.now);
         if conntrack::insert(&c.key, &c.ct_new) {
             flowlog::ct_event(FLOW_EV_CT_NEW, c.eni.eni_index, &c.key, &c.ct_new);
             c.ct_accounted = 1;

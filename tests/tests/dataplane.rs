@@ -507,13 +507,14 @@ fn pinned_maps_survive_a_restart() {
         bytes: [500, 600],
         rule_slot: RULE_SLOT_FIRST_DYNAMIC,
         generation: 1,
-        fast_generation: 1,
+        fast_generation: [1; 4],
+        nacl_slot: [filter_common::RULE_SLOT_NONE; 4],
         state: CT_TCP_ESTABLISHED,
         orig_dir: 0,
         orig_src_is_a: 1,
         tcp_flags: 0x12,
         dir_tcp_flags: [0x02, 0x12],
-        _pad: [0; 6],
+        _pad: [0; 2],
     };
     {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(

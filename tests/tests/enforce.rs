@@ -1222,6 +1222,47 @@ fn nacl() -> Vec<Fixture> {
                 ),
             ],
         ),
+        // Non-echo ICMP is tracked by address pair, so one entry meets
+        // packets in both orientations on the same hook. Each way has its
+        // own remote endpoint and so its own NACL verdict: the fast path
+        // must not carry one way's accept over to another.
+        fx(
+            "nacl_judges_each_way_of_a_tracked_pair",
+            world(
+                json!([{"id": "sg", "vpc_id": "vpc", "type": "advanced",
+                        "rules": [{"id": "inside", "direction": "egress", "policy": "accept", "priority": 1,
+                                   "ip_protocol": "all", "port_range": "-1/-1", "dest_cidr_ip": "192.0.2.0/26"}]}]),
+                &["sg"],
+                json!({"ingress": [], "egress": []}),
+                Value::Null,
+            ),
+            vec![
+                // The remote end is inside the vSwitch: the NACL skips.
+                send(
+                    OUT,
+                    icmp("203.0.113.7", "192.0.2.20", 13),
+                    PASS,
+                    STAT_ACCEPT_NEW,
+                    "sg/inside",
+                ),
+                send(
+                    IN,
+                    icmp("192.0.2.20", "203.0.113.7", 14),
+                    PASS,
+                    STAT_ACCEPT_TRACKED,
+                    "tracked",
+                ),
+                // The same pair, the other way on egress: the remote end is
+                // outside now, and the empty ACL denies.
+                send(
+                    OUT,
+                    icmp("192.0.2.20", "203.0.113.7", 13),
+                    DROP,
+                    STAT_DROP_NACL,
+                    "nacl:acl/default-deny",
+                ),
+            ],
+        ),
     ]
 }
 

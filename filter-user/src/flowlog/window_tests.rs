@@ -77,13 +77,14 @@ fn conn(created_s: u64, last_s: u64, packets: [u64; 2], bytes: [u64; 2]) -> CtEn
         bytes,
         rule_slot: 16,
         generation: 3,
-        fast_generation: 3,
+        fast_generation: [3; 4],
+        nacl_slot: [filter_common::RULE_SLOT_NONE; 4],
         state: 2,
         orig_dir: DIR_INGRESS,
         orig_src_is_a: 0,
         tcp_flags: 0x1b,
         dir_tcp_flags: [0x1a, 0x13],
-        _pad: [0; 6],
+        _pad: [0; 2],
     }
 }
 
