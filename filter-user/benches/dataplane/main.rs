@@ -235,7 +235,7 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
             continue;
         };
         let first_goal = FIRST_PACKET_GOALS.iter().find(|g| g.0 == n).map(|g| g.1);
-        let rows: [PathRow; 6] = [
+        let rows: [PathRow; 7] = [
             ("first packet, dropped", |c| c.drop_first, false, first_goal),
             (
                 "first packet, accepted (single runs)",
@@ -252,6 +252,12 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
             (
                 "established",
                 |c| c.established,
+                false,
+                Some(ESTABLISHED_GOAL),
+            ),
+            (
+                "established, NACL on the vSwitch",
+                |c| c.established_nacl,
                 false,
                 Some(ESTABLISHED_GOAL),
             ),

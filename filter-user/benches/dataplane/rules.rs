@@ -127,6 +127,36 @@ pub struct Bench {
     /// Source addresses of the two probes.
     pub probe_accept: Ipv4Addr,
     pub probe_drop: Ipv4Addr,
+    /// The same rule set with a NACL on the ENI's vSwitch
+    /// ([`with_nacl`]), for the established packet it must not slow down.
+    pub with_nacl: Ruleset,
+}
+
+/// `doc` with a NACL on its vSwitch: a few denied ranges of TEST-NET-3
+/// (`203.0.113.0/24`, which no benchmark traffic uses), then accept all,
+/// each way. Stateless, so the full pipeline classifies every packet
+/// against it; the established fast path remembers its verdict instead.
+fn with_nacl(doc: &Value) -> Value {
+    let deny = |i: usize, key: &str| {
+        let mut e = json!({"name": format!("deny-{i}"), "policy": "drop", "protocol": "all"});
+        e[key] = json!(format!("203.0.113.{}/28", i * 16));
+        e
+    };
+    let accept_all = |key: &str| {
+        let mut e = json!({"name": "all", "policy": "accept", "protocol": "all"});
+        e[key] = json!("0.0.0.0/0");
+        e
+    };
+    let side = |key: &str| {
+        let mut entries: Vec<Value> = (0..8).map(|i| deny(i, key)).collect();
+        entries.push(accept_all(key));
+        entries
+    };
+    let mut doc = doc.clone();
+    doc["network_acls"] = json!([{"id": "acl", "ingress": side("source_cidr_ip"),
+                                  "egress": side("destination_cidr_ip")}]);
+    doc["vswitches"][0]["network_acl_id"] = json!("acl");
+    doc
 }
 
 /// `rules` rules (at least the four fixed ones) on the ENI `eni-bench`,
@@ -225,12 +255,15 @@ pub fn generate(rules: usize, iface: &str, mode: &str) -> Result<Bench> {
                   "vswitch_id": "vsw", "ips": [ENI_V4.to_string()],
                   "security_group_ids": group_ids}],
     });
-    let ruleset = load(&doc.to_string(), &AnyInterface)
-        .map_err(|e| anyhow!("the generated document does not validate: {e:?}"))?;
+    let validate = |doc: &Value| {
+        load(&doc.to_string(), &AnyInterface)
+            .map_err(|e| anyhow!("the generated document does not validate: {e:?}"))
+    };
     Ok(Bench {
         rules: rules.max(FIXED_RULES),
-        ruleset,
+        ruleset: validate(&doc)?,
         probe_accept,
         probe_drop,
+        with_nacl: validate(&with_nacl(&doc))?,
     })
 }

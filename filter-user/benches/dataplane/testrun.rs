@@ -336,6 +336,8 @@ pub struct Costs {
     pub drop_first_single: f64,
     pub accept_first_single: f64,
     pub established: f64,
+    /// The established packet again, after an apply that adds a NACL.
+    pub established_nacl: f64,
     /// The same packets through the programs without flow accounting.
     pub drop_first_unaccounted: f64,
     pub established_unaccounted: f64,
@@ -512,6 +514,24 @@ impl Bench {
             STAT_ACCEPT_TRACKED,
             2 * u64::from(effort.repeat * effort.runs),
             "established (with and without flow accounting)",
+        )?;
+
+        // The same connection after an apply that puts a NACL on the
+        // vSwitch: its next packet is revalidated and meets the NACL, the
+        // ones after that take the fast path, which remembers the NACL's
+        // verdict.
+        let mut rs = bench.with_nacl.clone();
+        for eni in &mut rs.enis {
+            eni.mode = prog.mode();
+        }
+        self.apply(&rs, 1)?;
+        let before = self.stats()?;
+        costs.established_nacl = repeated(&mut self.dp, prog, &data, prog.pass(), effort)?;
+        self.moved(
+            &before,
+            STAT_ACCEPT_TRACKED,
+            u64::from(effort.repeat * effort.runs),
+            "established, NACL on the vSwitch",
         )?;
         Ok((costs, applied))
     }
