@@ -4,11 +4,16 @@
 //!
 //! 1. `FILTER_ACTIVE[0]`: the running generation (one u32, written last by
 //!    an apply: the atomic switch).
-//! 2. `FILTER_ENIS[(slot, ifindex)]`: the ENI and its tables per direction.
-//! 3. Per table (NACL, then security groups): `FILTER_TABLES[table]`, then
-//!    `FILTER_DPORT` (destination port -> class), optionally `FILTER_SPORT`,
-//!    `FILTER_LOCAL` and `FILTER_CELLS`, then one `FILTER_RULES` longest-prefix
-//!    lookup on the remote address that yields the strongest matching rule.
+//! 2. `FILTER_CT[key]`: the conntrack entry, which alone decides an
+//!    established packet it has stamped for this generation (the fast path,
+//!    [`CtEntry::fast_generation`]); a first packet misses.
+//! 3. `FILTER_ENIS[(slot, ifindex)]`: the ENI and its tables per direction.
+//! 4. Per table (NACL, then security groups): `FILTER_TABLES[table]`, then
+//!    `FILTER_INNER` if [`TableMeta::inner`] lets the remote address
+//!    through, `FILTER_DPORT` (destination port -> class), optionally
+//!    `FILTER_SPORT`, `FILTER_LOCAL` and `FILTER_CELLS`, then one
+//!    `FILTER_RULES` longest-prefix lookup on the remote address that yields
+//!    the strongest matching rule.
 //!
 //! LPM trie keys put the exact-match fields before the address or port, so
 //! the prefix length of a key is `fixed bits + CIDR length` (the layout
