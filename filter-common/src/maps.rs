@@ -225,6 +225,10 @@ pub const CT_UDP_STREAM: u8 = 5;
 pub const CT_ICMP: u8 = 6;
 pub const CT_OTHER: u8 = 7;
 
+/// Ways a packet can meet a conntrack entry (`CtEntry::fast_generation`):
+/// two hooks (XDP, TC) × two orientations (the first packet's, the reply's).
+pub const CT_WAYS: usize = 4;
+
 /// Conntrack value. Counters are per direction of the connection: index 0 is
 /// the direction of the first packet ("original"), 1 the replies.
 #[repr(C)]
@@ -247,11 +251,11 @@ pub struct CtEntry {
     /// generation and the way. While the stamp is the running generation
     /// (never 0), the next packet that way is decided by this entry alone
     /// (ARCHITECTURE.md, "Established fast path").
-    pub fast_generation: [u32; 4],
+    pub fast_generation: [u32; CT_WAYS],
     /// Per way, the counter slot of the NACL entry that accepted that
     /// packet (`RULE_SLOT_NONE`: no NACL, or the address skips it), which
     /// the fast path counts as the full pipeline would.
-    pub nacl_slot: [u32; 4],
+    pub nacl_slot: [u32; CT_WAYS],
     /// `CT_*` state.
     pub state: u8,
     /// ENI direction (`DIR_*`) of the first packet.

@@ -9,7 +9,8 @@ use core::ptr::{addr_of, addr_of_mut, NonNull};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use filter_common::{
     CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
-    CT_UDP, CT_UDP_STREAM, DIR_EGRESS, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP, RULE_SLOT_NONE,
+    CT_UDP, CT_UDP_STREAM, CT_WAYS, DIR_EGRESS, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP,
+    RULE_SLOT_NONE,
 };
 
 use crate::{
@@ -151,15 +152,11 @@ pub fn lookup(
     live(find(key), key, now, cfg, eni_index)
 }
 
-/// Ways a packet can meet a conntrack entry: two hooks × two orientations.
-const WAYS: usize = 4;
-
 /// The index into `CtEntry::fast_generation` and `nacl_slot` of a packet
 /// seen by `hook` (`pipeline::HOOK_*`: 0 or 1) travelling in the `reply`
 /// orientation or not.
 #[inline(always)]
 pub fn way(hook: u8, reply: bool) -> usize {
-    const _: () = assert!(WAYS == 4);
     usize::from(hook & 1) * 2 + usize::from(reply)
 }
 
@@ -180,7 +177,7 @@ pub fn fast_nacl_slot(
     now: u64,
     cfg: Option<&GenConfig>,
 ) -> Option<u32> {
-    if way >= WAYS {
+    if way >= CT_WAYS {
         return None;
     }
     let p = e.as_ptr();
@@ -209,7 +206,7 @@ pub fn fast_nacl_slot(
 /// to the previous generation's slot, never change a verdict.
 #[inline(always)]
 pub fn stamp_fast(e: NonNull<CtEntry>, way: usize, generation: u32, nacl_slot: u32) {
-    if way >= WAYS {
+    if way >= CT_WAYS {
         return;
     }
     let p = e.as_ptr();
@@ -427,8 +424,8 @@ pub fn init(
     entry.bytes = [u64::from(p.ip_len), 0];
     entry.rule_slot = admission.rule_slot;
     entry.generation = admission.generation;
-    entry.fast_generation = [0; 4];
-    entry.nacl_slot = [RULE_SLOT_NONE; 4];
+    entry.fast_generation = [0; CT_WAYS];
+    entry.nacl_slot = [RULE_SLOT_NONE; CT_WAYS];
     if let (Some(fast), Some(slot)) = (
         entry.fast_generation.get_mut(admission.way),
         entry.nacl_slot.get_mut(admission.way),
