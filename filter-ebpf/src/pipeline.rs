@@ -260,11 +260,7 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
         let (sport, dport) = conntrack::ct_ports(&c.p);
         c.sport = sport;
         c.dport = dport;
-        c.key = CtKey::default();
-        c.key.ifindex = c.ifindex;
-        c.key.family = c.p.flow.family;
-        c.key.proto = c.p.flow.proto;
-        let src_is_a = conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport);
+        let src_is_a = set_key(c, c.p.flow.proto, sport, dport);
         c.src_is_a = u8::from(src_is_a);
         found = conntrack::find(&c.key);
         // A first fragment goes the full way: its verdict is remembered for
@@ -322,6 +318,20 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
     }
 }
 
+/// Makes `c.key` the conntrack key of the packet's addresses with `proto`
+/// and the given conntrack ports; returns whether the source is endpoint
+/// `a`.
+#[inline(always)]
+fn set_key(c: &mut Packet, proto: u8, sport: u16, dport: u16) -> bool {
+    c.key = CtKey {
+        ifindex: c.ifindex,
+        family: c.p.flow.family,
+        proto,
+        ..CtKey::default()
+    };
+    conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport)
+}
+
 /// ENI direction (SPEC §2.4): XDP sees what arrives on the interface, TC
 /// what leaves it. On a tap that is the instance sending (egress) and
 /// receiving (ingress); on the instance's own NIC it is the other way round.
@@ -364,19 +374,9 @@ fn follow_fragment<const FLOW_ACCOUNTING: bool>(c: &mut Packet, d: &mut Decision
         return;
     }
     *d = Decision::accept(STAT_ACCEPT_FRAGMENT, head.rule_slot);
-    c.key = CtKey::default();
     // Count the bytes to the connection the first fragment belongs to, so
     // its counters stay exact for fragmented datagrams.
-    c.key.ifindex = c.ifindex;
-    c.key.family = c.p.flow.family;
-    c.key.proto = c.p.frag_proto;
-    let src_is_a = conntrack::make_key(
-        &mut c.key,
-        &c.p.flow.src,
-        head.sport,
-        &c.p.flow.dst,
-        head.dport,
-    );
+    let src_is_a = set_key(c, c.p.frag_proto, head.sport, head.dport);
     if let Some(e) = conntrack::lookup(&c.key, c.now, conntrack::config(c.slot), c.eni.eni_index) {
         let reply = conntrack::is_reply(e, src_is_a);
         conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
