@@ -436,11 +436,7 @@ impl Bench {
         prog: Prog,
         effort: Effort,
     ) -> Result<(Costs, Applied)> {
-        let mut rs = bench.ruleset.clone();
-        for eni in &mut rs.enis {
-            eni.mode = prog.mode();
-        }
-        let applied = self.apply(&rs, 1)?;
+        let applied = self.apply(&attached_for(&bench.ruleset, prog), 1)?;
         check_probes(&applied.plan, bench, prog)?;
         let remote_port = |p: u16| p;
         let mut costs = Costs::default();
@@ -520,11 +516,7 @@ impl Bench {
         // vSwitch: its next packet is revalidated and meets the NACL, the
         // ones after that take the fast path, which remembers the NACL's
         // verdict.
-        let mut rs = bench.with_nacl.clone();
-        for eni in &mut rs.enis {
-            eni.mode = prog.mode();
-        }
-        self.apply(&rs, 1)?;
+        self.apply(&attached_for(&bench.with_nacl, prog), 1)?;
         let before = self.stats()?;
         costs.established_nacl = repeated(&mut self.dp, prog, &data, prog.pass(), effort)?;
         self.moved(
@@ -535,6 +527,15 @@ impl Bench {
         )?;
         Ok((costs, applied))
     }
+}
+
+/// `rs` with its ENIs attached so that `prog` sees their ingress.
+fn attached_for(rs: &Ruleset, prog: Prog) -> Ruleset {
+    let mut rs = rs.clone();
+    for eni in &mut rs.enis {
+        eni.mode = prog.mode();
+    }
+    rs
 }
 
 /// The probes must be decided by their own rules (no generated rule at
