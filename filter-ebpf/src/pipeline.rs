@@ -182,7 +182,7 @@ pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) 
     c.p = Parsed::default();
     // Fail closed: every path below overwrites this.
     let mut d = Decision::drop(STAT_DROP_DEFAULT, NO_SLOT);
-    process::<F, FLOW_ACCOUNTING>(f, hook, c, &mut d);
+    process::<F, FLOW_ACCOUNTING>(f, c, &mut d);
     count(d.stat);
     if d.slot != NO_SLOT {
         count_rule(d.slot, c.p.ip_len, c.now);
@@ -230,12 +230,7 @@ fn account_untracked(c: &mut Packet, d: &Decision) {
 }
 
 #[inline(always)]
-fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
-    f: F,
-    hook: u8,
-    c: &mut Packet,
-    d: &mut Decision,
-) {
+fn process<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut Decision) {
     let rc = parse(f, &mut c.p);
     if rc != PARSE_OK {
         *d = Decision::drop(rc, NO_SLOT);
@@ -268,7 +263,7 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
         if let (Some(e), FRAG_NONE) = (found, c.p.frag) {
             let reply = conntrack::is_reply(e, src_is_a);
             let cfg = conntrack::config(c.slot);
-            let way = conntrack::way(hook, reply);
+            let way = conntrack::way(c.hook, reply);
             if let Some(nacl_slot) = conntrack::fast_nacl_slot(e, way, c.generation, c.now, cfg) {
                 if nacl_slot != NO_SLOT {
                     count_rule(nacl_slot, c.p.ip_len, c.now);
@@ -293,7 +288,7 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(
     };
     // SAFETY: a live map value, copied.
     c.eni = unsafe { *eni };
-    c.dir = direction(hook, c.eni.mode);
+    c.dir = direction(c.hook, c.eni.mode);
     c.guarded = 1;
 
     if c.p.frag == FRAG_LATER {

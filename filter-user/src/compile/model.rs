@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use filter_common::{
     proto_class, proto_has_ports, AddrKeyData, CellKey, EniConfig, EniKey, PortKeyData, RuleHit,
-    TableMeta, ACTION_DROP, FAMILY_V4, FAMILY_V6, ID_NONE, MODE_NIC, RULE_SLOT_DEFAULT_DENY,
-    RULE_SLOT_PASS, STAT_ACCEPT_NEW, STAT_DROP_DEFAULT, STAT_DROP_NACL, STAT_DROP_SG_RULE,
-    STAT_PASS_ND, STAT_PASS_UNGUARDED, TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
+    TableMeta, ACTION_DROP, ID_NONE, MODE_NIC, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_PASS,
+    STAT_ACCEPT_NEW, STAT_DROP_DEFAULT, STAT_DROP_NACL, STAT_DROP_SG_RULE, STAT_PASS_ND,
+    STAT_PASS_UNGUARDED, TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
 };
 
-use super::{Compiled, LpmEntry};
+use super::{prefix::left_aligned, Compiled, LpmEntry};
 use crate::{
     ruleset::Direction,
     verdict::{Decision, Packet, Reason, Verdict},
@@ -198,8 +198,11 @@ impl<'a> Model<'a> {
             slot: hit.slot,
             default: false,
         };
-        let (family, remote_bytes) = flow_addr(remote);
-        if meta.flags & TABLE_HAS_INNER != 0 && meta.inner.may_contain(family, &remote_bytes) {
+        // The address as a `Flow` holds it: IPv4 in the first four bytes.
+        let (family, remote_bits) = left_aligned(remote);
+        if meta.flags & TABLE_HAS_INNER != 0
+            && meta.inner.may_contain(family, &remote_bits.to_be_bytes())
+        {
             if let Some(hit) = self.inner.lookup(&addr_bytes(table, remote)) {
                 return found(hit);
             }
@@ -353,30 +356,20 @@ fn port_bytes(table: u32, proto: u8, port: u16) -> Vec<u8> {
 
 /// The lookup key the kernel builds for an address: IPv4 in the first four
 /// bytes.
-/// The family and the 16 address bytes of `ip`, as a `Flow` holds them.
-fn flow_addr(ip: std::net::IpAddr) -> (u8, [u8; 16]) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4.octets());
-            (FAMILY_V4, addr)
-        }
-        std::net::IpAddr::V6(v6) => (FAMILY_V6, v6.octets()),
-    }
-}
-
 fn addr_bytes(id: u32, ip: std::net::IpAddr) -> Vec<u8> {
-    let (family, addr) = flow_addr(ip);
+    let (family, addr) = left_aligned(ip);
     addr_key_bytes(&AddrKeyData {
         id,
         family,
         _pad: [0; 3],
-        addr,
+        addr: addr.to_be_bytes(),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use filter_common::FAMILY_V4;
+
     use super::*;
 
     #[test]
