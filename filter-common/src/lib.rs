@@ -12,10 +12,12 @@
 
 pub mod flowlog;
 pub mod maps;
+pub mod ranges;
 pub mod stats;
 
 pub use flowlog::*;
 pub use maps::*;
+pub use ranges::*;
 pub use stats::*;
 
 /// Direction relative to the ENI (SPEC §1): toward the instance.
@@ -105,12 +107,16 @@ pub const MAX_RULE_SLOTS: u32 = 1 << 18;
 /// generations live side by side during an apply, so each may use half.
 pub const MAX_ENIS: u32 = 1024;
 pub const MAX_TABLES: u32 = 4096;
+pub const MAX_CELLS: u32 = 1 << 18;
+pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
+/// Limits on the compiler's prefix tables, which become sorted ranges
+/// (`ranges.rs`; `FILTER_BOUNDS` holds [`MAX_BOUNDS`] of them): entries per
+/// kind, counted like map entries (half per generation), so that one table
+/// too big is refused by name before the layout.
 pub const MAX_PORT_ENTRIES: u32 = 1 << 19;
 pub const MAX_ADDR_CLASS_ENTRIES: u32 = 1 << 16;
-pub const MAX_CELLS: u32 = 1 << 18;
 pub const MAX_RULE_ENTRIES: u32 = 1 << 21;
 pub const MAX_INNER_ENTRIES: u32 = 1 << 18;
-pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 pub const MAX_FRAG_ENTRIES: u32 = 16_384;
 
 /// Longest IPv6 extension-header chain the parser walks before it gives up

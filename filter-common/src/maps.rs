@@ -9,17 +9,18 @@
 //!    [`CtEntry::fast_generation`]); a first packet misses.
 //! 3. `FILTER_ENIS[(slot, ifindex)]`: the ENI and its tables per direction.
 //! 4. Per table (NACL, then security groups): `FILTER_TABLES[table]`, then
-//!    `FILTER_INNER` if [`TableMeta::inner`] lets the remote address
-//!    through, `FILTER_DPORT` (destination port -> class), optionally
-//!    `FILTER_SPORT`, `FILTER_LOCAL` and `FILTER_CELLS`, then one
-//!    `FILTER_RULES` longest-prefix lookup on the remote address that yields
-//!    the strongest matching rule.
+//!    binary searches over runs of sorted ranges in `FILTER_BOUNDS`
+//!    (`ranges.rs`): the inner-access members if [`TableMeta::inner`] lets
+//!    the remote address through, the destination port (-> class),
+//!    optionally the source port and the local address (-> classes, then
+//!    `FILTER_CELLS`), and last, through `FILTER_RULE_SETS`, the remote
+//!    address, whose range names the strongest matching rule.
 //!
-//! LPM trie keys put the exact-match fields before the address or port, so
-//! the prefix length of a key is `fixed bits + CIDR length` (the layout
-//! cloudflare/tubular uses). aya wraps these `*KeyData` types in its own
-//! `Key { prefix_len, data }`.
-use crate::{assert_size, pod};
+//! The compiler builds those ranges from longest-prefix tables, whose keys
+//! ([`PortKeyData`], [`AddrKeyData`]) put the exact-match fields before the
+//! address or port, so the prefix length of a key is `fixed bits + CIDR
+//! length` (the layout cloudflare/tubular uses for LPM tries).
+use crate::{assert_size, pod, Run, PROTO_CLASS_COUNT};
 
 /// Exact-match bits in front of the port in a [`PortKeyData`].
 pub const PORT_KEY_FIXED_BITS: u32 = 48;
@@ -70,12 +71,15 @@ pub struct EniConfig {
 }
 assert_size!(EniConfig, 24);
 
-/// The table uses source-port classes (`FILTER_SPORT`).
+/// The table uses source-port classes (source-port ranges).
 pub const TABLE_HAS_SPORT: u32 = 1;
-/// The table uses local-address classes (`FILTER_LOCAL`).
+/// The table uses local-address classes (local-address ranges).
 pub const TABLE_HAS_LOCAL: u32 = 2;
-/// The table has inner-access members (`FILTER_INNER`).
+/// The table has inner-access members.
 pub const TABLE_HAS_INNER: u32 = 4;
+/// Set in every table the compiler writes: `FILTER_TABLES` is an array, and
+/// an entry without it (never written, or cleared) is no table.
+pub const TABLE_LIVE: u32 = 1 << 31;
 
 /// `FILTER_TABLES[table]`: how to classify a packet against one table (the
 /// security groups of an ENI in one direction, or one NACL direction).
@@ -90,13 +94,35 @@ pub struct TableMeta {
     /// Counter slot of the default verdict (`default-deny`,
     /// `default-accept`, or the NACL's own no-match slot).
     pub default_slot: u32,
+    pub _pad: u32,
     /// The inner-access summary ([`InnerSummary`]): a remote address
-    /// outside it is no member, and the `FILTER_INNER` lookup is skipped.
+    /// outside it is no member, and the inner-access search is skipped.
     pub inner: InnerSummary,
+    /// Destination-port ranges → destination-port class, per protocol
+    /// class (`proto_class_index`).
+    pub dport: [Run; PROTO_CLASS_COUNT],
+    /// Source-port ranges → source-port class ([`TABLE_HAS_SPORT`]).
+    pub sport: [Run; PROTO_CLASS_COUNT],
+    /// Local-address ranges → local-address class, IPv4 then IPv6
+    /// ([`TABLE_HAS_LOCAL`]).
+    pub local: [Run; 2],
+    /// Remote-address ranges → inner-access accept, IPv4 then IPv6
+    /// ([`TABLE_HAS_INNER`]).
+    pub members: [Run; 2],
 }
-assert_size!(TableMeta, 40);
+assert_size!(TableMeta, 168);
 
-/// A prefix per family that covers every `FILTER_INNER` member of a table,
+/// The run of a family among a table's per-family runs (IPv4 first).
+#[inline(always)]
+pub fn family_run(runs: &[Run; 2], family: u8) -> Run {
+    if family == crate::FAMILY_V4 {
+        runs[0]
+    } else {
+        runs[1]
+    }
+}
+
+/// A prefix per family that covers every inner-access member of a table,
 /// as `(address & mask) == net` over the address's leading bits read as a
 /// big-endian integer: 32 bits of IPv4, 64 of IPv6 (a longer common prefix
 /// is cut to 64: still a cover). A filter in front of the lookup, so it may
@@ -138,8 +164,8 @@ impl InnerSummary {
     }
 }
 
-/// `FILTER_DPORT` / `FILTER_SPORT` LPM key data: a port range is stored as
-/// the prefixes that cover it. Protocols without ports use one entry with
+/// The compiler's port prefix tables (destination and source port): a port
+/// range is stored as the prefixes that cover it. Protocols without ports use one entry with
 /// prefix length [`PORT_KEY_FIXED_BITS`] and are looked up with port 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,14 +179,12 @@ pub struct PortKeyData {
 }
 assert_size!(PortKeyData, 8);
 
-/// LPM key data over an address, used by `FILTER_LOCAL` (local-address
-/// classes), `FILTER_RULES` (rules by remote address) and `FILTER_INNER`
-/// (inner-access members).
+/// The compiler's address prefix tables: local-address classes, rules by
+/// remote address, and inner-access members.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AddrKeyData {
-    /// Table id (`FILTER_LOCAL`, `FILTER_INNER`) or rule-set id
-    /// (`FILTER_RULES`).
+    /// Table id (local classes, inner access) or rule-set id (rules).
     pub id: u32,
     /// `FAMILY_V4` or `FAMILY_V6`.
     pub family: u8,
@@ -183,8 +207,8 @@ pub struct CellKey {
 }
 assert_size!(CellKey, 16);
 
-/// `FILTER_RULES` and `FILTER_INNER` value: the strongest rule that covers
-/// the matched prefix, already resolved at compile time (priority, then deny
+/// The value of a rule or inner-access prefix: the strongest rule that covers
+/// the prefix, already resolved at compile time (priority, then deny
 /// before accept for security groups; entry order for NACLs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

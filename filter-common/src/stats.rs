@@ -11,12 +11,9 @@ pub mod names {
     pub const CONFIG: &str = "FILTER_CONFIG";
     pub const ENIS: &str = "FILTER_ENIS";
     pub const TABLES: &str = "FILTER_TABLES";
-    pub const DPORT: &str = "FILTER_DPORT";
-    pub const SPORT: &str = "FILTER_SPORT";
-    pub const LOCAL: &str = "FILTER_LOCAL";
     pub const CELLS: &str = "FILTER_CELLS";
-    pub const RULES: &str = "FILTER_RULES";
-    pub const INNER: &str = "FILTER_INNER";
+    pub const RULE_SETS: &str = "FILTER_RULE_SETS";
+    pub const BOUNDS: &str = "FILTER_BOUNDS";
     pub const CT: &str = "FILTER_CT";
     pub const FRAGS: &str = "FILTER_FRAGS";
     pub const STATS: &str = "FILTER_STATS";

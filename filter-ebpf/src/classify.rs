@@ -3,33 +3,26 @@
 //!
 //! The compiler has already resolved precedence (priority, deny before accept
 //! on a tie, inner access first; entry order for a NACL) into the maps, so the
-//! kernel makes at most seven lookups and never compares two rules.
-use aya_ebpf::maps::lpm_trie::Key;
+//! kernel makes a few lookups and binary searches and never compares two
+//! rules.
 use filter_common::{
-    proto_class, proto_has_ports, AddrKeyData, CellKey, PortKeyData, ACTION_ACCEPT, ACTION_DROP,
-    ACTION_SKIP, ADDR_KEY_FIXED_BITS, DIR_INGRESS, ID_NONE, PORT_KEY_FIXED_BITS,
-    RULE_SLOT_DEFAULT_DENY, TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
+    family_run, id_index, proto_class, proto_class_index, proto_has_ports, Bound, CellKey,
+    ACTION_ACCEPT, ACTION_DROP, ACTION_NONE, ACTION_SKIP, DIR_INGRESS, ID_NONE, MAX_RULE_SETS,
+    MAX_TABLES, RULE_SLOT_DEFAULT_DENY, TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
+    TABLE_LIVE,
 };
 
 use crate::{
-    maps::{
-        FILTER_CELLS, FILTER_DPORT, FILTER_INNER, FILTER_LOCAL, FILTER_RULES, FILTER_SPORT,
-        FILTER_TABLES,
-    },
+    maps::{FILTER_CELLS, FILTER_RULE_SETS, FILTER_TABLES},
     parse::Flow,
+    ranges,
 };
 
-/// Port lookups use the whole key: fixed fields, then all 16 port bits.
-const PORT_LOOKUP_BITS: u32 = PORT_KEY_FIXED_BITS + 16;
-/// Address lookups use the whole key: fixed fields, then 128 address bits
-/// (an IPv4 address is followed by zeros, so its /32 is still the longest
-/// prefix that can match it).
-const ADDR_LOOKUP_BITS: u32 = ADDR_KEY_FIXED_BITS + 128;
-
-/// `ACTION_*` as the u32 that `RuleHit`, `TableMeta` and `FragEntry` carry.
+/// `ACTION_*` as the u32 that `Bound`, `TableMeta` and `FragEntry` carry.
 pub const VERDICT_ACCEPT: u32 = ACTION_ACCEPT as u32;
 pub const VERDICT_DROP: u32 = ACTION_DROP as u32;
 pub const VERDICT_SKIP: u32 = ACTION_SKIP as u32;
+const VERDICT_NONE: u32 = ACTION_NONE as u32;
 
 /// The outcome of one table.
 #[repr(C)]
@@ -43,6 +36,23 @@ pub struct Verdict {
     pub is_default: u32,
 }
 
+impl Verdict {
+    /// A rule decided: the value of the range that held the remote address.
+    #[inline(always)]
+    fn rule(&mut self, hit: &Bound) {
+        self.action = hit.value;
+        self.slot = hit.slot;
+        self.is_default = 0;
+    }
+}
+
+/// The class a port or address range maps to, or None (no class: no rule of
+/// the table matches).
+#[inline(always)]
+fn class(hit: Option<&Bound>) -> Option<u32> {
+    hit.map(|b| b.value).filter(|&c| c != ID_NONE)
+}
+
 /// Classifies `flow`, seen in ENI direction `dir`, against `table`, into `v`.
 ///
 /// The remote endpoint is the source on ingress and the destination on
@@ -51,15 +61,17 @@ pub struct Verdict {
 pub fn classify(table: u32, flow: &Flow, dir: u8, v: &mut Verdict) {
     // Step 1: the table. None means a generation was written half-way or the
     // ENI points at nothing: fail closed (ARCHITECTURE.md).
-    let Some(meta) = FILTER_TABLES.get_ptr(table) else {
-        v.action = VERDICT_DROP;
-        v.slot = RULE_SLOT_DEFAULT_DENY;
-        v.is_default = 1;
-        return;
+    let meta = match FILTER_TABLES.get(id_index(table, MAX_TABLES)) {
+        Some(meta) if meta.flags & TABLE_LIVE != 0 => meta,
+        _ => {
+            v.action = VERDICT_DROP;
+            v.slot = RULE_SLOT_DEFAULT_DENY;
+            v.is_default = 1;
+            return;
+        }
     };
-    // SAFETY: a live map value; copied so a concurrent update cannot tear it
-    // between fields we read.
-    let meta = unsafe { *meta };
+    // Read in place, not copied: user space writes only the slot no program
+    // run uses (ARCHITECTURE.md, "Atomic generations").
     // Any miss from here on means no rule matches: the table's default
     // (SPEC §3 step 5.3, or the NACL's implicit deny).
     v.action = meta.default_action;
@@ -71,31 +83,32 @@ pub fn classify(table: u32, flow: &Flow, dir: u8, v: &mut Verdict) {
     } else {
         (&flow.dst, &flow.src)
     };
+    let (remote_hi, remote_lo) = Bound::addr_key(remote);
 
     // Step 2: inner access. A remote address that is a member of a basic
     // group with `inner_access_policy: accept` shared with this ENI is
     // accepted before any rule is looked at: it wins over custom rules,
     // whatever their priority (SPEC §3 step 5.1).
     // The table's summary of its members rules most remote addresses out
-    // with one compare (traffic from outside the VPC), sparing the lookup.
+    // with one compare (traffic from outside the VPC), sparing the search.
     if meta.flags & TABLE_HAS_INNER != 0 && meta.inner.may_contain(flow.family, remote) {
-        let key = Key::new(ADDR_LOOKUP_BITS, addr_key(table, flow.family, remote));
-        if let Some(hit) = FILTER_INNER.get(&key) {
-            v.action = hit.action;
-            v.slot = hit.slot;
-            v.is_default = 0;
-            return;
+        let members = family_run(&meta.members, flow.family);
+        if let Some(hit) = ranges::find(members, remote_hi, remote_lo) {
+            if hit.value != VERDICT_NONE {
+                v.rule(hit);
+                return;
+            }
         }
     }
 
     // Step 3: destination-port class. Protocols without ports have one
-    // entry that ignores the port, looked up with port 0; protocols no rule
+    // range that ignores the port, searched with port 0; protocols no rule
     // can name are folded into PROTO_OTHER, which only `all` rules match.
-    let class = proto_class(flow.proto);
-    let has_ports = proto_has_ports(class);
+    let class_index = proto_class_index(proto_class(flow.proto));
+    let has_ports = proto_has_ports(proto_class(flow.proto));
     let dport = if has_ports { flow.dport } else { 0 };
-    let key = Key::new(PORT_LOOKUP_BITS, port_key(table, class, dport));
-    let Some(&dport_class) = FILTER_DPORT.get(&key) else {
+    let Some(dport_class) = class(ranges::find(meta.dport[class_index], 0, u64::from(dport)))
+    else {
         return;
     };
 
@@ -109,16 +122,15 @@ pub fn classify(table: u32, flow: &Flow, dir: u8, v: &mut Verdict) {
         let mut sport_class = ID_NONE;
         if meta.flags & TABLE_HAS_SPORT != 0 {
             let sport = if has_ports { flow.sport } else { 0 };
-            let key = Key::new(PORT_LOOKUP_BITS, port_key(table, class, sport));
-            let Some(&c) = FILTER_SPORT.get(&key) else {
+            let Some(c) = class(ranges::find(meta.sport[class_index], 0, u64::from(sport))) else {
                 return;
             };
             sport_class = c;
         }
         let mut local_class = ID_NONE;
         if meta.flags & TABLE_HAS_LOCAL != 0 {
-            let key = Key::new(ADDR_LOOKUP_BITS, addr_key(table, flow.family, local));
-            let Some(&c) = FILTER_LOCAL.get(&key) else {
+            let (hi, lo) = Bound::addr_key(local);
+            let Some(c) = class(ranges::find(family_run(&meta.local, flow.family), hi, lo)) else {
                 return;
             };
             local_class = c;
@@ -136,34 +148,16 @@ pub fn classify(table: u32, flow: &Flow, dir: u8, v: &mut Verdict) {
         rule_set = unsafe { *id };
     }
 
-    // Step 7: the longest stored prefix containing the remote address holds
+    // Step 7: the range of the rule set that holds the remote address names
     // the strongest rule of the whole rule set that contains the address
     // (priority, then deny on a tie; entry order for a NACL), resolved by
-    // the compiler. No entry: no rule matches, the default stands.
-    let key = Key::new(ADDR_LOOKUP_BITS, addr_key(rule_set, flow.family, remote));
-    if let Some(hit) = FILTER_RULES.get(&key) {
-        v.action = hit.action;
-        v.slot = hit.slot;
-        v.is_default = 0;
-    }
-}
-
-#[inline(always)]
-fn port_key(table: u32, proto: u8, port: u16) -> PortKeyData {
-    PortKeyData {
-        table,
-        proto,
-        _pad: 0,
-        port: port.to_be_bytes(),
-    }
-}
-
-#[inline(always)]
-fn addr_key(id: u32, family: u8, addr: &[u8; 16]) -> AddrKeyData {
-    AddrKeyData {
-        id,
-        family,
-        _pad: [0; 3],
-        addr: *addr,
+    // the compiler. No rule there: the default stands.
+    let Some(runs) = FILTER_RULE_SETS.get(id_index(rule_set, MAX_RULE_SETS)) else {
+        return;
+    };
+    if let Some(hit) = ranges::find(runs.family(flow.family), remote_hi, remote_lo) {
+        if hit.value != VERDICT_NONE {
+            v.rule(hit);
+        }
     }
 }

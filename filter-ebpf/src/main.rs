@@ -8,6 +8,7 @@
 //! | `frame.rs` | bounds-checked packet reads |
 //! | `parse.rs` | headers, malformed packets (SPEC §3.2) |
 //! | `classify.rs` | one table: the lookups that find the strongest rule |
+//! | `ranges.rs` | binary search over a run of sorted ranges |
 //! | `conntrack.rs` | connection tracking (SPEC §3.1) |
 //! | `frag.rs` | fragments |
 //! | `flowlog.rs` | flow-log accounting and events (SPEC §7) |
@@ -31,6 +32,7 @@ mod maps;
 mod noop;
 mod parse;
 mod pipeline;
+mod ranges;
 mod stats;
 mod tc;
 mod unaccounted;

@@ -4,17 +4,15 @@
 //!
 //! None is pinned by its definition: the loader pins them where it wants
 //! (`EbpfLoader::map_pin_path`), so tests can load private copies.
-//! `LpmTrie` always adds `BPF_F_NO_PREALLOC`, which the kernel requires.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
-    GenConfig, PortKeyData, RejectEntry, RejectKey, RuleHit, RuleStats, TableMeta,
-    DEFAULT_CT_ENTRIES, FLOW_EVENTS_BYTES, MAX_ADDR_CLASS_ENTRIES, MAX_CELLS, MAX_ENIS,
-    MAX_FRAG_ENTRIES, MAX_INNER_ENTRIES, MAX_PORT_ENTRIES, MAX_REJECT_ENTRIES, MAX_RULE_ENTRIES,
-    MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
+    Bound, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey, GenConfig,
+    RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, DEFAULT_CT_ENTRIES,
+    FLOW_EVENTS_BYTES, MAX_BOUNDS, MAX_CELLS, MAX_ENIS, MAX_FRAG_ENTRIES, MAX_REJECT_ENTRIES,
+    MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
 };
 
 use crate::pipeline::Packet;
@@ -33,36 +31,25 @@ pub static FILTER_CONFIG: Array<GenConfig> = Array::with_max_entries(2, 0);
 #[map]
 pub static FILTER_ENIS: HashMap<EniKey, EniConfig> = HashMap::with_max_entries(MAX_ENIS, 0);
 
-/// Tables (security groups of an ENI in one direction, one NACL direction).
+/// Tables (security groups of an ENI in one direction, one NACL direction),
+/// at `id_index(table, MAX_TABLES)`; an entry without `TABLE_LIVE` is none.
 #[map]
-pub static FILTER_TABLES: HashMap<u32, TableMeta> = HashMap::with_max_entries(MAX_TABLES, 0);
-
-/// (table, protocol class, destination port) → destination-port class.
-#[map]
-pub static FILTER_DPORT: LpmTrie<PortKeyData, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
-
-/// (table, protocol class, source port) → source-port class.
-#[map]
-pub static FILTER_SPORT: LpmTrie<PortKeyData, u32> = LpmTrie::with_max_entries(MAX_PORT_ENTRIES, 0);
-
-/// (table, family, local address) → local-address class.
-#[map]
-pub static FILTER_LOCAL: LpmTrie<AddrKeyData, u32> =
-    LpmTrie::with_max_entries(MAX_ADDR_CLASS_ENTRIES, 0);
+pub static FILTER_TABLES: Array<TableMeta> = Array::with_max_entries(MAX_TABLES, 0);
 
 /// (table, dport class, sport class, local class) → rule-set id.
 #[map]
 pub static FILTER_CELLS: HashMap<CellKey, u32> = HashMap::with_max_entries(MAX_CELLS, 0);
 
-/// (rule set, family, remote address) → the strongest rule covering it.
+/// Rule set → its runs of remote-address ranges, at
+/// `id_index(rule set, MAX_RULE_SETS)`.
 #[map]
-pub static FILTER_RULES: LpmTrie<AddrKeyData, RuleHit> =
-    LpmTrie::with_max_entries(MAX_RULE_ENTRIES, 0);
+pub static FILTER_RULE_SETS: Array<RuleSetRuns> = Array::with_max_entries(MAX_RULE_SETS, 0);
 
-/// (table, family, remote address) → inner-access accept (SPEC §3 step 5.1).
+/// Every run of sorted ranges (`filter_common::ranges`): ports → classes,
+/// local addresses → classes, remote addresses → the strongest rule (or
+/// inner-access accept) covering them.
 #[map]
-pub static FILTER_INNER: LpmTrie<AddrKeyData, RuleHit> =
-    LpmTrie::with_max_entries(MAX_INNER_ENTRIES, 0);
+pub static FILTER_BOUNDS: Array<Bound> = Array::with_max_entries(MAX_BOUNDS, 0);
 
 /// Connection tracking. LRU: a full table evicts the least recently used
 /// entry, whose next packet is classified again (never admitted blindly).

@@ -20,6 +20,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType},
 };
+use filter::compile::{Layout, Prefixes};
 use filter::dataplane::{
     detach_all_pinned, ensure_bpffs, Dataplane, DataplaneError, GenerationMaps, LpmEntry,
     SlotContents,
@@ -28,7 +29,7 @@ use filter_common::{
     generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
     InnerSummary, PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP,
     ADDR_KEY_FIXED_BITS, CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6, ID_NONE,
-    MAX_TABLES, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY,
+    MAX_ENIS, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY,
     RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_COUNT,
 };
 use nix::sched::{setns, CloneFlags};
@@ -156,37 +157,97 @@ fn v4(a: Ipv4Addr) -> [u8; 16] {
     out
 }
 
-/// A tiny generation with one entry in every per-generation map: one ENI at
-/// ifindex 1 (what BPF_PROG_TEST_RUN packets carry when no ctx is given)
-/// whose tables drop by default. Ids carry the generation's slot bit.
+/// A tiny generation with one entry in every per-generation map, and one
+/// prefix of every kind laid out as ranges: one ENI at ifindex 1 (what
+/// BPF_PROG_TEST_RUN packets carry when no ctx is given) whose tables drop
+/// by default. Ids carry the generation's slot bit.
 struct Fixture {
     generation: u32,
     config: GenConfig,
     enis: Vec<(EniKey, EniConfig)>,
-    tables: Vec<(u32, TableMeta)>,
-    dport: Vec<LpmEntry<PortKeyData, u32>>,
-    sport: Vec<LpmEntry<PortKeyData, u32>>,
-    local: Vec<LpmEntry<AddrKeyData, u32>>,
     cells: Vec<(CellKey, u32)>,
-    rules: Vec<LpmEntry<AddrKeyData, RuleHit>>,
-    inner: Vec<LpmEntry<AddrKeyData, RuleHit>>,
+    layout: Layout,
 }
 
 impl Fixture {
     fn new(generation: u32) -> Self {
         let slot = generation_slot(generation);
         let bit = if slot == 1 { SLOT_ID_BIT } else { 0 };
-        let (t_in, t_out, rule_set) = (bit | 1, bit | 2, bit | 10);
+        let (t_in, t_out, rule_set) = (bit | 1, bit | 2, bit);
         let drop_table = TableMeta {
-            flags: 0,
             default_action: u32::from(ACTION_DROP),
             default_slot: RULE_SLOT_DEFAULT_DENY,
             inner: InnerSummary::NOBODY,
+            ..TableMeta::default()
         };
         let accept = RuleHit {
             action: u32::from(ACTION_ACCEPT),
             slot: RULE_SLOT_FIRST_DYNAMIC,
         };
+        let tables = [(t_in, drop_table), (t_out, drop_table)];
+        let dport = [LpmEntry {
+            prefix_len: PORT_KEY_FIXED_BITS + 16,
+            key: PortKeyData {
+                table: t_in,
+                proto: PROTO_TCP,
+                _pad: 0,
+                port: 80u16.to_be_bytes(),
+            },
+            value: rule_set,
+        }];
+        let sport = [LpmEntry {
+            prefix_len: PORT_KEY_FIXED_BITS + 6,
+            key: PortKeyData {
+                table: t_out,
+                proto: PROTO_TCP,
+                _pad: 0,
+                port: 1024u16.to_be_bytes(),
+            },
+            value: 3,
+        }];
+        let local = [LpmEntry {
+            prefix_len: ADDR_KEY_FIXED_BITS + 32,
+            key: AddrKeyData {
+                id: t_out,
+                family: FAMILY_V6,
+                _pad: [0; 3],
+                addr: "2001:db8::".parse::<Ipv6Addr>().unwrap().octets(),
+            },
+            value: 4,
+        }];
+        let rules = [LpmEntry {
+            prefix_len: ADDR_KEY_FIXED_BITS + 24,
+            key: AddrKeyData {
+                id: rule_set,
+                family: FAMILY_V4,
+                _pad: [0; 3],
+                addr: v4(Ipv4Addr::new(192, 0, 2, 0)),
+            },
+            value: accept,
+        }];
+        let inner = [LpmEntry {
+            prefix_len: ADDR_KEY_FIXED_BITS + 32,
+            key: AddrKeyData {
+                id: t_in,
+                family: FAMILY_V4,
+                _pad: [0; 3],
+                addr: v4(Ipv4Addr::new(198, 51, 100, 7)),
+            },
+            value: accept,
+        }];
+        let layout = Layout::build(
+            &Prefixes {
+                tables: &tables,
+                rule_sets: 1,
+                dport: &dport,
+                sport: &sport,
+                local: &local,
+                rules: &rules,
+                inner: &inner,
+            },
+            slot,
+        )
+        .unwrap();
         Self {
             generation,
             config: GenConfig {
@@ -210,37 +271,6 @@ impl Fixture {
                     nacl_table: [ID_NONE, ID_NONE],
                 },
             )],
-            tables: vec![(t_in, drop_table), (t_out, drop_table)],
-            dport: vec![LpmEntry {
-                prefix_len: PORT_KEY_FIXED_BITS + 16,
-                key: PortKeyData {
-                    table: t_in,
-                    proto: PROTO_TCP,
-                    _pad: 0,
-                    port: 80u16.to_be_bytes(),
-                },
-                value: rule_set,
-            }],
-            sport: vec![LpmEntry {
-                prefix_len: PORT_KEY_FIXED_BITS + 6,
-                key: PortKeyData {
-                    table: t_out,
-                    proto: PROTO_TCP,
-                    _pad: 0,
-                    port: 1024u16.to_be_bytes(),
-                },
-                value: 3,
-            }],
-            local: vec![LpmEntry {
-                prefix_len: ADDR_KEY_FIXED_BITS + 32,
-                key: AddrKeyData {
-                    id: t_out,
-                    family: FAMILY_V6,
-                    _pad: [0; 3],
-                    addr: "2001:db8::".parse::<Ipv6Addr>().unwrap().octets(),
-                },
-                value: 4,
-            }],
             cells: vec![(
                 CellKey {
                     table: t_out,
@@ -250,26 +280,7 @@ impl Fixture {
                 },
                 rule_set,
             )],
-            rules: vec![LpmEntry {
-                prefix_len: ADDR_KEY_FIXED_BITS + 24,
-                key: AddrKeyData {
-                    id: rule_set,
-                    family: FAMILY_V4,
-                    _pad: [0; 3],
-                    addr: v4(Ipv4Addr::new(192, 0, 2, 0)),
-                },
-                value: accept,
-            }],
-            inner: vec![LpmEntry {
-                prefix_len: ADDR_KEY_FIXED_BITS + 32,
-                key: AddrKeyData {
-                    id: t_in,
-                    family: FAMILY_V4,
-                    _pad: [0; 3],
-                    addr: v4(Ipv4Addr::new(198, 51, 100, 7)),
-                },
-                value: accept,
-            }],
+            layout,
         }
     }
 
@@ -278,13 +289,8 @@ impl Fixture {
             generation: self.generation,
             config: &self.config,
             enis: &self.enis,
-            tables: &self.tables,
-            dport: &self.dport,
-            sport: &self.sport,
-            local: &self.local,
             cells: &self.cells,
-            rules: &self.rules,
-            inner: &self.inner,
+            layout: &self.layout,
         }
     }
 
@@ -339,10 +345,11 @@ fn unpinned_generations_alternate_slots() {
 
     write_and_check(&mut dp, &Fixture::new(1));
     let summary = dp.write_generation(&Fixture::new(2).maps()).unwrap();
+    let first = Fixture::new(1);
     assert_eq!(
         summary.deleted,
-        Fixture::new(1).maps().entry_count() - 1,
-        "config is zeroed, not deleted"
+        first.maps().entry_count() - 1 - first.layout.bounds.len(),
+        "config is zeroed, not deleted; bounds stay, unreachable"
     );
     assert_eq!(dp.active_generation().unwrap(), 2);
     assert_eq!(dp.read_slot(0).unwrap(), Fixture::new(2).contents());
@@ -370,30 +377,46 @@ fn rejected_generations_change_nothing() {
         unchanged(&dp);
     }
 
-    // A key of the running slot inside the new generation.
+    // An id of the running slot inside the new generation.
     let mut bad = Fixture::new(2);
-    bad.rules[0].key.id |= SLOT_ID_BIT;
+    bad.layout.rule_sets[0].0 |= SLOT_ID_BIT;
     let err = dp.write_generation(&bad.maps()).unwrap_err();
     assert!(matches!(err, DataplaneError::BadGeneration { .. }), "{err}");
     unchanged(&dp);
 
-    // A prefix shorter than the key's exact-match fields.
+    // A table past the slot's half of FILTER_TABLES: it would land in the
+    // running slot's.
     let mut bad = Fixture::new(2);
-    bad.dport[0].prefix_len = 16;
+    bad.layout.tables[0].0 = filter_common::MAX_TABLES / 2;
+    let err = dp.write_generation(&bad.maps()).unwrap_err();
+    assert!(matches!(err, DataplaneError::BadGeneration { .. }), "{err}");
+    unchanged(&dp);
+
+    // A run outside the bounds written.
+    let mut bad = Fixture::new(2);
+    bad.layout.bounds.clear();
     assert!(matches!(
         dp.write_generation(&bad.maps()).unwrap_err(),
         DataplaneError::BadGeneration { .. }
     ));
     unchanged(&dp);
 
-    // The kernel refuses midway (FILTER_TABLES is full after MAX_TABLES
-    // entries): everything written so far is deleted again.
+    // The kernel refuses midway (FILTER_ENIS, written last, is full after
+    // MAX_ENIS entries): everything written so far is deleted again.
     let mut big = Fixture::new(2);
-    let meta = big.tables[0].1;
-    big.tables = (0..=MAX_TABLES).map(|i| (i, meta)).collect();
+    let (key, config) = big.enis[0];
+    big.enis = (0..=MAX_ENIS)
+        .map(|i| {
+            let key = EniKey {
+                ifindex: key.ifindex + i,
+                ..key
+            };
+            (key, config)
+        })
+        .collect();
     let err = dp.write_generation(&big.maps()).unwrap_err();
     assert!(
-        matches!(err, DataplaneError::Map { map, .. } if map == names::TABLES),
+        matches!(err, DataplaneError::Map { map, .. } if map == names::ENIS),
         "{err}"
     );
     unchanged(&dp);
@@ -482,12 +505,9 @@ fn pinned_maps_survive_a_restart() {
         names::CONFIG,
         names::ENIS,
         names::TABLES,
-        names::DPORT,
-        names::SPORT,
-        names::LOCAL,
         names::CELLS,
-        names::RULES,
-        names::INNER,
+        names::RULE_SETS,
+        names::BOUNDS,
         names::CT,
         names::FRAGS,
         names::STATS,

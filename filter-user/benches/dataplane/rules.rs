@@ -16,8 +16,8 @@
 //! | `probe-drop` | the same from another /32, drop | the dropped first packet |
 //! | `bench-tcp`, `bench-udp` | ingress tcp / udp 5201 from `192.0.2.0/24`, accept, priority 100 | the veth traffic |
 //!
-//! The probes sit in a dense part of the address space, so their lookups
-//! walk a trie as deep as any real packet's; the bench rules are the
+//! The probes sit in a dense part of the address space, so their searches
+//! run as long as any real packet's; the bench rules are the
 //! weakest, so a linear rule list (iptables) reads every rule before it
 //! reaches them.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

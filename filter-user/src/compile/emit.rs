@@ -37,7 +37,7 @@ pub(crate) const fn half(capacity: u32) -> usize {
 }
 
 /// Builds tables one after the other into [`Entries`], sharing rule sets
-/// (and their `FILTER_RULES` tries) between all tables of the generation.
+/// (and their remote-address prefixes) between all tables of the generation.
 pub(crate) struct Emitter<'a> {
     boxes: &'a [RuleBox],
     slot_bit: u32,
@@ -97,6 +97,8 @@ impl<'a> Emitter<'a> {
             default_action: spec.default_action,
             default_slot,
             inner: inner_summary(inner.iter().map(|(p, _)| p)),
+            // The runs: `layout.rs`, once every table is emitted.
+            ..TableMeta::default()
         };
         self.out.tables.push((id, meta));
         if has_sport || has_local {
@@ -106,7 +108,7 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// `FILTER_INNER`: each member prefix resolves to its first inner-access
+    /// Inner access: each member prefix resolves to its first inner-access
     /// group (by rank) that contains it. Returns the prefixes emitted.
     fn inner(
         &mut self,
@@ -119,7 +121,7 @@ impl<'a> Emitter<'a> {
         check(
             self.out.inner.len() + resolved.len(),
             MAX_INNER_ENTRIES,
-            names::INNER,
+            "inner-access prefixes",
             spec,
         )?;
         for (prefix, rank) in &resolved {
@@ -141,7 +143,12 @@ impl<'a> Emitter<'a> {
                 push_ports(&mut self.out.dport, id, proto, lo, hi, rule_set);
             }
         }
-        check(self.out.dport.len(), MAX_PORT_ENTRIES, names::DPORT, spec)
+        check(
+            self.out.dport.len(),
+            MAX_PORT_ENTRIES,
+            "destination-port prefixes",
+            spec,
+        )
     }
 
     /// Steps 3–6: destination-port, source-port and local classes, and a
@@ -175,8 +182,18 @@ impl<'a> Emitter<'a> {
             };
             per_proto.push((d, s));
         }
-        check(self.out.dport.len(), MAX_PORT_ENTRIES, names::DPORT, spec)?;
-        check(self.out.sport.len(), MAX_PORT_ENTRIES, names::SPORT, spec)?;
+        check(
+            self.out.dport.len(),
+            MAX_PORT_ENTRIES,
+            "destination-port prefixes",
+            spec,
+        )?;
+        check(
+            self.out.sport.len(),
+            MAX_PORT_ENTRIES,
+            "source-port prefixes",
+            spec,
+        )?;
         let mut lids = vec![ID_NONE];
         if has_local {
             lids.clear();
@@ -195,7 +212,7 @@ impl<'a> Emitter<'a> {
             check(
                 self.out.local.len(),
                 MAX_ADDR_CLASS_ENTRIES,
-                names::LOCAL,
+                "local-address prefixes",
                 spec,
             )?;
         }
@@ -257,7 +274,7 @@ impl<'a> Emitter<'a> {
             .collect()
     }
 
-    /// The rule-set id of `set`, emitting its `FILTER_RULES` trie the first
+    /// The rule-set id of `set`, emitting its remote-address prefixes the first
     /// time: every remote prefix of the set's rules, with the strongest rule
     /// that contains it.
     fn rule_set(&mut self, set: &[u32], spec: &TableSpec) -> Result<u32, CompileError> {
@@ -273,7 +290,7 @@ impl<'a> Emitter<'a> {
             check(
                 self.out.rules.len() + resolved.len(),
                 MAX_RULE_ENTRIES,
-                names::RULES,
+                "remote-address prefixes",
                 spec,
             )?;
             self.out
@@ -370,7 +387,7 @@ pub(crate) fn inner_hit(slot: u32) -> RuleHit {
     }
 }
 
-/// The [`InnerSummary`] of a table whose `FILTER_INNER` members are
+/// The [`InnerSummary`] of a table whose inner-access members are
 /// `members`: per family, the longest prefix containing them all, cut to the
 /// bits the summary keeps (32 for IPv4, 64 for IPv6).
 pub(crate) fn inner_summary<'p>(members: impl Iterator<Item = &'p Prefix>) -> InnerSummary {

@@ -2,9 +2,11 @@
 //!
 //! The design is `docs/ARCHITECTURE.md`: per table, the rules are cut into
 //! destination-port (and, when used, source-port and local-address) classes,
-//! equal classes share one rule set, and each rule set becomes one LPM trie on
-//! the remote address whose values already name the strongest rule. A first
-//! packet then costs a handful of lookups whatever the rule count.
+//! equal classes share one rule set, and each rule set becomes one table of
+//! remote-address prefixes whose values already name the strongest rule.
+//! [`layout`] turns these prefix tables into the sorted ranges the kernel
+//! searches. A first packet then costs a handful of lookups and binary
+//! searches whatever the rule count.
 //!
 //! - [`compile`] builds a [`Compiled`] generation; [`SlotTable`] keeps rule
 //!   counter slots and ENI indices stable across generations.
@@ -14,6 +16,7 @@
 mod classes;
 mod emit;
 mod fast_hash;
+pub mod layout;
 pub mod model;
 mod port_cover;
 mod prefix;
@@ -37,6 +40,7 @@ pub use shadow::{shadow_warnings, ShadowKind, ShadowWarning};
 pub use slots::{fixed_slots, SlotTable, StableIds};
 pub use stats::CompileStats;
 
+pub use self::layout::{Layout, LayoutError, Prefixes};
 use self::{
     emit::{half, inner_hit, Emitter},
     tables::SlotRef,
@@ -46,8 +50,9 @@ use crate::{
     verdict::Reason,
 };
 
-/// One LPM trie entry: aya's `lpm_trie::Key { prefix_len, data }` and the
-/// value. `prefix_len` counts the fixed fields of the key too.
+/// One entry of a prefix table, in the shape of an LPM trie entry (aya's
+/// `lpm_trie::Key { prefix_len, data }` and the value). `prefix_len` counts
+/// the fixed fields of the key too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LpmEntry<K, V> {
     pub prefix_len: u32,
@@ -80,8 +85,12 @@ pub struct Compiled {
     pub eni_index: Vec<(u32, String)>,
     /// Table id → what it is and which ENIs use it (debugging, `status`).
     pub table_labels: Vec<(u32, String)>,
-    /// How many distinct rule sets (and so `FILTER_RULES` tries) there are.
+    /// How many distinct rule sets there are (ids `0..rule_sets` of the
+    /// slot).
     pub rule_sets: usize,
+    /// The prefix tables above as the kernel searches them: what
+    /// `FILTER_TABLES`, `FILTER_RULE_SETS` and `FILTER_BOUNDS` get.
+    pub layout: Layout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +112,8 @@ pub enum CompileError {
         limit: usize,
         table: String,
     },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     #[error("{what}: {count} is more than the {limit} one generation may use")]
     TooMany {
         what: &'static str,
@@ -223,6 +234,18 @@ pub fn compile(
     let mut slot_reasons: BTreeMap<u32, Reason> = fixed_slots().into_iter().collect();
     let rule_sets = emitter.rule_set_count();
     let entries = emitter.out;
+    let layout = Layout::build(
+        &Prefixes {
+            tables: &entries.tables,
+            rule_sets,
+            dport: &entries.dport,
+            sport: &entries.sport,
+            local: &entries.local,
+            rules: &entries.rules,
+            inner: &entries.inner,
+        },
+        slot,
+    )?;
     slot_reasons.extend(reason_slot.iter().copied().zip(plan.reasons));
     slots.rules = rule_plan.next_state;
     slots.enis = eni_plan.next_state;
@@ -242,6 +265,7 @@ pub fn compile(
         eni_index,
         table_labels,
         rule_sets,
+        layout,
     })
 }
 

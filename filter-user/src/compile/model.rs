@@ -2,21 +2,22 @@
 //! pipeline order (without conntrack and fragments), performed on a
 //! [`Compiled`] generation in user space.
 //!
-//! It reads nothing but the map contents, as the kernel would, and matches
-//! LPM keys on their raw bytes in memory order, as the kernel's trie does: a
-//! key laid out wrongly (a port in host order, a prefix length that does not
-//! count the fixed fields) fails here as it would in the kernel. It is a test
-//! model, so it favours plainness over speed.
-use std::collections::{BTreeMap, HashMap};
+//! It reads nothing but the map contents, as the kernel would: the tables,
+//! cells and rule sets by id, and the sorted ranges of [`super::Layout`]
+//! with the kernel's binary search, so a range laid out wrongly fails here
+//! as it would in the kernel. It is a test model, so it favours plainness
+//! over speed.
+use std::collections::HashMap;
 
 use filter_common::{
-    proto_class, proto_has_ports, AddrKeyData, CellKey, EniConfig, EniKey, PortKeyData, RuleHit,
-    TableMeta, ACTION_DROP, ID_NONE, MODE_NIC, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_PASS,
-    STAT_ACCEPT_NEW, STAT_DROP_DEFAULT, STAT_DROP_NACL, STAT_DROP_SG_RULE, STAT_PASS_ND,
-    STAT_PASS_UNGUARDED, TABLE_HAS_INNER, TABLE_HAS_LOCAL, TABLE_HAS_SPORT,
+    family_run, proto_class, proto_class_index, proto_has_ports, Bound, CellKey, EniConfig, EniKey,
+    RuleSetRuns, Run, TableMeta, ACTION_DROP, ACTION_NONE, ID_NONE, MODE_NIC,
+    RULE_SLOT_DEFAULT_DENY, RULE_SLOT_PASS, STAT_ACCEPT_NEW, STAT_DROP_DEFAULT, STAT_DROP_NACL,
+    STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_UNGUARDED, TABLE_HAS_INNER, TABLE_HAS_LOCAL,
+    TABLE_HAS_SPORT, TABLE_LIVE,
 };
 
-use super::{prefix::left_aligned, Compiled, LpmEntry};
+use super::{prefix::left_aligned, Compiled, Layout};
 use crate::{
     ruleset::Direction,
     verdict::{Decision, Packet, Reason, Verdict},
@@ -67,13 +68,10 @@ pub struct Model<'a> {
     c: &'a Compiled,
     slot: u32,
     enis: HashMap<EniKey, EniConfig>,
+    /// By array index, as the kernel finds them.
     tables: HashMap<u32, TableMeta>,
-    dport: Lpm<u32>,
-    sport: Lpm<u32>,
-    local: Lpm<u32>,
     cells: HashMap<CellKey, u32>,
-    rules: Lpm<RuleHit>,
-    inner: Lpm<RuleHit>,
+    rule_sets: HashMap<u32, RuleSetRuns>,
 }
 
 /// The result of classifying against one table.
@@ -91,13 +89,19 @@ impl<'a> Model<'a> {
             c,
             slot: c.generation & 1,
             enis: c.enis.iter().copied().collect(),
-            tables: c.tables.iter().copied().collect(),
-            dport: Lpm::new(&c.dport, port_key_bytes),
-            sport: Lpm::new(&c.sport, port_key_bytes),
-            local: Lpm::new(&c.local, addr_key_bytes),
+            tables: c
+                .layout
+                .tables
+                .iter()
+                .map(|&(id, t)| (Layout::table_index(id), t))
+                .collect(),
             cells: c.cells.iter().copied().collect(),
-            rules: Lpm::new(&c.rules, addr_key_bytes),
-            inner: Lpm::new(&c.inner, addr_key_bytes),
+            rule_sets: c
+                .layout
+                .rule_sets
+                .iter()
+                .map(|&(id, r)| (Layout::rule_set_index(id), r))
+                .collect(),
         }
     }
 
@@ -181,7 +185,11 @@ impl<'a> Model<'a> {
         local: std::net::IpAddr,
     ) -> TableHit {
         // A missing table fails closed.
-        let Some(meta) = self.tables.get(&table) else {
+        let Some(meta) = self
+            .tables
+            .get(&Layout::table_index(table))
+            .filter(|t| t.flags & TABLE_LIVE != 0)
+        else {
             return TableHit {
                 action: u32::from(ACTION_DROP),
                 slot: RULE_SLOT_DEFAULT_DENY,
@@ -193,30 +201,40 @@ impl<'a> Model<'a> {
             slot: meta.default_slot,
             default: true,
         };
-        let found = |hit: RuleHit| TableHit {
-            action: hit.action,
-            slot: hit.slot,
-            default: false,
+        let rule = |hit: Option<&Bound>| {
+            hit.filter(|b| b.value != u32::from(ACTION_NONE))
+                .map(|b| TableHit {
+                    action: b.value,
+                    slot: b.slot,
+                    default: false,
+                })
+        };
+        let class = |run: Run, key: u128| {
+            self.find(run, key)
+                .map(|b| b.value)
+                .filter(|&c| c != ID_NONE)
         };
         // The address as a `Flow` holds it: IPv4 in the first four bytes.
-        let (family, remote_bits) = left_aligned(remote);
+        let (family, remote_key) = left_aligned(remote);
+        let (_, local_key) = left_aligned(local);
         if meta.flags & TABLE_HAS_INNER != 0
-            && meta.inner.may_contain(family, &remote_bits.to_be_bytes())
+            && meta.inner.may_contain(family, &remote_key.to_be_bytes())
         {
-            if let Some(hit) = self.inner.lookup(&addr_bytes(table, remote)) {
-                return found(hit);
+            if let Some(hit) = rule(self.find(family_run(&meta.members, family), remote_key)) {
+                return hit;
             }
         }
         let proto = proto_class(pkt.proto);
+        let class_index = proto_class_index(proto);
         let ports = proto_has_ports(proto);
         let dport = if ports { pkt.dst_port } else { 0 };
         let sport = if ports { pkt.src_port } else { 0 };
-        let Some(dclass) = self.dport.lookup(&port_bytes(table, proto, dport)) else {
+        let Some(dclass) = class(meta.dport[class_index], u128::from(dport)) else {
             return default;
         };
         let rule_set = if meta.flags & (TABLE_HAS_SPORT | TABLE_HAS_LOCAL) != 0 {
             let sclass = if meta.flags & TABLE_HAS_SPORT != 0 {
-                match self.sport.lookup(&port_bytes(table, proto, sport)) {
+                match class(meta.sport[class_index], u128::from(sport)) {
                     Some(class) => class,
                     None => return default,
                 }
@@ -224,7 +242,7 @@ impl<'a> Model<'a> {
                 ID_NONE
             };
             let lclass = if meta.flags & TABLE_HAS_LOCAL != 0 {
-                match self.local.lookup(&addr_bytes(table, local)) {
+                match class(family_run(&meta.local, family), local_key) {
                     Some(class) => class,
                     None => return default,
                 }
@@ -246,9 +264,15 @@ impl<'a> Model<'a> {
         };
         // A NACL hit may be ACTION_SKIP (inside the vSwitch): the caller
         // goes on as after an accept, since only a drop stops the packet.
-        self.rules
-            .lookup(&addr_bytes(rule_set, remote))
-            .map_or(default, found)
+        let Some(runs) = self.rule_sets.get(&Layout::rule_set_index(rule_set)) else {
+            return default;
+        };
+        rule(self.find(runs.family(family), remote_key)).unwrap_or(default)
+    }
+
+    /// The kernel's binary search over the generation's bounds.
+    fn find(&self, run: Run, key: u128) -> Option<&Bound> {
+        self.c.layout.find(run, key)
     }
 
     fn pass(&self, direction: Option<Direction>, stat: u32) -> ModelVerdict {
@@ -285,143 +309,5 @@ impl<'a> Model<'a> {
             slot,
             stat,
         }
-    }
-}
-
-/// An LPM trie as a map per prefix length, searched from the longest.
-struct Lpm<V> {
-    by_len: BTreeMap<u32, HashMap<Vec<u8>, V>>,
-}
-
-impl<V: Copy> Lpm<V> {
-    fn new<K>(entries: &[LpmEntry<K, V>], bytes: fn(&K) -> Vec<u8>) -> Lpm<V> {
-        let mut by_len: BTreeMap<u32, HashMap<Vec<u8>, V>> = BTreeMap::new();
-        for entry in entries {
-            let key = masked(bytes(&entry.key), entry.prefix_len);
-            by_len
-                .entry(entry.prefix_len)
-                .or_default()
-                .insert(key, entry.value);
-        }
-        Lpm { by_len }
-    }
-
-    fn lookup(&self, key: &[u8]) -> Option<V> {
-        self.by_len
-            .iter()
-            .rev()
-            .find_map(|(&len, map)| map.get(&masked(key.to_vec(), len)).copied())
-    }
-}
-
-/// `bytes` with every bit after the first `len` cleared.
-fn masked(mut bytes: Vec<u8>, len: u32) -> Vec<u8> {
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        let start = i as u32 * 8;
-        if start >= len {
-            *byte = 0;
-        } else if start + 8 > len {
-            *byte &= 0xffu8 << (start + 8 - len);
-        }
-    }
-    bytes
-}
-
-/// A `#[repr(C)]` `PortKeyData` as it lies in memory.
-fn port_key_bytes(k: &PortKeyData) -> Vec<u8> {
-    let mut out = k.table.to_ne_bytes().to_vec();
-    out.extend([k.proto, k._pad]);
-    out.extend(k.port);
-    out
-}
-
-/// A `#[repr(C)]` `AddrKeyData` as it lies in memory.
-fn addr_key_bytes(k: &AddrKeyData) -> Vec<u8> {
-    let mut out = k.id.to_ne_bytes().to_vec();
-    out.push(k.family);
-    out.extend(k._pad);
-    out.extend(k.addr);
-    out
-}
-
-/// The lookup key the kernel builds for a port.
-fn port_bytes(table: u32, proto: u8, port: u16) -> Vec<u8> {
-    port_key_bytes(&PortKeyData {
-        table,
-        proto,
-        _pad: 0,
-        port: port.to_be_bytes(),
-    })
-}
-
-/// The lookup key the kernel builds for an address: IPv4 in the first four
-/// bytes.
-fn addr_bytes(id: u32, ip: std::net::IpAddr) -> Vec<u8> {
-    let (family, addr) = left_aligned(ip);
-    addr_key_bytes(&AddrKeyData {
-        id,
-        family,
-        _pad: [0; 3],
-        addr: addr.to_be_bytes(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use filter_common::FAMILY_V4;
-
-    use super::*;
-
-    #[test]
-    fn layouts_match_the_repr_c_sizes() {
-        assert_eq!(
-            port_key_bytes(&PortKeyData::default()).len(),
-            std::mem::size_of::<PortKeyData>()
-        );
-        assert_eq!(
-            addr_key_bytes(&AddrKeyData::default()).len(),
-            std::mem::size_of::<AddrKeyData>()
-        );
-    }
-
-    #[test]
-    fn masking_clears_bits_past_the_prefix() {
-        assert_eq!(masked(vec![0xff, 0xff, 0xff], 12), vec![0xff, 0xf0, 0]);
-        assert_eq!(masked(vec![0xff, 0xff], 16), vec![0xff, 0xff]);
-        assert_eq!(masked(vec![0xff, 0xff], 0), vec![0, 0]);
-    }
-
-    #[test]
-    fn longest_prefix_wins() {
-        let entry = |prefix_len, id: u32, value| LpmEntry {
-            prefix_len,
-            key: AddrKeyData {
-                id,
-                family: FAMILY_V4,
-                _pad: [0; 3],
-                addr: [10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            },
-            value,
-        };
-        let lpm = Lpm::new(
-            &[
-                entry(64 + 8, 1, 8u32),
-                entry(64 + 24, 1, 24),
-                entry(64, 2, 0),
-            ],
-            addr_key_bytes,
-        );
-        assert_eq!(lpm.lookup(&addr_bytes(1, [10, 0, 0, 9].into())), Some(24));
-        assert_eq!(lpm.lookup(&addr_bytes(1, [10, 1, 0, 9].into())), Some(8));
-        assert_eq!(lpm.lookup(&addr_bytes(1, [11, 0, 0, 0].into())), None);
-        assert_eq!(lpm.lookup(&addr_bytes(2, [11, 0, 0, 0].into())), Some(0));
-        // The family byte is one of the fixed bits: a /0 of IPv4 is not IPv6.
-        assert_eq!(
-            lpm.lookup(&addr_bytes(
-                2,
-                "::1".parse().unwrap_or_else(|e| panic!("{e}"))
-            )),
-            None
-        );
     }
 }

@@ -1,7 +1,6 @@
-//! Port ranges as the LPM prefixes that cover them.
+//! Port ranges as the prefixes that cover them.
 //!
-//! `FILTER_DPORT` and `FILTER_SPORT` are LPM tries over a 16-bit port, so a
-//! range becomes the fewest aligned power-of-two blocks that tile it exactly
+//! The port prefix tables are over a 16-bit port, so a range becomes the fewest aligned power-of-two blocks that tile it exactly
 //! (at most 30 for a 16-bit range).
 use filter_common::{PortKeyData, PORT_KEY_FIXED_BITS};
 

@@ -2,7 +2,7 @@
 //! take, for the benchmark and `filterctl status`.
 use std::mem::size_of;
 
-use filter_common::{AddrKeyData, CellKey, EniConfig, EniKey, PortKeyData, RuleHit, TableMeta};
+use filter_common::{Bound, CellKey, EniConfig, EniKey, RuleSetRuns, TableMeta};
 
 use super::Compiled;
 
@@ -17,28 +17,19 @@ pub struct CompileStats {
     pub rules: usize,
     pub inner: usize,
     pub rule_sets: usize,
-    /// Bytes of keys (with their 4-byte prefix length) and values.
+    /// Sorted-range bounds (`FILTER_BOUNDS` entries) the prefix tables above
+    /// became.
+    pub bounds: usize,
+    /// Bytes of keys and values written.
     pub key_value_bytes: usize,
-    /// Estimated kernel memory: every LPM entry is a trie node (40-byte
-    /// header, key data and value, rounded up to its kmalloc size) plus at
-    /// most one intermediate node (header and key data); every hash entry an
-    /// `htab_elem` (48-byte header, key, value).
+    /// Kernel memory the generation fills: array entries as they are, every
+    /// hash entry an `htab_elem` (48-byte header, key, value). The arrays
+    /// themselves are allocated whole when the maps are created.
     pub kernel_bytes: usize,
 }
 
-/// kmalloc size classes up to 256 bytes (enough for these nodes).
-fn kmalloc(size: usize) -> usize {
-    [32, 64, 96, 128, 192, 256]
-        .into_iter()
-        .find(|&c| c >= size)
-        .unwrap_or(size.next_multiple_of(64))
-}
-
-fn lpm_bytes(entries: usize, data: usize, value: usize) -> (usize, usize) {
-    const NODE_HEADER: usize = 40;
-    let kv = entries * (4 + data + value);
-    let kernel = entries * (kmalloc(NODE_HEADER + data + value) + kmalloc(NODE_HEADER + data));
-    (kv, kernel)
+fn array_bytes(entries: usize, value: usize) -> (usize, usize) {
+    (entries * value, entries * value)
 }
 
 fn hash_bytes(entries: usize, key: usize, value: usize) -> (usize, usize) {
@@ -53,21 +44,10 @@ impl Compiled {
     pub fn stats(&self) -> CompileStats {
         let parts = [
             hash_bytes(self.enis.len(), size_of::<EniKey>(), size_of::<EniConfig>()),
-            hash_bytes(self.tables.len(), 4, size_of::<TableMeta>()),
-            lpm_bytes(self.dport.len(), size_of::<PortKeyData>(), 4),
-            lpm_bytes(self.sport.len(), size_of::<PortKeyData>(), 4),
-            lpm_bytes(self.local.len(), size_of::<AddrKeyData>(), 4),
+            array_bytes(self.layout.tables.len(), size_of::<TableMeta>()),
             hash_bytes(self.cells.len(), size_of::<CellKey>(), 4),
-            lpm_bytes(
-                self.rules.len(),
-                size_of::<AddrKeyData>(),
-                size_of::<RuleHit>(),
-            ),
-            lpm_bytes(
-                self.inner.len(),
-                size_of::<AddrKeyData>(),
-                size_of::<RuleHit>(),
-            ),
+            array_bytes(self.layout.rule_sets.len(), size_of::<RuleSetRuns>()),
+            array_bytes(self.layout.bounds.len(), size_of::<Bound>()),
         ];
         CompileStats {
             enis: self.enis.len(),
@@ -79,6 +59,7 @@ impl Compiled {
             rules: self.rules.len(),
             inner: self.inner.len(),
             rule_sets: self.rule_sets,
+            bounds: self.layout.bounds.len(),
             key_value_bytes: parts.iter().map(|p| p.0).sum(),
             kernel_bytes: parts.iter().map(|p| p.1).sum(),
         }

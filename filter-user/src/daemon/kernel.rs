@@ -267,11 +267,11 @@ impl Enforcer for KernelEnforcer {
         // pass unguarded.
         if let Some(dataplane) = &self.dataplane {
             let running = dataplane
-                .read_slot(generation_slot(plan.generation))
+                .read_enis(generation_slot(plan.generation))
                 .map_err(|e| EnforceError::Read(chain(&e)))?;
             let mut wanted = plan.enis.clone();
             wanted.sort_by_key(|(key, _)| *key);
-            if running.enis != wanted {
+            if running != wanted {
                 return Err(EnforceError::Load(format!(
                     "the pinned generation {} guards other interface indexes than its \
                      document's interfaces have now",

@@ -1,39 +1,38 @@
 //! Writing a compiled generation into its slot and switching to it
 //! (`docs/ARCHITECTURE.md`, "Atomic generations").
+use std::os::fd::AsFd as _;
+
+use aya::maps::IterableMap as _;
+
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, MapError},
+    maps::{Array, HashMap, MapData, MapError},
     Pod,
 };
 use filter_common::{
-    generation_slot, names, AddrKeyData, CellKey, EniConfig, EniKey, GenConfig, PortKeyData,
-    RuleHit, TableMeta, ADDR_KEY_FIXED_BITS, FAMILY_V4, FAMILY_V6, PORT_KEY_FIXED_BITS,
-    SLOT_ID_BIT,
+    generation_slot, names, Bound, CellKey, EniConfig, EniKey, GenConfig, RuleSetRuns, Run,
+    TableMeta, MAX_BOUNDS, MAX_RULE_SETS, MAX_TABLES, SLOT_ID_BIT, TABLE_LIVE,
 };
 
 use super::{
     error::{DataplaneError, Result},
-    maps::Maps,
+    maps::{Maps, WrittenIndexes},
     sys,
 };
-
-/// One entry of an LPM trie, as the compiler produces it.
+use crate::compile::Layout;
 pub use crate::compile::LpmEntry;
 
 /// The contents of one generation's slot, borrowed from the compiler's
 /// output (`compile::Compiled`). Every key must carry the generation's slot
-/// (`EniKey.slot`, or [`SLOT_ID_BIT`] in table and rule-set ids).
+/// (`EniKey.slot`, or [`SLOT_ID_BIT`] in table and rule-set ids), and every
+/// run must lie in the slot's half of `FILTER_BOUNDS`.
 #[derive(Clone, Copy, Debug)]
 pub struct GenerationMaps<'a> {
     pub generation: u32,
     pub config: &'a GenConfig,
     pub enis: &'a [(EniKey, EniConfig)],
-    pub tables: &'a [(u32, TableMeta)],
-    pub dport: &'a [LpmEntry<PortKeyData, u32>],
-    pub sport: &'a [LpmEntry<PortKeyData, u32>],
-    pub local: &'a [LpmEntry<AddrKeyData, u32>],
     pub cells: &'a [(CellKey, u32)],
-    pub rules: &'a [LpmEntry<AddrKeyData, RuleHit>],
-    pub inner: &'a [LpmEntry<AddrKeyData, RuleHit>],
+    /// `FILTER_TABLES`, `FILTER_RULE_SETS` and `FILTER_BOUNDS`.
+    pub layout: &'a Layout,
 }
 
 impl<'a> From<&'a crate::compile::Compiled> for GenerationMaps<'a> {
@@ -43,13 +42,8 @@ impl<'a> From<&'a crate::compile::Compiled> for GenerationMaps<'a> {
             generation: c.generation,
             config: &c.config,
             enis: &c.enis,
-            tables: &c.tables,
-            dport: &c.dport,
-            sport: &c.sport,
-            local: &c.local,
             cells: &c.cells,
-            rules: &c.rules,
-            inner: &c.inner,
+            layout: &c.layout,
         }
     }
 }
@@ -58,13 +52,10 @@ impl GenerationMaps<'_> {
     /// Number of map entries the generation writes (the config included).
     pub fn entry_count(&self) -> usize {
         1 + self.enis.len()
-            + self.tables.len()
-            + self.dport.len()
-            + self.sport.len()
-            + self.local.len()
             + self.cells.len()
-            + self.rules.len()
-            + self.inner.len()
+            + self.layout.tables.len()
+            + self.layout.rule_sets.len()
+            + self.layout.bounds.len()
     }
 }
 
@@ -87,17 +78,46 @@ pub struct WriteSummary {
 }
 
 /// What one slot of the maps holds, read back (entries sorted by key).
+/// Of the arrays, what the slot can reach: live tables, rule sets with a
+/// range, and the bounds their runs name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotContents {
     pub config: GenConfig,
     pub enis: Vec<(EniKey, EniConfig)>,
-    pub tables: Vec<(u32, TableMeta)>,
-    pub dport: Vec<LpmEntry<PortKeyData, u32>>,
-    pub sport: Vec<LpmEntry<PortKeyData, u32>>,
-    pub local: Vec<LpmEntry<AddrKeyData, u32>>,
     pub cells: Vec<(CellKey, u32)>,
-    pub rules: Vec<LpmEntry<AddrKeyData, RuleHit>>,
-    pub inner: Vec<LpmEntry<AddrKeyData, RuleHit>>,
+    pub tables: Vec<(u32, TableMeta)>,
+    pub rule_sets: Vec<(u32, RuleSetRuns)>,
+    /// `FILTER_BOUNDS` from the slot's first index to the end of the last
+    /// run.
+    pub bounds: Vec<Bound>,
+}
+
+/// The runs a slot's tables and rule sets name.
+fn runs<'a>(
+    tables: &'a [(u32, TableMeta)],
+    rule_sets: &'a [(u32, RuleSetRuns)],
+) -> impl Iterator<Item = Run> + 'a {
+    tables
+        .iter()
+        .flat_map(|(_, t)| {
+            t.dport
+                .into_iter()
+                .chain(t.sport)
+                .chain(t.local)
+                .chain(t.members)
+        })
+        .chain(rule_sets.iter().flat_map(|(_, r)| [r.v4, r.v6]))
+        .filter(|r| r.len > 0)
+}
+
+/// The first `FILTER_BOUNDS` index of a slot.
+fn bounds_base(slot: u32) -> u32 {
+    slot * (MAX_BOUNDS / 2)
+}
+
+/// Whether a rule set has any range (a cleared entry has none).
+fn rule_set_live(r: &RuleSetRuns) -> bool {
+    r.v4.len > 0 || r.v6.len > 0
 }
 
 impl SlotContents {
@@ -108,34 +128,31 @@ impl SlotContents {
             v.sort_by_key(|(k, _)| *k);
             v
         }
-        fn sorted_lpm<K: Ord + Copy, V: Copy>(v: &[LpmEntry<K, V>]) -> Vec<LpmEntry<K, V>> {
-            let mut v = v.to_vec();
-            v.sort_by_key(|e| (e.key, e.prefix_len));
-            v
-        }
+        let rule_sets: Vec<(u32, RuleSetRuns)> = sorted_pairs(&g.layout.rule_sets)
+            .into_iter()
+            .filter(|(_, r)| rule_set_live(r))
+            .collect();
+        let tables = sorted_pairs(&g.layout.tables);
+        let end = runs(&tables, &rule_sets)
+            .map(|r| r.start + r.len - g.layout.base)
+            .max()
+            .unwrap_or(0);
         Self {
             config: *g.config,
             enis: sorted_pairs(g.enis),
-            tables: sorted_pairs(g.tables),
-            dport: sorted_lpm(g.dport),
-            sport: sorted_lpm(g.sport),
-            local: sorted_lpm(g.local),
             cells: sorted_pairs(g.cells),
-            rules: sorted_lpm(g.rules),
-            inner: sorted_lpm(g.inner),
+            bounds: g.layout.bounds.iter().take(end as usize).copied().collect(),
+            tables,
+            rule_sets,
         }
     }
 
     /// Whether the slot holds no entries (the config aside).
     pub fn is_empty(&self) -> bool {
         self.enis.is_empty()
-            && self.tables.is_empty()
-            && self.dport.is_empty()
-            && self.sport.is_empty()
-            && self.local.is_empty()
             && self.cells.is_empty()
-            && self.rules.is_empty()
-            && self.inner.is_empty()
+            && self.tables.is_empty()
+            && self.rule_sets.is_empty()
     }
 }
 
@@ -155,22 +172,10 @@ impl SlotKey for EniKey {
     }
 }
 
-/// `FILTER_TABLES` is keyed by the table id itself.
+/// Table and rule-set ids.
 impl SlotKey for u32 {
     fn slot(&self) -> u32 {
         id_slot(*self)
-    }
-}
-
-impl SlotKey for PortKeyData {
-    fn slot(&self) -> u32 {
-        id_slot(self.table)
-    }
-}
-
-impl SlotKey for AddrKeyData {
-    fn slot(&self) -> u32 {
-        id_slot(self.id)
     }
 }
 
@@ -180,24 +185,9 @@ impl SlotKey for CellKey {
     }
 }
 
-impl<K: Pod + SlotKey> SlotKey for Key<K> {
-    fn slot(&self) -> u32 {
-        self.data().slot()
-    }
-}
-
-/// Longest meaningful prefix of an address key of a family.
-const fn addr_key_bits(family: u8) -> Option<u32> {
-    match family {
-        FAMILY_V4 => Some(ADDR_KEY_FIXED_BITS + 32),
-        FAMILY_V6 => Some(ADDR_KEY_FIXED_BITS + 128),
-        _ => None,
-    }
-}
-
-/// Checks that every key of `maps` lies in `slot` and that every LPM prefix
-/// covers the key's exact-match fields (a shorter prefix would match ids of
-/// the other slot, i.e. the running generation).
+/// Checks that every key and id of `maps` lies in `slot`, and every run in
+/// the slot's half of `FILTER_BOUNDS`, within what the layout holds (a run
+/// elsewhere would read the running generation's ranges).
 fn validate(maps: &GenerationMaps<'_>, slot: u32) -> std::result::Result<(), String> {
     fn keys<'k, K: SlotKey + std::fmt::Debug + 'k>(
         map: &str,
@@ -209,49 +199,52 @@ fn validate(maps: &GenerationMaps<'_>, slot: u32) -> std::result::Result<(), Str
             None => Ok(()),
         }
     }
-    fn port_prefixes(
+    let layout = maps.layout;
+    keys(names::ENIS, maps.enis.iter().map(|(k, _)| k), slot)?;
+    keys(names::CELLS, maps.cells.iter().map(|(k, _)| k), slot)?;
+    keys(names::TABLES, layout.tables.iter().map(|(k, _)| k), slot)?;
+    keys(
+        names::RULE_SETS,
+        layout.rule_sets.iter().map(|(k, _)| k),
+        slot,
+    )?;
+    // An index past the slot's half would land in the other slot's.
+    fn within<'k, V: 'k>(
         map: &str,
-        entries: &[LpmEntry<PortKeyData, u32>],
+        entries: &'k [(u32, V)],
+        capacity: u32,
     ) -> std::result::Result<(), String> {
         match entries
             .iter()
-            .find(|e| !(PORT_KEY_FIXED_BITS..=PORT_KEY_FIXED_BITS + 16).contains(&e.prefix_len))
+            .find(|(id, _)| id & !SLOT_ID_BIT >= capacity / 2)
         {
-            Some(e) => Err(format!(
-                "{map} entry {e:?} has a prefix length outside {PORT_KEY_FIXED_BITS}..=64"
+            Some((id, _)) => Err(format!(
+                "{map} id {id:#x} is past its slot's {} entries",
+                capacity / 2
             )),
             None => Ok(()),
         }
     }
-    fn addr_prefixes<V: std::fmt::Debug>(
-        map: &str,
-        entries: &[LpmEntry<AddrKeyData, V>],
-    ) -> std::result::Result<(), String> {
-        for e in entries {
-            let Some(max) = addr_key_bits(e.key.family) else {
-                return Err(format!("{map} entry {e:?} has an unknown address family"));
-            };
-            if !(ADDR_KEY_FIXED_BITS..=max).contains(&e.prefix_len) {
-                return Err(format!(
-                    "{map} entry {e:?} has a prefix length outside {ADDR_KEY_FIXED_BITS}..={max}"
-                ));
-            }
-        }
-        Ok(())
+    within(names::TABLES, &layout.tables, MAX_TABLES)?;
+    within(names::RULE_SETS, &layout.rule_sets, MAX_RULE_SETS)?;
+    let base = bounds_base(slot);
+    if layout.base != base || layout.bounds.len() > (MAX_BOUNDS / 2) as usize {
+        return Err(format!(
+            "{} holds {} bounds from index {}, not at most {} from {base}",
+            names::BOUNDS,
+            layout.bounds.len(),
+            layout.base,
+            MAX_BOUNDS / 2
+        ));
     }
-    keys(names::ENIS, maps.enis.iter().map(|(k, _)| k), slot)?;
-    keys(names::TABLES, maps.tables.iter().map(|(k, _)| k), slot)?;
-    keys(names::DPORT, maps.dport.iter().map(|e| &e.key), slot)?;
-    keys(names::SPORT, maps.sport.iter().map(|e| &e.key), slot)?;
-    keys(names::LOCAL, maps.local.iter().map(|e| &e.key), slot)?;
-    keys(names::CELLS, maps.cells.iter().map(|(k, _)| k), slot)?;
-    keys(names::RULES, maps.rules.iter().map(|e| &e.key), slot)?;
-    keys(names::INNER, maps.inner.iter().map(|e| &e.key), slot)?;
-    port_prefixes(names::DPORT, maps.dport)?;
-    port_prefixes(names::SPORT, maps.sport)?;
-    addr_prefixes(names::LOCAL, maps.local)?;
-    addr_prefixes(names::RULES, maps.rules)?;
-    addr_prefixes(names::INNER, maps.inner)?;
+    let end = u64::from(base) + layout.bounds.len() as u64;
+    if let Some(run) = runs(&layout.tables, &layout.rule_sets)
+        .find(|r| r.start < base || u64::from(r.start) + u64::from(r.len) > end)
+    {
+        return Err(format!(
+            "run {run:?} is outside the bounds written ({base}..{end})"
+        ));
+    }
     Ok(())
 }
 
@@ -292,32 +285,99 @@ fn purge_hash<K: Pod + SlotKey, V: Pod>(
     Ok(deleted)
 }
 
-/// [`purge_hash`] for an LPM trie.
-fn purge_lpm<K: Pod + SlotKey, V: Pod>(
+/// A failed batch call as aya reports failed map calls.
+fn batch_error(io_error: std::io::Error) -> MapError {
+    MapError::SyscallError(aya::sys::SyscallError {
+        call: "bpf_map_*_batch",
+        io_error,
+    })
+}
+
+/// Clears the entries of an array that `live` picks among `indexes`,
+/// read in one batched walk.
+fn purge_array<T: Pod + Default>(
     name: &'static str,
-    map: &mut LpmTrie<MapData, K, V>,
-    slot: u32,
+    map: &Array<MapData, T>,
+    indexes: std::ops::Range<u32>,
+    live: impl Fn(&T) -> bool,
 ) -> Result<usize> {
-    let keys = map
-        .keys()
-        .filter(|k| k.as_ref().map_or(true, |k| k.slot() == slot))
-        .collect::<std::result::Result<Vec<Key<K>>, _>>()
-        .map_err(|e| DataplaneError::map(name, "listing keys", e))?;
-    let mut deleted = 0;
-    for key in &keys {
-        match map.remove(key) {
-            Ok(()) => deleted += 1,
-            Err(e) if is_enoent(&e) => {}
-            Err(e) => {
-                return Err(DataplaneError::map(
-                    name,
-                    "deleting an entry of the old slot",
-                    e,
-                ))
-            }
+    let mut found = Vec::new();
+    sys::array_for_each(map.map().fd().as_fd(), |index, value: T| {
+        if indexes.contains(&index) && live(&value) {
+            found.push(index);
         }
+    })
+    .map_err(|e| DataplaneError::map(name, "listing entries", batch_error(e)))?;
+    clear_array(name, map, &found)
+}
+
+/// Clears the entries of an array at `indexes`.
+fn clear_array<T: Pod + Default>(
+    name: &'static str,
+    map: &Array<MapData, T>,
+    indexes: &[u32],
+) -> Result<usize> {
+    write_array(map, indexes.iter().map(|&i| (i, T::default())))
+        .map_err(|e| DataplaneError::map(name, "clearing an entry of the old slot", e))
+}
+
+/// Writes entries at their array indexes; consecutive ones (the compiler's
+/// ids are) go in one batch. Returns how many were written.
+fn write_array<T: Pod>(
+    map: &Array<MapData, T>,
+    entries: impl IntoIterator<Item = (u32, T)>,
+) -> std::result::Result<usize, MapError> {
+    let mut n = 0;
+    let mut pending: Vec<T> = Vec::new();
+    let mut first = 0;
+    let flush = |first: u32, pending: &mut Vec<T>| {
+        let written = pending.len();
+        let r = sys::array_update_batch(map.map().fd().as_fd(), first, pending);
+        pending.clear();
+        r.map(|()| written).map_err(batch_error)
+    };
+    for (index, value) in entries {
+        if index != first + pending.len() as u32 && !pending.is_empty() {
+            n += flush(first, &mut pending)?;
+        }
+        if pending.is_empty() {
+            first = index;
+        }
+        pending.push(value);
     }
-    Ok(deleted)
+    if !pending.is_empty() {
+        n += flush(first, &mut pending)?;
+    }
+    Ok(n)
+}
+
+/// The entries of an array that `live` picks among `indexes`, as `(id of
+/// the index, value)`.
+fn read_array<T: Pod>(
+    name: &'static str,
+    map: &Array<MapData, T>,
+    indexes: std::ops::Range<u32>,
+    id: impl Fn(u32) -> u32,
+    live: impl Fn(&T) -> bool,
+) -> Result<Vec<(u32, T)>> {
+    let mut out = Vec::new();
+    sys::array_for_each(map.map().fd().as_fd(), |index, value: T| {
+        if indexes.contains(&index) && live(&value) {
+            out.push((id(index), value));
+        }
+    })
+    .map_err(|e| DataplaneError::map(name, "reading", batch_error(e)))?;
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// The indexes of a slot's half of an array of `capacity` entries, and the
+/// id each stands for.
+fn half(slot: u32, capacity: u32) -> (std::ops::Range<u32>, impl Fn(u32) -> u32) {
+    let half = capacity / 2;
+    (slot * half..(slot + 1) * half, move |index: u32| {
+        (index - slot * half) | (slot * SLOT_ID_BIT)
+    })
 }
 
 fn read_hash<K: Pod + SlotKey + Ord + Copy, V: Pod>(
@@ -336,43 +396,49 @@ fn read_hash<K: Pod + SlotKey + Ord + Copy, V: Pod>(
     Ok(out)
 }
 
-fn read_lpm<K: Pod + SlotKey + Ord, V: Pod>(
-    name: &'static str,
-    map: &LpmTrie<MapData, K, V>,
-    slot: u32,
-) -> Result<Vec<LpmEntry<K, V>>> {
-    let mut out = Vec::new();
-    for item in map.iter() {
-        let (k, value) = item.map_err(|e| DataplaneError::map(name, "reading", e))?;
-        if k.slot() == slot {
-            out.push(LpmEntry {
-                prefix_len: k.prefix_len(),
-                key: k.data(),
-                value,
-            });
-        }
-    }
-    out.sort_by_key(|e| (e.key, e.prefix_len));
-    Ok(out)
-}
-
 impl Maps {
     /// Reads back everything `slot` holds.
     pub(crate) fn read_slot(&self, slot: u32) -> Result<SlotContents> {
+        let (table_indexes, table_id) = half(slot, MAX_TABLES);
+        let tables = read_array(names::TABLES, &self.tables, table_indexes, table_id, |t| {
+            t.flags & TABLE_LIVE != 0
+        })?;
+        let (set_indexes, set_id) = half(slot, MAX_RULE_SETS);
+        let rule_sets = read_array(
+            names::RULE_SETS,
+            &self.rule_sets,
+            set_indexes,
+            set_id,
+            rule_set_live,
+        )?;
+        let base = bounds_base(slot);
+        let end = runs(&tables, &rule_sets)
+            .map(|r| r.start + r.len)
+            .max()
+            .unwrap_or(base);
+        let bounds = (base..end)
+            .map(|i| {
+                self.bounds
+                    .get(&i, 0)
+                    .map_err(|e| DataplaneError::map(names::BOUNDS, "reading", e))
+            })
+            .collect::<Result<Vec<Bound>>>()?;
         Ok(SlotContents {
             config: self
                 .config
                 .get(&slot, 0)
                 .map_err(|e| DataplaneError::map(names::CONFIG, "reading", e))?,
-            enis: read_hash(names::ENIS, &self.enis, slot)?,
-            tables: read_hash(names::TABLES, &self.tables, slot)?,
-            dport: read_lpm(names::DPORT, &self.dport, slot)?,
-            sport: read_lpm(names::SPORT, &self.sport, slot)?,
-            local: read_lpm(names::LOCAL, &self.local, slot)?,
+            enis: self.read_enis(slot)?,
             cells: read_hash(names::CELLS, &self.cells, slot)?,
-            rules: read_lpm(names::RULES, &self.rules, slot)?,
-            inner: read_lpm(names::INNER, &self.inner, slot)?,
+            tables,
+            rule_sets,
+            bounds,
         })
+    }
+
+    /// The ENIs `slot` guards.
+    pub(crate) fn read_enis(&self, slot: u32) -> Result<Vec<(EniKey, EniConfig)>> {
+        read_hash(names::ENIS, &self.enis, slot)
     }
 
     /// `FILTER_ACTIVE[0]`: the running generation (0: none yet).
@@ -382,20 +448,35 @@ impl Maps {
             .map_err(|e| DataplaneError::map(names::ACTIVE, "reading the running generation", e))
     }
 
-    /// Deletes every entry of `slot` from every per-generation map and
-    /// zeroes its config. Returns the number of entries deleted.
+    /// Deletes every entry of `slot` from every per-generation map, clears
+    /// its tables and rule sets, and zeroes its config. Returns the number
+    /// of entries deleted or cleared. Its bounds stay: nothing reaches them
+    /// without a table or rule set.
     pub(crate) fn purge_slot(&mut self, slot: u32) -> Result<usize> {
         // Only a slot that no program run uses is ever purged, so the order
         // does not matter.
         let mut n = 0;
         n += purge_hash(names::ENIS, &mut self.enis, slot)?;
-        n += purge_hash(names::TABLES, &mut self.tables, slot)?;
-        n += purge_lpm(names::DPORT, &mut self.dport, slot)?;
-        n += purge_lpm(names::SPORT, &mut self.sport, slot)?;
-        n += purge_lpm(names::LOCAL, &mut self.local, slot)?;
         n += purge_hash(names::CELLS, &mut self.cells, slot)?;
-        n += purge_lpm(names::RULES, &mut self.rules, slot)?;
-        n += purge_lpm(names::INNER, &mut self.inner, slot)?;
+        // What this process wrote is cleared by index; anything else is
+        // found by a walk of the arrays.
+        match self.written.get_mut(slot as usize).and_then(Option::take) {
+            Some(w) => {
+                n += clear_array(names::TABLES, &self.tables, &w.tables)?;
+                n += clear_array(names::RULE_SETS, &self.rule_sets, &w.rule_sets)?;
+            }
+            None => {
+                n += purge_array(names::TABLES, &self.tables, half(slot, MAX_TABLES).0, |t| {
+                    t.flags & TABLE_LIVE != 0
+                })?;
+                n += purge_array(
+                    names::RULE_SETS,
+                    &self.rule_sets,
+                    half(slot, MAX_RULE_SETS).0,
+                    rule_set_live,
+                )?;
+            }
+        }
         self.config
             .set(slot, GenConfig::default(), 0)
             .map_err(|e| DataplaneError::map(names::CONFIG, "clearing the old slot", e))?;
@@ -404,17 +485,6 @@ impl Maps {
 
     /// Writes every entry of `g` into `slot`, which must be empty.
     fn fill_slot(&mut self, g: &GenerationMaps<'_>, slot: u32) -> Result<usize> {
-        fn lpm<K: Pod, V: Pod>(
-            name: &'static str,
-            map: &mut LpmTrie<MapData, K, V>,
-            entries: &[LpmEntry<K, V>],
-        ) -> Result<usize> {
-            for e in entries {
-                map.insert(&Key::new(e.prefix_len, e.key), e.value, 0)
-                    .map_err(|err| DataplaneError::map(name, "writing the new slot", err))?;
-            }
-            Ok(entries.len())
-        }
         fn hash<K: Pod, V: Pod>(
             name: &'static str,
             map: &mut HashMap<MapData, K, V>,
@@ -426,20 +496,58 @@ impl Maps {
             }
             Ok(entries.len())
         }
+        fn array<T: Pod>(
+            name: &'static str,
+            map: &Array<MapData, T>,
+            entries: impl IntoIterator<Item = (u32, T)>,
+        ) -> Result<usize> {
+            write_array(map, entries)
+                .map_err(|e| DataplaneError::map(name, "writing the new slot", e))
+        }
+        let layout = g.layout;
         self.config
             .set(slot, g.config, 0)
             .map_err(|e| DataplaneError::map(names::CONFIG, "writing the new slot", e))?;
         let mut n = 1;
         // Lookup order, leaves first: the ENIs, which make the rest
         // reachable, last.
-        n += lpm(names::RULES, &mut self.rules, g.rules)?;
-        n += lpm(names::INNER, &mut self.inner, g.inner)?;
+        n += array(
+            names::BOUNDS,
+            &self.bounds,
+            (layout.base..).zip(layout.bounds.iter().copied()),
+        )?;
+        n += array(
+            names::RULE_SETS,
+            &self.rule_sets,
+            layout
+                .rule_sets
+                .iter()
+                .map(|&(id, r)| (Layout::rule_set_index(id), r)),
+        )?;
         n += hash(names::CELLS, &mut self.cells, g.cells)?;
-        n += lpm(names::LOCAL, &mut self.local, g.local)?;
-        n += lpm(names::SPORT, &mut self.sport, g.sport)?;
-        n += lpm(names::DPORT, &mut self.dport, g.dport)?;
-        n += hash(names::TABLES, &mut self.tables, g.tables)?;
+        n += array(
+            names::TABLES,
+            &self.tables,
+            layout
+                .tables
+                .iter()
+                .map(|&(id, t)| (Layout::table_index(id), t)),
+        )?;
         n += hash(names::ENIS, &mut self.enis, g.enis)?;
+        if let Some(w) = self.written.get_mut(slot as usize) {
+            *w = Some(WrittenIndexes {
+                tables: layout
+                    .tables
+                    .iter()
+                    .map(|&(id, _)| Layout::table_index(id))
+                    .collect(),
+                rule_sets: layout
+                    .rule_sets
+                    .iter()
+                    .map(|&(id, _)| Layout::rule_set_index(id))
+                    .collect(),
+            });
+        }
         Ok(n)
     }
 
@@ -541,15 +649,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use filter_common::{AddrKeyData, RuleHit, ADDR_KEY_FIXED_BITS, FAMILY_V4};
 
-    fn addr(id: u32, family: u8) -> AddrKeyData {
-        AddrKeyData {
-            id,
-            family,
-            ..Default::default()
-        }
-    }
+    use super::*;
+    use crate::compile::Prefixes;
 
     #[test]
     fn id_slot_follows_the_top_bit() {
@@ -560,14 +663,28 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_keys_of_the_other_slot_and_bad_prefixes() {
+    fn validate_rejects_ids_of_the_other_slot_and_runs_outside_its_bounds() {
         let config = GenConfig::default();
-        let tables = [(SLOT_ID_BIT | 1, TableMeta::default())];
-        let rules_ok = [LpmEntry {
+        let tables = [(SLOT_ID_BIT, TableMeta::default())];
+        let rules = [LpmEntry {
             prefix_len: ADDR_KEY_FIXED_BITS + 24,
-            key: addr(SLOT_ID_BIT | 2, FAMILY_V4),
+            key: AddrKeyData {
+                id: SLOT_ID_BIT,
+                family: FAMILY_V4,
+                ..Default::default()
+            },
             value: RuleHit::default(),
         }];
+        let prefixes = Prefixes {
+            tables: &tables,
+            rule_sets: 1,
+            dport: &[],
+            sport: &[],
+            local: &[],
+            rules: &rules,
+            inner: &[],
+        };
+        let layout = Layout::build(&prefixes, 1).unwrap_or_else(|e| panic!("{e}"));
         let g = GenerationMaps {
             generation: 3,
             config: &config,
@@ -578,55 +695,35 @@ mod tests {
                 },
                 EniConfig::default(),
             )],
-            tables: &tables,
-            dport: &[],
-            sport: &[],
-            local: &[],
             cells: &[],
-            rules: &rules_ok,
-            inner: &[],
+            layout: &layout,
         };
         assert_eq!(validate(&g, 1), Ok(()));
         assert!(validate(&g, 0).is_err());
 
-        let too_short = [LpmEntry {
-            prefix_len: 31,
-            ..rules_ok[0]
-        }];
+        // Bounds in the other half.
+        let other = Layout {
+            base: 0,
+            ..layout.clone()
+        };
         assert!(validate(
             &GenerationMaps {
-                rules: &too_short,
+                layout: &other,
                 ..g
             },
             1
         )
         .is_err());
-        let too_long = [LpmEntry {
-            prefix_len: ADDR_KEY_FIXED_BITS + 33,
-            ..rules_ok[0]
-        }];
+        // A run past the bounds written.
+        let mut short = layout.clone();
+        short.bounds.pop();
         assert!(validate(
             &GenerationMaps {
-                rules: &too_long,
+                layout: &short,
                 ..g
             },
             1
         )
         .is_err());
-        let v6 = [LpmEntry {
-            prefix_len: ADDR_KEY_FIXED_BITS + 128,
-            key: addr(SLOT_ID_BIT | 2, FAMILY_V6),
-            ..rules_ok[0]
-        }];
-        assert_eq!(validate(&GenerationMaps { rules: &v6, ..g }, 1), Ok(()));
-        let port = [LpmEntry {
-            prefix_len: PORT_KEY_FIXED_BITS - 1,
-            key: PortKeyData {
-                table: SLOT_ID_BIT | 1,
-                ..Default::default()
-            },
-            value: 0,
-        }];
-        assert!(validate(&GenerationMaps { dport: &port, ..g }, 1).is_err());
     }
 }

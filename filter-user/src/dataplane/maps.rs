@@ -3,12 +3,12 @@
 use std::mem::size_of;
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapType, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapType, PerCpuArray},
     Ebpf, Pod,
 };
 use filter_common::{
-    names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
-    GenConfig, PortKeyData, RejectEntry, RejectKey, RuleHit, RuleStats, TableMeta,
+    names, Bound, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
+    GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta,
 };
 
 use super::error::{DataplaneError, Result};
@@ -23,12 +23,9 @@ pub(crate) const PINNED_MAPS: &[&str] = &[
     names::CONFIG,
     names::ENIS,
     names::TABLES,
-    names::DPORT,
-    names::SPORT,
-    names::LOCAL,
     names::CELLS,
-    names::RULES,
-    names::INNER,
+    names::RULE_SETS,
+    names::BOUNDS,
     names::CT,
     names::FRAGS,
     names::STATS,
@@ -41,13 +38,10 @@ pub(crate) struct Maps {
     pub active: Array<MapData, u32>,
     pub config: Array<MapData, GenConfig>,
     pub enis: HashMap<MapData, EniKey, EniConfig>,
-    pub tables: HashMap<MapData, u32, TableMeta>,
-    pub dport: LpmTrie<MapData, PortKeyData, u32>,
-    pub sport: LpmTrie<MapData, PortKeyData, u32>,
-    pub local: LpmTrie<MapData, AddrKeyData, u32>,
+    pub tables: Array<MapData, TableMeta>,
     pub cells: HashMap<MapData, CellKey, u32>,
-    pub rules: LpmTrie<MapData, AddrKeyData, RuleHit>,
-    pub inner: LpmTrie<MapData, AddrKeyData, RuleHit>,
+    pub rule_sets: Array<MapData, RuleSetRuns>,
+    pub bounds: Array<MapData, Bound>,
     pub ct: HashMap<MapData, CtKey, CtEntry>,
     pub stats: PerCpuArray<MapData, u64>,
     pub rule_stats: PerCpuArray<MapData, RuleStats>,
@@ -55,6 +49,17 @@ pub(crate) struct Maps {
     /// a switch): the next apply into it can skip the scan for leftovers.
     /// Only this process writes the maps (the pin directory is locked).
     pub known_empty: Option<u32>,
+    /// Per slot, the `FILTER_TABLES` and `FILTER_RULE_SETS` indexes this
+    /// process wrote into it: clearing them needs no walk of the arrays.
+    /// None: unknown (written by an earlier process, or partly).
+    pub written: [Option<WrittenIndexes>; 2],
+}
+
+/// The array entries one generation's write made live.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WrittenIndexes {
+    pub tables: Vec<u32>,
+    pub rule_sets: Vec<u32>,
 }
 
 impl Maps {
@@ -65,12 +70,9 @@ impl Maps {
         check::<u32, u32>(ebpf, names::ACTIVE, false)?;
         check::<u32, GenConfig>(ebpf, names::CONFIG, false)?;
         check::<u32, TableMeta>(ebpf, names::TABLES, false)?;
-        check::<Key<PortKeyData>, u32>(ebpf, names::DPORT, false)?;
-        check::<Key<PortKeyData>, u32>(ebpf, names::SPORT, false)?;
-        check::<Key<AddrKeyData>, u32>(ebpf, names::LOCAL, false)?;
         check::<CellKey, u32>(ebpf, names::CELLS, false)?;
-        check::<Key<AddrKeyData>, RuleHit>(ebpf, names::RULES, false)?;
-        check::<Key<AddrKeyData>, RuleHit>(ebpf, names::INNER, false)?;
+        check::<u32, RuleSetRuns>(ebpf, names::RULE_SETS, false)?;
+        check::<u32, Bound>(ebpf, names::BOUNDS, false)?;
         check::<CtKey, CtEntry>(ebpf, names::CT, false)?;
         check::<FragKey, FragEntry>(ebpf, names::FRAGS, false)?;
         check::<u32, u64>(ebpf, names::STATS, true)?;
@@ -82,16 +84,14 @@ impl Maps {
             config: typed(ebpf, names::CONFIG)?,
             enis: typed(ebpf, names::ENIS)?,
             tables: typed(ebpf, names::TABLES)?,
-            dport: typed(ebpf, names::DPORT)?,
-            sport: typed(ebpf, names::SPORT)?,
-            local: typed(ebpf, names::LOCAL)?,
             cells: typed(ebpf, names::CELLS)?,
-            rules: typed(ebpf, names::RULES)?,
-            inner: typed(ebpf, names::INNER)?,
+            rule_sets: typed(ebpf, names::RULE_SETS)?,
+            bounds: typed(ebpf, names::BOUNDS)?,
             ct: typed(ebpf, names::CT)?,
             stats: typed(ebpf, names::STATS)?,
             rule_stats: typed(ebpf, names::RULE_STATS)?,
             known_empty: None,
+            written: [None, None],
         })
     }
 }

@@ -28,7 +28,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use filter_common::{names, CtEntry, CtKey, STAT_COUNT};
+use filter_common::{names, CtEntry, CtKey, EniConfig, EniKey, STAT_COUNT};
 
 pub use attach::Attachment;
 pub use counters::{KtimeClock, RuleCounters};
@@ -127,6 +127,11 @@ impl Dataplane {
     /// and debugging dumps.
     pub fn read_slot(&self, slot: u32) -> Result<SlotContents> {
         self.maps.read_slot(slot)
+    }
+
+    /// The ENIs slot `slot` guards: their keys and configs.
+    pub fn read_enis(&self, slot: u32) -> Result<Vec<(EniKey, EniConfig)>> {
+        self.maps.read_enis(slot)
     }
 
     /// The running generation, `FILTER_ACTIVE[0]` (0: none written yet).

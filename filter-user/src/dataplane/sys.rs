@@ -1,4 +1,4 @@
-//! The two system calls aya 0.14 does not wrap.
+//! The system calls aya 0.14 does not wrap.
 use std::{
     ffi::CString,
     io,
@@ -20,6 +20,7 @@ const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
 const BPF_OBJ_GET: libc::c_int = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
 const BPF_LINK_DETACH: libc::c_int = 34;
 
 /// What we wait when `membarrier` cannot give us an RCU grace period
@@ -271,6 +272,67 @@ pub(crate) fn for_each_batched(
         cursor = next;
         first = false;
     }
+}
+
+/// Every entry of a (shared, not per-CPU) array, with `BPF_MAP_LOOKUP_BATCH`:
+/// `f` gets each index and its value.
+pub(crate) fn array_for_each<T: aya::Pod>(
+    map: BorrowedFd<'_>,
+    mut f: impl FnMut(u32, T),
+) -> io::Result<()> {
+    for_each_batched(map, 4, size_of::<T>(), |key, value| {
+        let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
+        // SAFETY: `value` holds `size_of::<T>()` bytes (for_each_batched's
+        // chunks), and a `Pod` is valid for any bytes.
+        f(index, unsafe {
+            std::ptr::read_unaligned(value.as_ptr().cast::<T>())
+        });
+    })
+}
+
+/// Writes `values` at indexes `start..` of an array with
+/// `BPF_MAP_UPDATE_BATCH` (Linux 5.6): thousands of entries per call.
+pub(crate) fn array_update_batch<T: aya::Pod>(
+    map: BorrowedFd<'_>,
+    start: u32,
+    values: &[T],
+) -> io::Result<()> {
+    const CHUNK: usize = 16_384;
+    let Ok(map_fd) = u32::try_from(map.as_raw_fd()) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    for (n, chunk) in values.chunks(CHUNK).enumerate() {
+        let first = u32::try_from(n * CHUNK)
+            .ok()
+            .and_then(|offset| start.checked_add(offset))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let keys: Vec<u32> = (first..).take(chunk.len()).collect();
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys.as_ptr() as u64,
+            values: chunk.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `keys` and `chunk` hold `count` keys and values of the
+        // map's sizes (u32 indexes, `T` values; `Maps::take` checked the
+        // value size) and outlive the call; the kernel only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Nanoseconds on one clock.

@@ -695,7 +695,7 @@ fn a_table_too_big_for_a_map_is_refused_by_name() {
         Err(e @ CompileError::MapFull { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("FILTER_LOCAL")
+                text.contains("local-address prefixes")
                     && text.contains("sg-big ingress")
                     && text.contains("e1"),
                 "{text}"
