@@ -163,6 +163,41 @@ struct BatchAttr {
     flags: u64,
 }
 
+impl BatchAttr {
+    /// A command on `count` entries at `keys` and `values`, without cursors.
+    fn new(map_fd: u32, keys: u64, values: u64, count: u32) -> Self {
+        Self {
+            in_batch: 0,
+            out_batch: 0,
+            keys,
+            values,
+            count,
+            map_fd,
+            elem_flags: 0,
+            flags: 0,
+        }
+    }
+}
+
+/// One `BPF_MAP_*_BATCH` system call; its return value.
+///
+/// # Safety
+///
+/// Every pointer in `attr` must be valid, for the whole call, for what
+/// `cmd` reads or writes: `count` keys and values of the map's sizes, and
+/// one u32 per batch cursor.
+unsafe fn batch(cmd: libc::c_int, attr: &mut BatchAttr) -> libc::c_long {
+    // SAFETY: the caller's.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    }
+}
+
 /// One `BPF_MAP_LOOKUP_BATCH` call; the number of entries read, and the
 /// error (`ENOENT`: the end).
 fn lookup_batch(
@@ -179,25 +214,18 @@ fn lookup_batch(
     let mut attr = BatchAttr {
         in_batch: in_batch.map_or(0, |b| b as *const u32 as u64),
         out_batch: out_batch as *mut u32 as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: u32::try_from(count).unwrap_or(u32::MAX),
-        map_fd,
-        elem_flags: 0,
-        flags: 0,
+        ..BatchAttr::new(
+            map_fd,
+            keys.as_mut_ptr() as u64,
+            values.as_mut_ptr() as u64,
+            u32::try_from(count).unwrap_or(u32::MAX),
+        )
     };
     // SAFETY: every pointer in `attr` is valid for what the kernel writes:
     // `keys` and `values` hold `count` keys and values (the callers size
     // them), the batch cursors one u32 each (what hash maps and arrays
     // use). All outlive the call; the kernel writes the count back.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            size_of::<BatchAttr>(),
-        )
-    };
+    let rc = unsafe { batch(BPF_MAP_LOOKUP_BATCH, &mut attr) };
     let err = (rc < 0).then(io::Error::last_os_error);
     (attr.count as usize, err)
 }
@@ -307,27 +335,16 @@ pub(crate) fn array_update_batch<T: aya::Pod>(
             .and_then(|offset| start.checked_add(offset))
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let keys: Vec<u32> = (first..).take(chunk.len()).collect();
-        let mut attr = BatchAttr {
-            in_batch: 0,
-            out_batch: 0,
-            keys: keys.as_ptr() as u64,
-            values: chunk.as_ptr() as u64,
-            count: chunk.len() as u32,
+        let mut attr = BatchAttr::new(
             map_fd,
-            elem_flags: 0,
-            flags: 0,
-        };
+            keys.as_ptr() as u64,
+            chunk.as_ptr() as u64,
+            chunk.len() as u32,
+        );
         // SAFETY: `keys` and `chunk` hold `count` keys and values of the
         // map's sizes (u32 indexes, `T` values; `Maps::take` checked the
         // value size) and outlive the call; the kernel only reads them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
+        let rc = unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
