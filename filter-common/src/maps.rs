@@ -115,11 +115,7 @@ assert_size!(TableMeta, 168);
 /// The run of a family among a table's per-family runs (IPv4 first).
 #[inline(always)]
 pub fn family_run(runs: &[Run; 2], family: u8) -> Run {
-    if family == crate::FAMILY_V4 {
-        runs[0]
-    } else {
-        runs[1]
-    }
+    runs[crate::family_index(family)]
 }
 
 /// A prefix per family that covers every inner-access member of a table,

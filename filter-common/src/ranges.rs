@@ -31,6 +31,56 @@ pub const fn id_index(id: u32, capacity: u32) -> u32 {
     (id & !SLOT_ID_BIT).wrapping_add((id >> 31) * (capacity / 2))
 }
 
+/// The first `FILTER_BOUNDS` index of a generation slot's half.
+#[inline(always)]
+pub const fn bounds_base(slot: u32) -> u32 {
+    slot * (MAX_BOUNDS / 2)
+}
+
+/// Where a family's run sits among per-family runs: IPv4 first, then IPv6
+/// (any other family is searched as IPv6).
+#[inline(always)]
+pub const fn family_index(family: u8) -> usize {
+    if family == crate::FAMILY_V4 {
+        0
+    } else {
+        1
+    }
+}
+
+/// The bound of the range of `run` that holds key `(hi, lo)`: the last
+/// bound whose key is not greater, read with `at` (the kernel reads
+/// `FILTER_BOUNDS`, the compiler's model its own copy). None for an empty
+/// run, or one that `at` cannot read.
+///
+/// The run's first bound starts at key 0, so once the run is not empty the
+/// answer exists; each step halves the bounds left, and [`SEARCH_STEPS`]
+/// halvings bring the longest run a generation may hold down to one.
+#[inline(always)]
+pub fn search<'a>(
+    run: Run,
+    (hi, lo): (u64, u64),
+    at: impl Fn(u32) -> Option<&'a Bound>,
+) -> Option<&'a Bound> {
+    if run.len == 0 {
+        return None;
+    }
+    let mut base = run.start;
+    let mut left = run.len;
+    for _ in 0..SEARCH_STEPS {
+        if left <= 1 {
+            break;
+        }
+        let half = left / 2;
+        let mid = at(base + half)?;
+        if mid.hi < hi || (mid.hi == hi && mid.lo <= lo) {
+            base += half;
+        }
+        left -= half;
+    }
+    at(base)
+}
+
 /// Consecutive bounds of `FILTER_BOUNDS`: `[start, start + len)`, absolute
 /// indexes. `len == 0`: no ranges, nothing matches.
 #[repr(C)]
@@ -83,11 +133,7 @@ impl RuleSetRuns {
     /// The run of a family (`FAMILY_V4`, else IPv6).
     #[inline(always)]
     pub fn family(&self, family: u8) -> Run {
-        if family == crate::FAMILY_V4 {
-            self.v4
-        } else {
-            self.v6
-        }
+        crate::family_run(&[self.v4, self.v6], family)
     }
 }
 

@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use filter_common::{
-    id_index, proto_class_index, AddrKeyData, Bound, PortKeyData, RuleHit, RuleSetRuns, Run,
-    TableMeta, ACTION_NONE, ADDR_KEY_FIXED_BITS, FAMILY_V4, FAMILY_V6, ID_NONE, MAX_BOUNDS,
-    MAX_RULE_SETS, PORT_KEY_FIXED_BITS, SLOT_ID_BIT, TABLE_LIVE,
+    bounds_base, family_index, id_index, proto_class_index, AddrKeyData, Bound, PortKeyData,
+    RuleHit, RuleSetRuns, Run, TableMeta, ACTION_NONE, ADDR_KEY_FIXED_BITS, FAMILY_V4, FAMILY_V6,
+    ID_NONE, MAX_BOUNDS, MAX_RULE_SETS, PORT_KEY_FIXED_BITS, SLOT_ID_BIT, TABLE_LIVE,
 };
 
 use super::LpmEntry;
@@ -231,11 +231,6 @@ fn table_mut(
         .ok_or_else(|| LayoutError::BadEntry(format!("table {id:#x} is not in the generation")))
 }
 
-/// Where a family's run goes in a table's per-family runs.
-fn family_index(family: u8) -> usize {
-    usize::from(family != FAMILY_V4)
-}
-
 impl Layout {
     /// Lays out the prefix tables of the generation in `slot`, within half
     /// of `FILTER_BOUNDS` and `FILTER_RULE_SETS`.
@@ -254,7 +249,7 @@ impl Layout {
             });
         }
         let mut w = Writer {
-            base: slot * (MAX_BOUNDS / 2),
+            base: bounds_base(slot),
             limit,
             bounds: Vec::new(),
         };
@@ -262,15 +257,10 @@ impl Layout {
             .tables
             .iter()
             .map(|&(id, meta)| {
-                let mut meta = TableMeta {
+                let meta = TableMeta {
                     flags: meta.flags | TABLE_LIVE,
                     ..meta
                 };
-                // Runs come from the prefixes below only.
-                meta.dport = Default::default();
-                meta.sport = Default::default();
-                meta.local = Default::default();
-                meta.members = Default::default();
                 (id, meta)
             })
             .collect();
@@ -301,7 +291,7 @@ impl Layout {
                     "rule set {id:#x} is not in the generation"
                 )));
             };
-            if family == 0 {
+            if family == family_index(FAMILY_V4) {
                 runs.v4 = run;
             } else {
                 runs.v6 = run;
@@ -316,30 +306,13 @@ impl Layout {
     }
 
     /// The bound of the range of `run` that holds `key`: the kernel's
-    /// binary search (`filter-ebpf/src/ranges.rs`), on this layout.
+    /// binary search (`filter_common::search`), on this layout.
     pub fn find(&self, run: Run, key: u128) -> Option<&Bound> {
         let at = |i: u32| {
             i.checked_sub(self.base)
                 .and_then(|i| self.bounds.get(i as usize))
         };
-        if run.len == 0 {
-            return None;
-        }
-        let (hi, lo) = ((key >> 64) as u64, key as u64);
-        let mut base = run.start;
-        let mut left = run.len;
-        for _ in 0..filter_common::SEARCH_STEPS {
-            if left <= 1 {
-                break;
-            }
-            let half = left / 2;
-            let mid = at(base + half)?;
-            if (mid.hi, mid.lo) <= (hi, lo) {
-                base += half;
-            }
-            left -= half;
-        }
-        at(base)
+        filter_common::search(run, ((key >> 64) as u64, key as u64), at)
     }
 
     /// `FILTER_TABLES` as the kernel indexes it.

@@ -9,8 +9,8 @@ use aya::{
     Pod,
 };
 use filter_common::{
-    generation_slot, names, Bound, CellKey, EniConfig, EniKey, GenConfig, RuleSetRuns, Run,
-    TableMeta, MAX_BOUNDS, MAX_RULE_SETS, MAX_TABLES, SLOT_ID_BIT, TABLE_LIVE,
+    bounds_base, generation_slot, names, Bound, CellKey, EniConfig, EniKey, GenConfig, RuleSetRuns,
+    Run, TableMeta, MAX_BOUNDS, MAX_RULE_SETS, MAX_TABLES, SLOT_ID_BIT, TABLE_LIVE,
 };
 
 use super::{
@@ -108,11 +108,6 @@ fn runs<'a>(
         })
         .chain(rule_sets.iter().flat_map(|(_, r)| [r.v4, r.v6]))
         .filter(|r| r.len > 0)
-}
-
-/// The first `FILTER_BOUNDS` index of a slot.
-fn bounds_base(slot: u32) -> u32 {
-    slot * (MAX_BOUNDS / 2)
 }
 
 /// Whether a rule set has any range (a cleared entry has none).
@@ -293,21 +288,35 @@ fn batch_error(io_error: std::io::Error) -> MapError {
     })
 }
 
-/// Clears the entries of an array that `live` picks among `indexes`,
-/// read in one batched walk.
+/// The entries of an array that `live` picks among `indexes`, as `(index,
+/// value)`, read in one batched walk.
+fn live_entries<T: Pod>(
+    name: &'static str,
+    map: &Array<MapData, T>,
+    indexes: std::ops::Range<u32>,
+    live: impl Fn(&T) -> bool,
+) -> Result<Vec<(u32, T)>> {
+    let mut out = Vec::new();
+    sys::array_for_each(map.map().fd().as_fd(), |index, value: T| {
+        if indexes.contains(&index) && live(&value) {
+            out.push((index, value));
+        }
+    })
+    .map_err(|e| DataplaneError::map(name, "reading", batch_error(e)))?;
+    Ok(out)
+}
+
+/// Clears the entries of an array that `live` picks among `indexes`.
 fn purge_array<T: Pod + Default>(
     name: &'static str,
     map: &Array<MapData, T>,
     indexes: std::ops::Range<u32>,
     live: impl Fn(&T) -> bool,
 ) -> Result<usize> {
-    let mut found = Vec::new();
-    sys::array_for_each(map.map().fd().as_fd(), |index, value: T| {
-        if indexes.contains(&index) && live(&value) {
-            found.push(index);
-        }
-    })
-    .map_err(|e| DataplaneError::map(name, "listing entries", batch_error(e)))?;
+    let found: Vec<u32> = live_entries(name, map, indexes, live)?
+        .into_iter()
+        .map(|(index, _)| index)
+        .collect();
     clear_array(name, map, &found)
 }
 
@@ -351,22 +360,20 @@ fn write_array<T: Pod>(
     Ok(n)
 }
 
-/// The entries of an array that `live` picks among `indexes`, as `(id of
-/// the index, value)`.
+/// The entries of `slot`'s half of an array of `capacity` entries that
+/// `live` picks, as `(id, value)` sorted by id.
 fn read_array<T: Pod>(
     name: &'static str,
     map: &Array<MapData, T>,
-    indexes: std::ops::Range<u32>,
-    id: impl Fn(u32) -> u32,
+    slot: u32,
+    capacity: u32,
     live: impl Fn(&T) -> bool,
 ) -> Result<Vec<(u32, T)>> {
-    let mut out = Vec::new();
-    sys::array_for_each(map.map().fd().as_fd(), |index, value: T| {
-        if indexes.contains(&index) && live(&value) {
-            out.push((id(index), value));
-        }
-    })
-    .map_err(|e| DataplaneError::map(name, "reading", batch_error(e)))?;
+    let (indexes, id) = half(slot, capacity);
+    let mut out: Vec<(u32, T)> = live_entries(name, map, indexes, live)?
+        .into_iter()
+        .map(|(index, value)| (id(index), value))
+        .collect();
     out.sort_by_key(|(id, _)| *id);
     Ok(out)
 }
@@ -399,16 +406,14 @@ fn read_hash<K: Pod + SlotKey + Ord + Copy, V: Pod>(
 impl Maps {
     /// Reads back everything `slot` holds.
     pub(crate) fn read_slot(&self, slot: u32) -> Result<SlotContents> {
-        let (table_indexes, table_id) = half(slot, MAX_TABLES);
-        let tables = read_array(names::TABLES, &self.tables, table_indexes, table_id, |t| {
+        let tables = read_array(names::TABLES, &self.tables, slot, MAX_TABLES, |t| {
             t.flags & TABLE_LIVE != 0
         })?;
-        let (set_indexes, set_id) = half(slot, MAX_RULE_SETS);
         let rule_sets = read_array(
             names::RULE_SETS,
             &self.rule_sets,
-            set_indexes,
-            set_id,
+            slot,
+            MAX_RULE_SETS,
             rule_set_live,
         )?;
         let base = bounds_base(slot);
