@@ -107,7 +107,7 @@ fn add(e: *mut RejectEntry, fresh: &RejectEntry) {
 /// accepted ICMP error related to a connection) to its `FILTER_REJECTS`
 /// flow. `fresh` is the entry its first packet would create (one packet,
 /// `first_ns == last_ns == now`).
-#[inline(never)]
+#[inline(always)]
 pub fn account_reject(key: &RejectKey, fresh: &RejectEntry, eni_index: u32) {
     if let Some(e) = FILTER_REJECTS.get_ptr_mut(key) {
         add(e, fresh);

@@ -207,7 +207,6 @@ fn walk_ipv6_ext<F: Frame>(f: F, w: &mut ExtWalk, ip_end: u32) -> u32 {
 /// A frame that is not IPv4/IPv6 leaves `p.flow.family == 0`.
 #[inline(never)]
 pub fn parse<F: Frame>(f: F, p: &mut Parsed) -> u32 {
-    let frame_len = f.len();
     let Some(eth) = f.load::<[u8; 14]>(0) else {
         return STAT_DROP_TRUNC_ETH;
     };
@@ -227,18 +226,18 @@ pub fn parse<F: Frame>(f: F, p: &mut Parsed) -> u32 {
         }
     }
     match ethertype {
-        ETH_P_IP => parse_ipv4(f, p, l3, frame_len),
-        ETH_P_IPV6 => parse_ipv6(f, p, l3, frame_len),
+        ETH_P_IP => parse_ipv4(f, p, l3),
+        ETH_P_IPV6 => parse_ipv6(f, p, l3),
         _ => {
             p.flow.family = 0;
-            p.ip_len = frame_len.saturating_sub(l3);
+            p.ip_len = f.len().saturating_sub(l3);
             PARSE_OK
         }
     }
 }
 
 #[inline(always)]
-fn parse_ipv4<F: Frame>(f: F, p: &mut Parsed, l3: u32, frame_len: u32) -> u32 {
+fn parse_ipv4<F: Frame>(f: F, p: &mut Parsed, l3: u32) -> u32 {
     let Some(h) = f.load::<[u8; 20]>(l3) else {
         return STAT_DROP_TRUNC_IPV4;
     };
@@ -247,17 +246,21 @@ fn parse_ipv4<F: Frame>(f: F, p: &mut Parsed, l3: u32, frame_len: u32) -> u32 {
         return STAT_DROP_BAD_IHL;
     }
     let hlen = ihl * 4;
-    if l3 + hlen > frame_len {
+    if !f.covers(l3 + hlen) {
         return STAT_DROP_TRUNC_IPV4;
     }
     let mut total = u32::from(be16(h[2], h[3]));
-    if total == 0 && frame_len - l3 > 0xffff {
+    if total == 0 {
         // BIG TCP (RFC 2675 in spirit): the stack builds GSO packets longer
         // than 64 KiB with a total length of 0 and lets the skb length
-        // speak, which TC egress sees. No real datagram is that long.
-        total = frame_len - l3;
+        // speak, which TC egress sees. No real datagram is that long. The
+        // frame covers the header, so the subtraction cannot wrap.
+        let rest = f.len() - l3;
+        if rest > 0xffff {
+            total = rest;
+        }
     }
-    if total < hlen || l3 + total > frame_len {
+    if total < hlen || !f.covers(l3 + total) {
         return STAT_DROP_BAD_IPV4_LEN;
     }
     let frag_field = be16(h[6], h[7]);
@@ -284,7 +287,7 @@ fn parse_ipv4<F: Frame>(f: F, p: &mut Parsed, l3: u32, frame_len: u32) -> u32 {
 }
 
 #[inline(always)]
-fn parse_ipv6<F: Frame>(f: F, p: &mut Parsed, l3: u32, frame_len: u32) -> u32 {
+fn parse_ipv6<F: Frame>(f: F, p: &mut Parsed, l3: u32) -> u32 {
     let Some(h) = f.load::<Ipv6Hdr>(l3) else {
         return STAT_DROP_TRUNC_IPV6;
     };
@@ -292,18 +295,20 @@ fn parse_ipv6<F: Frame>(f: F, p: &mut Parsed, l3: u32, frame_len: u32) -> u32 {
         return STAT_DROP_BAD_IHL;
     }
     let payload = u32::from(be16(h.payload_len[0], h.payload_len[1]));
-    if l3 + IPV6_HLEN + payload > frame_len {
+    let mut ip_end = l3 + IPV6_HLEN + payload;
+    if !f.covers(ip_end) {
         return STAT_DROP_BAD_IPV6_LEN;
     }
     // Payload length 0 behind a hop-by-hop header is a jumbogram (RFC 2675);
     // BIG TCP GSO packets, which TC egress sees, carry 0 with or without
-    // that header. Either way the length is the rest of the frame.
-    let jumbo = payload == 0 && (h.nexthdr == NEXTHDR_HOP || frame_len - (l3 + IPV6_HLEN) > 0xffff);
-    let ip_end = if jumbo {
-        frame_len
-    } else {
-        l3 + IPV6_HLEN + payload
-    };
+    // that header. Either way the length is the rest of the frame, which
+    // covers the fixed header (so the subtraction cannot wrap).
+    if payload == 0 {
+        let frame_len = f.len();
+        if h.nexthdr == NEXTHDR_HOP || frame_len - ip_end > 0xffff {
+            ip_end = frame_len;
+        }
+    }
     p.flow.family = FAMILY_V6;
     p.flow.src = h.src;
     p.flow.dst = h.dst;

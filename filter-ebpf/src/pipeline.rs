@@ -197,7 +197,7 @@ pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) 
 
 /// Accounts a packet that is in no conntrack entry to its `FILTER_REJECTS`
 /// flow: the flow in the packet's orientation, direction and action.
-#[inline(never)]
+#[inline(always)]
 fn account_untracked(c: &mut Packet, d: &Decision) {
     c.rkey.ifindex = c.ifindex;
     c.rkey.family = c.p.flow.family;

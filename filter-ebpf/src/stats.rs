@@ -21,7 +21,7 @@ pub fn count(stat: u32) {
 /// Counts one packet of `bytes` IP-layer bytes on rule counter `slot` (the
 /// rule, default or fixed reason that decided it). A slot past the array is
 /// ignored: the lookup fails, nothing is written.
-#[inline(never)]
+#[inline(always)]
 pub fn count_rule(slot: u32, bytes: u32, now: u64) {
     if let Some(r) = FILTER_RSTATS.get_ptr_mut(slot) {
         let r: *mut RuleStats = r;
