@@ -106,6 +106,10 @@ pub const MAX_RULE_SLOTS: u32 = 1 << 18;
 /// anything is written (SPEC §2.5: sizes that the maps can hold); two
 /// generations live side by side during an apply, so each may use half.
 pub const MAX_ENIS: u32 = 1024;
+/// Interfaces below this ifindex are also found in `FILTER_ENIS_DIRECT`, an
+/// array the kernel reads without hashing (ARCHITECTURE.md, "ENI lookup");
+/// per slot, so the array has twice this many entries.
+pub const ENI_DIRECT_IFINDEXES: u32 = 1 << 16;
 pub const MAX_TABLES: u32 = 4096;
 pub const MAX_CELLS: u32 = 1 << 18;
 pub const DEFAULT_CT_ENTRIES: u32 = 262_144;

@@ -54,6 +54,13 @@ pub struct EniKey {
 }
 assert_size!(EniKey, 8);
 
+/// Index of interface `ifindex` of generation slot `slot` in
+/// `FILTER_ENIS_DIRECT`, for an `ifindex` below [`crate::ENI_DIRECT_IFINDEXES`].
+#[inline(always)]
+pub const fn eni_direct_index(slot: u32, ifindex: u32) -> u32 {
+    (slot & 1) * crate::ENI_DIRECT_IFINDEXES + ifindex
+}
+
 /// `FILTER_ENIS` value: one guarded interface in one generation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,7 +69,10 @@ pub struct EniConfig {
     pub eni_index: u32,
     /// [`crate::MODE_TAP`] or [`crate::MODE_NIC`].
     pub mode: u8,
-    pub _pad: [u8; 3],
+    /// 1 in the `FILTER_ENIS_DIRECT` entries the writer made (an array entry
+    /// without it is no ENI); not read in `FILTER_ENIS`.
+    pub live: u8,
+    pub _pad: [u8; 2],
     /// Security-group table per ENI direction (index: `DIR_*`).
     pub sg_table: [u32; 2],
     /// NACL table per ENI direction, [`crate::ID_NONE`] when the vSwitch has

@@ -10,6 +10,7 @@ pub mod names {
     pub const ACTIVE: &str = "FILTER_ACTIVE";
     pub const CONFIG: &str = "FILTER_CONFIG";
     pub const ENIS: &str = "FILTER_ENIS";
+    pub const ENIS_DIRECT: &str = "FILTER_ENIS_DIRECT";
     pub const TABLES: &str = "FILTER_TABLES";
     pub const CELLS: &str = "FILTER_CELLS";
     pub const RULE_SETS: &str = "FILTER_RULE_SETS";

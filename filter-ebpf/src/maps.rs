@@ -11,8 +11,8 @@ use aya_ebpf::{
 use filter_common::{
     Bound, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey, GenConfig,
     RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, DEFAULT_CT_ENTRIES,
-    FLOW_EVENTS_BYTES, MAX_BOUNDS, MAX_CELLS, MAX_ENIS, MAX_FRAG_ENTRIES, MAX_REJECT_ENTRIES,
-    MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
+    ENI_DIRECT_IFINDEXES, FLOW_EVENTS_BYTES, MAX_BOUNDS, MAX_CELLS, MAX_ENIS, MAX_FRAG_ENTRIES,
+    MAX_REJECT_ENTRIES, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
 };
 
 use crate::pipeline::Packet;
@@ -30,6 +30,13 @@ pub static FILTER_CONFIG: Array<GenConfig> = Array::with_max_entries(2, 0);
 /// each generation may use half (as for every map sized by a `MAX_*`).
 #[map]
 pub static FILTER_ENIS: HashMap<EniKey, EniConfig> = HashMap::with_max_entries(MAX_ENIS, 0);
+
+/// The same ENIs for interfaces below `ENI_DIRECT_IFINDEXES`, at
+/// `eni_direct_index(slot, ifindex)`: an array read the verifier inlines,
+/// where a hash lookup is a call. An entry without `live` is no ENI.
+#[map]
+pub static FILTER_ENIS_DIRECT: Array<EniConfig> =
+    Array::with_max_entries(2 * ENI_DIRECT_IFINDEXES, 0);
 
 /// Tables (security groups of an ENI in one direction, one NACL direction),
 /// at `id_index(table, MAX_TABLES)`; an entry without `TABLE_LIVE` is none.

@@ -8,7 +8,8 @@
 //! not a fragment, conntrack entry that the full pipeline accepted a packet
 //!   of under this generation on this hook in this orientation, live
 //!                              → accept (tracked): the established fast path
-//! ENI = FILTER_ENIS[slot, if]  none → pass (STAT_PASS_UNGUARDED)
+//! ENI = FILTER_ENIS_DIRECT[slot, if] (small if) or FILTER_ENIS[slot, if]
+//!                              none → pass (STAT_PASS_UNGUARDED)
 //! direction from hook × mode; remote = src on ingress, dst on egress
 //! later fragment               → the first fragment's verdict
 //! ingress: NACL                drop → STAT_DROP_NACL
@@ -29,19 +30,20 @@ use core::ptr::NonNull;
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use filter_common::{
-    generation_slot, CtEntry, CtKey, EniConfig, EniKey, RejectEntry, RejectKey, ACTION_ACCEPT,
-    ACTION_DROP, DIR_EGRESS, DIR_INGRESS, FLOW_EV_CT_CUT, FLOW_EV_CT_NEW, ID_NONE, MODE_NIC,
-    ON_CHANGE_REVALIDATE, RULE_SLOT_NONE, RULE_SLOT_PASS, RULE_SLOT_TRACKED, STAT_ACCEPT_FRAGMENT,
-    STAT_ACCEPT_NEW, STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT,
-    STAT_DROP_FRAGMENT, STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE,
-    STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_NON_IP, STAT_PASS_UNGUARDED,
+    eni_direct_index, generation_slot, CtEntry, CtKey, EniConfig, EniKey, RejectEntry, RejectKey,
+    ACTION_ACCEPT, ACTION_DROP, DIR_EGRESS, DIR_INGRESS, ENI_DIRECT_IFINDEXES, FLOW_EV_CT_CUT,
+    FLOW_EV_CT_NEW, ID_NONE, MODE_NIC, ON_CHANGE_REVALIDATE, RULE_SLOT_NONE, RULE_SLOT_PASS,
+    RULE_SLOT_TRACKED, STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW, STAT_ACCEPT_RELATED,
+    STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT, STAT_DROP_FRAG_NO_HEAD,
+    STAT_DROP_NACL, STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_NON_IP,
+    STAT_PASS_UNGUARDED,
 };
 
 use crate::{
     classify::{classify, Verdict, VERDICT_ACCEPT, VERDICT_DROP, VERDICT_SKIP},
     conntrack, flowlog, frag,
     frame::Frame,
-    maps::{FILTER_ACTIVE, FILTER_ENIS, FILTER_SCRATCH},
+    maps::{FILTER_ACTIVE, FILTER_ENIS, FILTER_ENIS_DIRECT, FILTER_SCRATCH},
     parse::{
         is_icmp_error, is_neighbour_discovery, parse, parse_icmp_inner, Flow, Parsed, FRAG_FIRST,
         FRAG_LATER, FRAG_NONE, PARSE_OK,
@@ -277,17 +279,12 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut 
         }
     }
 
-    let key = EniKey {
-        slot: c.slot,
-        ifindex: c.ifindex,
-    };
-    let Some(eni) = FILTER_ENIS.get_ptr(key) else {
+    let Some(eni) = find_eni(c.slot, c.ifindex) else {
         // Not an ENI of the running generation: not ours to filter.
         *d = Decision::accept(STAT_PASS_UNGUARDED, RULE_SLOT_PASS);
         return;
     };
-    // SAFETY: a live map value, copied.
-    c.eni = unsafe { *eni };
+    c.eni = eni;
     c.dir = direction(c.hook, c.eni.mode);
     c.guarded = 1;
 
@@ -311,6 +308,21 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut 
             c.now,
         );
     }
+}
+
+/// The ENI on interface `ifindex` in generation slot `slot`. Interfaces
+/// below `ENI_DIRECT_IFINDEXES` (nearly all) are an array read; the writer
+/// puts every ENI of such an interface there, so a miss is final.
+#[inline(always)]
+fn find_eni(slot: u32, ifindex: u32) -> Option<EniConfig> {
+    if ifindex < ENI_DIRECT_IFINDEXES {
+        let eni = FILTER_ENIS_DIRECT.get(eni_direct_index(slot, ifindex))?;
+        return (eni.live != 0).then_some(*eni);
+    }
+    FILTER_ENIS
+        .get_ptr(EniKey { slot, ifindex })
+        // SAFETY: a live map value, copied.
+        .map(|eni| unsafe { *eni })
 }
 
 /// Makes `c.key` the conntrack key of the packet's addresses with `proto`

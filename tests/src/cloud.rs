@@ -442,10 +442,16 @@ impl Cloud {
             "two nodes called {}",
             node.name
         );
-        self.host.ip(&[
-            "link",
-            "add",
-            &node.port,
+        // Every other port gets an ifindex past the data plane's direct
+        // ENI array, so the scenarios go through both ENI lookups
+        // (ARCHITECTURE.md, "ENI lookup"). Indexes are per namespace: the
+        // host namespace is this test's own.
+        let index = (filter_common::ENI_DIRECT_IFINDEXES + self.nodes.len() as u32).to_string();
+        let mut add = vec!["link", "add", &node.port];
+        if self.nodes.len() % 2 == 1 {
+            add.extend(["index", &index]);
+        }
+        add.extend([
             "type",
             "veth",
             "peer",
@@ -453,7 +459,8 @@ impl Cloud {
             NODE_IF,
             "netns",
             node.netns.name(),
-        ])?;
+        ]);
+        self.host.ip(&add)?;
         self.host
             .ip(&["link", "set", &node.port, "master", FABRIC, "up"])?;
         node.netns.ip(&["link", "set", NODE_IF, "up"])?;

@@ -266,7 +266,8 @@ impl Fixture {
                 EniConfig {
                     eni_index: 0,
                     mode: MODE_TAP,
-                    _pad: [0; 3],
+                    live: 0,
+                    _pad: [0; 2],
                     sg_table: [t_in, t_out],
                     nacl_table: [ID_NONE, ID_NONE],
                 },
@@ -504,6 +505,7 @@ fn pinned_maps_survive_a_restart() {
         names::ACTIVE,
         names::CONFIG,
         names::ENIS,
+        names::ENIS_DIRECT,
         names::TABLES,
         names::CELLS,
         names::RULE_SETS,

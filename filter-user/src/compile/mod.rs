@@ -217,7 +217,8 @@ pub fn compile(
                 AttachMode::Tap => MODE_TAP,
                 AttachMode::Nic => MODE_NIC,
             },
-            _pad: [0; 3],
+            live: 0,
+            _pad: [0; 2],
             sg_table: tables.sg.map(table_id),
             nacl_table: tables.nacl.map_or([ID_NONE; 2], |t| t.map(table_id)),
         };

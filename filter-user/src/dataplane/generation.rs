@@ -9,8 +9,9 @@ use aya::{
     Pod,
 };
 use filter_common::{
-    bounds_base, generation_slot, names, Bound, CellKey, EniConfig, EniKey, GenConfig, RuleSetRuns,
-    Run, TableMeta, MAX_BOUNDS, MAX_RULE_SETS, MAX_TABLES, SLOT_ID_BIT, TABLE_LIVE,
+    bounds_base, eni_direct_index, generation_slot, names, Bound, CellKey, EniConfig, EniKey,
+    GenConfig, RuleSetRuns, Run, TableMeta, ENI_DIRECT_IFINDEXES, MAX_BOUNDS, MAX_RULE_SETS,
+    MAX_TABLES, SLOT_ID_BIT, TABLE_LIVE,
 };
 
 use super::{
@@ -84,6 +85,8 @@ pub struct WriteSummary {
 pub struct SlotContents {
     pub config: GenConfig,
     pub enis: Vec<(EniKey, EniConfig)>,
+    /// `FILTER_ENIS_DIRECT`: `(index, ENI)`, the live entries of the slot.
+    pub enis_direct: Vec<(u32, EniConfig)>,
     pub cells: Vec<(CellKey, u32)>,
     pub tables: Vec<(u32, TableMeta)>,
     pub rule_sets: Vec<(u32, RuleSetRuns)>,
@@ -135,6 +138,7 @@ impl SlotContents {
         Self {
             config: *g.config,
             enis: sorted_pairs(g.enis),
+            enis_direct: sorted_pairs(&direct_enis(g.enis)),
             cells: sorted_pairs(g.cells),
             bounds: g.layout.bounds.iter().take(end as usize).copied().collect(),
             tables,
@@ -145,6 +149,7 @@ impl SlotContents {
     /// Whether the slot holds no entries (the config aside).
     pub fn is_empty(&self) -> bool {
         self.enis.is_empty()
+            && self.enis_direct.is_empty()
             && self.cells.is_empty()
             && self.tables.is_empty()
             && self.rule_sets.is_empty()
@@ -434,6 +439,12 @@ impl Maps {
                 .get(&slot, 0)
                 .map_err(|e| DataplaneError::map(names::CONFIG, "reading", e))?,
             enis: self.read_enis(slot)?,
+            enis_direct: live_entries(
+                names::ENIS_DIRECT,
+                &self.enis_direct,
+                direct_half(slot),
+                |e| e.live != 0,
+            )?,
             cells: read_hash(names::CELLS, &self.cells, slot)?,
             tables,
             rule_sets,
@@ -469,8 +480,16 @@ impl Maps {
             Some(w) => {
                 n += clear_array(names::TABLES, &self.tables, &w.tables)?;
                 n += clear_array(names::RULE_SETS, &self.rule_sets, &w.rule_sets)?;
+                clear_array(names::ENIS_DIRECT, &self.enis_direct, &w.enis_direct)?;
             }
             None => {
+                // Copies of `FILTER_ENIS` entries, counted there.
+                purge_array(
+                    names::ENIS_DIRECT,
+                    &self.enis_direct,
+                    direct_half(slot),
+                    |e| e.live != 0,
+                )?;
                 n += purge_array(names::TABLES, &self.tables, half(slot, MAX_TABLES).0, |t| {
                     t.flags & TABLE_LIVE != 0
                 })?;
@@ -539,6 +558,15 @@ impl Maps {
                 .map(|&(id, t)| (Layout::table_index(id), t)),
         )?;
         n += hash(names::ENIS, &mut self.enis, g.enis)?;
+        // The array copies of the same ENIs (not counted again), in
+        // ifindex order so that neighbours go in one batch.
+        let mut direct = direct_enis(g.enis);
+        direct.sort_by_key(|&(index, _)| index);
+        array(
+            names::ENIS_DIRECT,
+            &self.enis_direct,
+            direct.iter().copied(),
+        )?;
         if let Some(w) = self.written.get_mut(slot as usize) {
             *w = Some(WrittenIndexes {
                 tables: layout
@@ -551,6 +579,7 @@ impl Maps {
                     .iter()
                     .map(|&(id, _)| Layout::rule_set_index(id))
                     .collect(),
+                enis_direct: direct.iter().map(|&(index, _)| index).collect(),
             });
         }
         Ok(n)
@@ -638,6 +667,25 @@ impl Maps {
             );
         }
     }
+}
+
+/// The indexes of a slot's half of `FILTER_ENIS_DIRECT`.
+fn direct_half(slot: u32) -> std::ops::Range<u32> {
+    eni_direct_index(slot, 0)..eni_direct_index(slot, 0) + ENI_DIRECT_IFINDEXES
+}
+
+/// The `FILTER_ENIS_DIRECT` entries of `enis`: those below
+/// `ENI_DIRECT_IFINDEXES`, at their index, marked live.
+fn direct_enis(enis: &[(EniKey, EniConfig)]) -> Vec<(u32, EniConfig)> {
+    enis.iter()
+        .filter(|(k, _)| k.ifindex < ENI_DIRECT_IFINDEXES)
+        .map(|&(k, v)| {
+            (
+                eni_direct_index(k.slot, k.ifindex),
+                EniConfig { live: 1, ..v },
+            )
+        })
+        .collect()
 }
 
 /// An error and its sources on one line.

@@ -22,6 +22,7 @@ pub(crate) const PINNED_MAPS: &[&str] = &[
     names::ACTIVE,
     names::CONFIG,
     names::ENIS,
+    names::ENIS_DIRECT,
     names::TABLES,
     names::CELLS,
     names::RULE_SETS,
@@ -38,6 +39,7 @@ pub(crate) struct Maps {
     pub active: Array<MapData, u32>,
     pub config: Array<MapData, GenConfig>,
     pub enis: HashMap<MapData, EniKey, EniConfig>,
+    pub enis_direct: Array<MapData, EniConfig>,
     pub tables: Array<MapData, TableMeta>,
     pub cells: HashMap<MapData, CellKey, u32>,
     pub rule_sets: Array<MapData, RuleSetRuns>,
@@ -49,8 +51,9 @@ pub(crate) struct Maps {
     /// a switch): the next apply into it can skip the scan for leftovers.
     /// Only this process writes the maps (the pin directory is locked).
     pub known_empty: Option<u32>,
-    /// Per slot, the `FILTER_TABLES` and `FILTER_RULE_SETS` indexes this
-    /// process wrote into it: clearing them needs no walk of the arrays.
+    /// Per slot, the `FILTER_TABLES`, `FILTER_RULE_SETS` and
+    /// `FILTER_ENIS_DIRECT` indexes this process wrote into it: clearing
+    /// them needs no walk of the arrays.
     /// None: unknown (written by an earlier process, or partly).
     pub written: [Option<WrittenIndexes>; 2],
 }
@@ -60,6 +63,7 @@ pub(crate) struct Maps {
 pub(crate) struct WrittenIndexes {
     pub tables: Vec<u32>,
     pub rule_sets: Vec<u32>,
+    pub enis_direct: Vec<u32>,
 }
 
 impl Maps {
@@ -67,6 +71,7 @@ impl Maps {
     /// reads or writes out of `ebpf`.
     pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         check::<EniKey, EniConfig>(ebpf, names::ENIS, false)?;
+        check::<u32, EniConfig>(ebpf, names::ENIS_DIRECT, false)?;
         check::<u32, u32>(ebpf, names::ACTIVE, false)?;
         check::<u32, GenConfig>(ebpf, names::CONFIG, false)?;
         check::<u32, TableMeta>(ebpf, names::TABLES, false)?;
@@ -83,6 +88,7 @@ impl Maps {
             active: typed(ebpf, names::ACTIVE)?,
             config: typed(ebpf, names::CONFIG)?,
             enis: typed(ebpf, names::ENIS)?,
+            enis_direct: typed(ebpf, names::ENIS_DIRECT)?,
             tables: typed(ebpf, names::TABLES)?,
             cells: typed(ebpf, names::CELLS)?,
             rule_sets: typed(ebpf, names::RULE_SETS)?,
