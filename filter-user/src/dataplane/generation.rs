@@ -465,13 +465,22 @@ impl Maps {
     }
 
     /// Deletes every entry of `slot` from every per-generation map, clears
-    /// its tables and rule sets, and zeroes its config. Returns the number
+    /// its tables, rule sets and direct ENIs, and zeroes its config. Returns the number
     /// of entries deleted or cleared. Its bounds stay: nothing reaches them
     /// without a table or rule set.
     pub(crate) fn purge_slot(&mut self, slot: u32) -> Result<usize> {
         // Only a slot that no program run uses is ever purged, so the order
-        // does not matter.
+        // does not matter to packets; it does to a process that dies here.
         let mut n = 0;
+        // The direct ENIs first, found through their `FILTER_ENIS` twins
+        // (no walk of the 3 MiB array): the writer writes the hash first
+        // and this clears the array first, so every live array entry keeps
+        // its twin even when a process dies midway. Copies, not counted.
+        let direct: Vec<u32> = direct_enis(&self.read_enis(slot)?)
+            .into_iter()
+            .map(|(index, _)| index)
+            .collect();
+        clear_array(names::ENIS_DIRECT, &self.enis_direct, &direct)?;
         n += purge_hash(names::ENIS, &mut self.enis, slot)?;
         n += purge_hash(names::CELLS, &mut self.cells, slot)?;
         // What this process wrote is cleared by index; anything else is
@@ -480,16 +489,8 @@ impl Maps {
             Some(w) => {
                 n += clear_array(names::TABLES, &self.tables, &w.tables)?;
                 n += clear_array(names::RULE_SETS, &self.rule_sets, &w.rule_sets)?;
-                clear_array(names::ENIS_DIRECT, &self.enis_direct, &w.enis_direct)?;
             }
             None => {
-                // Copies of `FILTER_ENIS` entries, counted there.
-                purge_array(
-                    names::ENIS_DIRECT,
-                    &self.enis_direct,
-                    direct_half(slot),
-                    |e| e.live != 0,
-                )?;
                 n += purge_array(names::TABLES, &self.tables, half(slot, MAX_TABLES).0, |t| {
                     t.flags & TABLE_LIVE != 0
                 })?;
@@ -558,15 +559,12 @@ impl Maps {
                 .map(|&(id, t)| (Layout::table_index(id), t)),
         )?;
         n += hash(names::ENIS, &mut self.enis, g.enis)?;
-        // The array copies of the same ENIs (not counted again), in
-        // ifindex order so that neighbours go in one batch.
+        // The array copies of the same ENIs (not counted again), after
+        // them (see `purge_slot`), in ifindex order so that neighbours go
+        // in one batch.
         let mut direct = direct_enis(g.enis);
         direct.sort_by_key(|&(index, _)| index);
-        array(
-            names::ENIS_DIRECT,
-            &self.enis_direct,
-            direct.iter().copied(),
-        )?;
+        array(names::ENIS_DIRECT, &self.enis_direct, direct)?;
         if let Some(w) = self.written.get_mut(slot as usize) {
             *w = Some(WrittenIndexes {
                 tables: layout
@@ -579,7 +577,6 @@ impl Maps {
                     .iter()
                     .map(|&(id, _)| Layout::rule_set_index(id))
                     .collect(),
-                enis_direct: direct.iter().map(|&(index, _)| index).collect(),
             });
         }
         Ok(n)

@@ -51,9 +51,8 @@ pub(crate) struct Maps {
     /// a switch): the next apply into it can skip the scan for leftovers.
     /// Only this process writes the maps (the pin directory is locked).
     pub known_empty: Option<u32>,
-    /// Per slot, the `FILTER_TABLES`, `FILTER_RULE_SETS` and
-    /// `FILTER_ENIS_DIRECT` indexes this process wrote into it: clearing
-    /// them needs no walk of the arrays.
+    /// Per slot, the `FILTER_TABLES` and `FILTER_RULE_SETS` indexes this
+    /// process wrote into it: clearing them needs no walk of the arrays.
     /// None: unknown (written by an earlier process, or partly).
     pub written: [Option<WrittenIndexes>; 2],
 }
@@ -63,7 +62,6 @@ pub(crate) struct Maps {
 pub(crate) struct WrittenIndexes {
     pub tables: Vec<u32>,
     pub rule_sets: Vec<u32>,
-    pub enis_direct: Vec<u32>,
 }
 
 impl Maps {
