@@ -556,7 +556,12 @@ fn pinned_maps_survive_a_restart() {
     assert!(matches!(err, DataplaneError::PinDirBusy { .. }), "{err}");
 
     // The daemon restarts: the new one adopts generation and conntrack.
+    // It comes from a build that pinned no `FILTER_ENIS_DIRECT` (as before
+    // the array): the reload creates the array empty and copies the ENIs
+    // into it, or the running generation's interfaces would go unguarded
+    // (`read_slot` below compares the array too).
     drop(first);
+    std::fs::remove_file(pin.join(names::ENIS_DIRECT)).expect("unpin the direct ENIs");
     let mut second = Dataplane::load(Some(&pin)).expect("reload pinned");
     assert_eq!(second.active_generation().unwrap(), 1);
     assert_eq!(second.read_slot(1).unwrap(), Fixture::new(1).contents());

@@ -457,6 +457,25 @@ impl Maps {
         read_hash(names::ENIS, &self.enis, slot)
     }
 
+    /// Writes the `FILTER_ENIS_DIRECT` copy of every ENI in `FILTER_ENIS`,
+    /// in both slots. On maps this build wrote it changes nothing (the
+    /// same bytes, so a program reading meanwhile sees the same entry);
+    /// over the pins of a build from before the array, which the loader has
+    /// just created empty, it keeps the running generation's interfaces
+    /// guarded once this build's programs run (ARCHITECTURE.md, "ENI
+    /// lookup"). The twin rule of `purge_slot` holds: every entry written
+    /// has its hash twin.
+    pub(crate) fn restore_direct_enis(&mut self) -> Result<()> {
+        for slot in 0..2 {
+            let mut direct = direct_enis(&self.read_enis(slot)?);
+            direct.sort_by_key(|&(index, _)| index);
+            write_array(&self.enis_direct, direct).map_err(|e| {
+                DataplaneError::map(names::ENIS_DIRECT, "copying the ENIs of FILTER_ENIS", e)
+            })?;
+        }
+        Ok(())
+    }
+
     /// `FILTER_ACTIVE[0]`: the running generation (0: none yet).
     pub(crate) fn active_generation(&self) -> Result<u32> {
         self.active

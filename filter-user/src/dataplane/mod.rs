@@ -84,7 +84,9 @@ impl Dataplane {
             }
         }
         let mut ebpf = loader.load(object).map_err(DataplaneError::Load)?;
-        let maps = Maps::take(&mut ebpf)?;
+        let mut maps = Maps::take(&mut ebpf)?;
+        // Before any program of this build can run on these maps.
+        maps.restore_direct_enis()?;
         load_programs(&mut ebpf, pin_dir.as_ref())?;
         Ok(Self {
             links: BTreeMap::new(),
