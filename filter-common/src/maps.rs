@@ -332,6 +332,20 @@ pub struct FragEntry {
 }
 assert_size!(FragEntry, 24);
 
+/// `FILTER_CLOCK[0]`: how the data plane turns jiffies into nanoseconds on
+/// the `CLOCK_MONOTONIC` time line (ARCHITECTURE.md, "Clock"):
+/// `jiffies * tick_ns + offset_ns`. All zero (never calibrated): the
+/// programs read the coarse clock instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockConfig {
+    /// Nanoseconds per jiffy (`TICK_NSEC` of the kernel's `HZ`); 0 for none.
+    pub tick_ns: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds minus `jiffies * tick_ns` (wrapping).
+    pub offset_ns: u64,
+}
+assert_size!(ClockConfig, 16);
+
 /// Per-rule counters, `FILTER_RULE_STATS[slot]` (per CPU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -345,6 +359,7 @@ assert_size!(RuleStats, 24);
 
 pod!(
     GenConfig,
+    ClockConfig,
     EniKey,
     EniConfig,
     TableMeta,

@@ -11,6 +11,7 @@ pub mod names {
     pub const CONFIG: &str = "FILTER_CONFIG";
     pub const ENIS: &str = "FILTER_ENIS";
     pub const ENIS_DIRECT: &str = "FILTER_ENIS_DIRECT";
+    pub const CLOCK: &str = "FILTER_CLOCK";
     pub const TABLES: &str = "FILTER_TABLES";
     pub const CELLS: &str = "FILTER_CELLS";
     pub const RULE_SETS: &str = "FILTER_RULE_SETS";
@@ -28,6 +29,8 @@ pub mod names {
     /// Program names (the entry functions in `filter-ebpf`).
     pub const PROG_XDP: &str = "filter_xdp";
     pub const PROG_TC: &str = "filter_tc";
+    /// Samples the two clocks for the calibration of `FILTER_CLOCK`.
+    pub const PROG_CLOCK: &str = "filter_clock_sample";
 }
 
 macro_rules! stats {

@@ -9,6 +9,7 @@
 //! | `parse.rs` | headers, malformed packets (SPEC §3.2) |
 //! | `classify.rs` | one table: the lookups that find the strongest rule |
 //! | `ranges.rs` | binary search over a run of sorted ranges |
+//! | `clock.rs` | the time stamps of every packet |
 //! | `conntrack.rs` | connection tracking (SPEC §3.1) |
 //! | `frag.rs` | fragments |
 //! | `flowlog.rs` | flow-log accounting and events (SPEC §7) |
@@ -24,6 +25,7 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod classify;
+mod clock;
 mod conntrack;
 mod flowlog;
 mod frag;

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    Bound, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey, GenConfig,
-    RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, DEFAULT_CT_ENTRIES,
+    Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
+    GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, DEFAULT_CT_ENTRIES,
     ENI_DIRECT_IFINDEXES, FLOW_EVENTS_BYTES, MAX_BOUNDS, MAX_CELLS, MAX_ENIS, MAX_FRAG_ENTRIES,
     MAX_REJECT_ENTRIES, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
 };
@@ -21,6 +21,11 @@ use crate::pipeline::Packet;
 /// that switches every packet to the new slot.
 #[map]
 pub static FILTER_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// `[0]`: jiffies to nanoseconds (`clock.rs`), written once per boot by
+/// user space before this build's programs run; zero: not calibrated.
+#[map]
+pub static FILTER_CLOCK: Array<ClockConfig> = Array::with_max_entries(1, 0);
 
 /// Per-slot settings (conntrack timeouts, `on_change`).
 #[map]

@@ -28,7 +28,6 @@
 //! (`flowlog.rs`): its conntrack entry, or else its `FILTER_REJECTS` entry.
 use core::ptr::NonNull;
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use filter_common::{
     eni_direct_index, generation_slot, CtEntry, CtKey, EniConfig, EniKey, RejectEntry, RejectKey,
     ACTION_ACCEPT, ACTION_DROP, DIR_EGRESS, DIR_INGRESS, ENI_DIRECT_IFINDEXES, FLOW_EV_CT_CUT,
@@ -41,7 +40,7 @@ use filter_common::{
 
 use crate::{
     classify::{classify, Verdict, VERDICT_ACCEPT, VERDICT_DROP, VERDICT_SKIP},
-    conntrack, flowlog, frag,
+    clock, conntrack, flowlog, frag,
     frame::Frame,
     maps::{FILTER_ACTIVE, FILTER_ENIS, FILTER_ENIS_DIRECT, FILTER_SCRATCH},
     parse::{
@@ -158,13 +157,9 @@ pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) 
     // program runs. It still holds the previous packet: the fields below are
     // reset here, the others are written before they are read.
     let c = unsafe { &mut *c };
-    // The coarse clock (CLOCK_MONOTONIC_COARSE: the same epoch as
-    // CLOCK_MONOTONIC, one scheduler tick of resolution) is a load where
-    // the precise one reads the TSC: timeouts are seconds, flow-log windows
-    // are seconds, and the precise read was a tenth of an established
-    // packet's cost.
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // One tick of resolution (`clock.rs`): timeouts are seconds, flow-log
+    // windows are seconds.
+    let now = clock::now();
     // Read once: the packet uses this generation's slot for every lookup, so
     // it sees the old rules or the new ones, never a mix. Never written
     // reads as generation 0.

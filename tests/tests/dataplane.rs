@@ -494,6 +494,54 @@ fn counters_read_and_reset() {
     assert_gone(&path);
 }
 
+/// The programs stamp time from jiffies once the load has calibrated
+/// `FILTER_CLOCK` (ARCHITECTURE.md, "Clock"), and the stamps sit on the
+/// `CLOCK_MONOTONIC` time line user space converts them on.
+#[test]
+fn the_calibrated_clock_is_monotonic_time() {
+    use aya::programs::{TestRun as _, TestRunOptions};
+
+    let mut dp = Dataplane::load(None).expect("load");
+    let clock = dp.clock().unwrap();
+    assert!(
+        [1_000_000, 3_333_333, 4_000_000, 10_000_000].contains(&clock.tick_ns),
+        "{clock:?}"
+    );
+    // An ARP frame passes (not IP) and stamps the PASS counter's last hit.
+    let mut arp = vec![0xffu8; 6];
+    arp.extend([2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.resize(60, 0);
+    let monotonic = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
+    };
+    let before = monotonic();
+    dp.xdp_program()
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(&arp),
+            ..Default::default()
+        })
+        .expect("test run");
+    let after = monotonic();
+    let stamp = dp
+        .rule_stats(filter_common::RULE_SLOT_PASS)
+        .unwrap()
+        .last_hit_ktime_ns;
+    // To a tick, either way (jiffies and the coarse clock move at ticks),
+    // with another for the calibration's own sampling.
+    let slack = 2 * clock.tick_ns;
+    assert!(
+        stamp + slack >= before && stamp <= after + slack,
+        "stamp {stamp} outside {before}..{after} ± {slack}"
+    );
+}
+
 #[test]
 fn pinned_maps_survive_a_restart() {
     let guard = PinDirGuard::new();

@@ -7,8 +7,8 @@ use aya::{
     Ebpf, Pod,
 };
 use filter_common::{
-    names, Bound, CellKey, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
-    GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta,
+    names, Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry,
+    FragKey, GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta,
 };
 
 use super::error::{DataplaneError, Result};
@@ -20,6 +20,7 @@ use super::error::{DataplaneError, Result};
 /// from a new one, taken with `Dataplane::take_map`.)
 pub(crate) const PINNED_MAPS: &[&str] = &[
     names::ACTIVE,
+    names::CLOCK,
     names::CONFIG,
     names::ENIS,
     names::ENIS_DIRECT,
@@ -37,6 +38,7 @@ pub(crate) const PINNED_MAPS: &[&str] = &[
 
 pub(crate) struct Maps {
     pub active: Array<MapData, u32>,
+    pub clock: Array<MapData, ClockConfig>,
     pub config: Array<MapData, GenConfig>,
     pub enis: HashMap<MapData, EniKey, EniConfig>,
     pub enis_direct: Array<MapData, EniConfig>,
@@ -71,6 +73,7 @@ impl Maps {
         check::<EniKey, EniConfig>(ebpf, names::ENIS, false)?;
         check::<u32, EniConfig>(ebpf, names::ENIS_DIRECT, false)?;
         check::<u32, u32>(ebpf, names::ACTIVE, false)?;
+        check::<u32, ClockConfig>(ebpf, names::CLOCK, false)?;
         check::<u32, GenConfig>(ebpf, names::CONFIG, false)?;
         check::<u32, TableMeta>(ebpf, names::TABLES, false)?;
         check::<CellKey, u32>(ebpf, names::CELLS, false)?;
@@ -84,6 +87,7 @@ impl Maps {
         check::<u32, FlowLoss>(ebpf, names::FLOWLOSS, true)?;
         Ok(Self {
             active: typed(ebpf, names::ACTIVE)?,
+            clock: typed(ebpf, names::CLOCK)?,
             config: typed(ebpf, names::CONFIG)?,
             enis: typed(ebpf, names::ENIS)?,
             enis_direct: typed(ebpf, names::ENIS_DIRECT)?,

@@ -13,6 +13,7 @@
 //! [`Dataplane::write_generation`] and `docs/ARCHITECTURE.md` ("Atomic
 //! generations").
 mod attach;
+mod clock;
 mod counters;
 mod error;
 mod generation;
@@ -87,6 +88,7 @@ impl Dataplane {
         let mut maps = Maps::take(&mut ebpf)?;
         // Before any program of this build can run on these maps.
         maps.restore_direct_enis()?;
+        clock::calibrate(&mut ebpf, &mut maps.clock)?;
         load_programs(&mut ebpf, pin_dir.as_ref())?;
         Ok(Self {
             links: BTreeMap::new(),
@@ -139,6 +141,15 @@ impl Dataplane {
     /// The running generation, `FILTER_ACTIVE[0]` (0: none written yet).
     pub fn active_generation(&self) -> Result<u32> {
         self.maps.active_generation()
+    }
+
+    /// `FILTER_CLOCK[0]`: how the programs stamp time (all zero: with the
+    /// coarse clock, not calibrated).
+    pub fn clock(&self) -> Result<filter_common::ClockConfig> {
+        self.maps
+            .clock
+            .get(&0, 0)
+            .map_err(|e| DataplaneError::map(filter_common::names::CLOCK, "reading", e))
     }
 
     /// `FILTER_STATS`, summed over CPUs, indexed by `STAT_*`.
@@ -250,13 +261,7 @@ fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
     }
     {
         const PROG: &str = names::PROG_TC;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROG)
-            .ok_or(DataplaneError::MissingProgram(PROG))?
-            .try_into()
-            .map_err(|e| DataplaneError::program(PROG, "expecting a TC classifier", e))?;
-        prog.load()
-            .map_err(|e| DataplaneError::program(PROG, "loading", e))?;
+        let prog = load_tc(ebpf, PROG)?;
         if let Some(path) = pin_path(PROG) {
             replace_pin(&path)?;
             prog.pin(&path)
@@ -264,6 +269,18 @@ fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Program `name` of the object, a TC classifier, loaded into the kernel.
+fn load_tc<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| DataplaneError::program(name, "expecting a TC classifier", e))?;
+    prog.load()
+        .map_err(|e| DataplaneError::program(name, "loading", e))?;
+    Ok(prog)
 }
 
 /// Removes an earlier process's program pin (its links keep that program
