@@ -37,8 +37,9 @@ struct Sample {
 /// Writes `FILTER_CLOCK` unless it is set already (pinned maps of this
 /// boot, which running programs read: they are never rewritten). Before any
 /// program of this build runs, so no packet sees it half written. When the
-/// tick cannot be told, the entry stays zero and the programs read the
-/// coarse clock: slower, never wrong; the reason is logged.
+/// tick cannot be told (or this fails, which the caller only logs), the
+/// entry stays zero and the programs read the coarse clock: slower, never
+/// wrong.
 pub(crate) fn calibrate(ebpf: &mut Ebpf, clock: &mut Array<MapData, ClockConfig>) -> Result<()> {
     let current = clock
         .get(&0, 0)

@@ -88,7 +88,13 @@ impl Dataplane {
         let mut maps = Maps::take(&mut ebpf)?;
         // Before any program of this build can run on these maps.
         maps.restore_direct_enis()?;
-        clock::calibrate(&mut ebpf, &mut maps.clock)?;
+        // A failed calibration costs speed, not correctness: the programs
+        // fall back to the coarse clock.
+        if let Err(e) = clock::calibrate(&mut ebpf, &mut maps.clock) {
+            tracing::warn!(
+                "calibrating the data plane's clock failed ({e}); it reads the coarse clock"
+            );
+        }
         load_programs(&mut ebpf, pin_dir.as_ref())?;
         Ok(Self {
             links: BTreeMap::new(),
