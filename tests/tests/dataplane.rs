@@ -157,6 +157,42 @@ fn v4(a: Ipv4Addr) -> [u8; 16] {
     out
 }
 
+/// A TCP destination- or source-port prefix of `table`: the first `bits`
+/// bits of `port`.
+fn port_prefix<V>(table: u32, bits: u32, port: u16, value: V) -> LpmEntry<PortKeyData, V> {
+    LpmEntry {
+        prefix_len: PORT_KEY_FIXED_BITS + bits,
+        key: PortKeyData {
+            table,
+            proto: PROTO_TCP,
+            _pad: 0,
+            port: port.to_be_bytes(),
+        },
+        value,
+    }
+}
+
+/// An address prefix of table or rule set `id`: the first `bits` bits of
+/// `addr`.
+fn addr_prefix<V>(
+    id: u32,
+    family: u8,
+    bits: u32,
+    addr: [u8; 16],
+    value: V,
+) -> LpmEntry<AddrKeyData, V> {
+    LpmEntry {
+        prefix_len: ADDR_KEY_FIXED_BITS + bits,
+        key: AddrKeyData {
+            id,
+            family,
+            _pad: [0; 3],
+            addr,
+        },
+        value,
+    }
+}
+
 /// A tiny generation with one entry in every per-generation map, and one
 /// prefix of every kind laid out as ranges: one ENI at ifindex 1 (what
 /// BPF_PROG_TEST_RUN packets carry when no ctx is given) whose tables drop
@@ -185,56 +221,29 @@ impl Fixture {
             slot: RULE_SLOT_FIRST_DYNAMIC,
         };
         let tables = [(t_in, drop_table), (t_out, drop_table)];
-        let dport = [LpmEntry {
-            prefix_len: PORT_KEY_FIXED_BITS + 16,
-            key: PortKeyData {
-                table: t_in,
-                proto: PROTO_TCP,
-                _pad: 0,
-                port: 80u16.to_be_bytes(),
-            },
-            value: rule_set,
-        }];
-        let sport = [LpmEntry {
-            prefix_len: PORT_KEY_FIXED_BITS + 6,
-            key: PortKeyData {
-                table: t_out,
-                proto: PROTO_TCP,
-                _pad: 0,
-                port: 1024u16.to_be_bytes(),
-            },
-            value: 3,
-        }];
-        let local = [LpmEntry {
-            prefix_len: ADDR_KEY_FIXED_BITS + 32,
-            key: AddrKeyData {
-                id: t_out,
-                family: FAMILY_V6,
-                _pad: [0; 3],
-                addr: "2001:db8::".parse::<Ipv6Addr>().unwrap().octets(),
-            },
-            value: 4,
-        }];
-        let rules = [LpmEntry {
-            prefix_len: ADDR_KEY_FIXED_BITS + 24,
-            key: AddrKeyData {
-                id: rule_set,
-                family: FAMILY_V4,
-                _pad: [0; 3],
-                addr: v4(Ipv4Addr::new(192, 0, 2, 0)),
-            },
-            value: accept,
-        }];
-        let inner = [LpmEntry {
-            prefix_len: ADDR_KEY_FIXED_BITS + 32,
-            key: AddrKeyData {
-                id: t_in,
-                family: FAMILY_V4,
-                _pad: [0; 3],
-                addr: v4(Ipv4Addr::new(198, 51, 100, 7)),
-            },
-            value: accept,
-        }];
+        let dport = [port_prefix(t_in, 16, 80, rule_set)];
+        let sport = [port_prefix(t_out, 6, 1024, 3)];
+        let local = [addr_prefix(
+            t_out,
+            FAMILY_V6,
+            32,
+            "2001:db8::".parse::<Ipv6Addr>().unwrap().octets(),
+            4,
+        )];
+        let rules = [addr_prefix(
+            rule_set,
+            FAMILY_V4,
+            24,
+            v4(Ipv4Addr::new(192, 0, 2, 0)),
+            accept,
+        )];
+        let inner = [addr_prefix(
+            t_in,
+            FAMILY_V4,
+            32,
+            v4(Ipv4Addr::new(198, 51, 100, 7)),
+            accept,
+        )];
         let layout = Layout::build(
             &Prefixes {
                 tables: &tables,

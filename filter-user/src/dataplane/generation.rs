@@ -138,7 +138,7 @@ impl SlotContents {
         Self {
             config: *g.config,
             enis: sorted_pairs(g.enis),
-            enis_direct: sorted_pairs(&direct_enis(g.enis)),
+            enis_direct: direct_enis(g.enis),
             cells: sorted_pairs(g.cells),
             bounds: g.layout.bounds.iter().take(end as usize).copied().collect(),
             tables,
@@ -256,20 +256,37 @@ fn is_enoent(e: &MapError) -> bool {
     }
 }
 
-/// Deletes every key of `slot` from a hash map. Keys are collected first:
-/// deleting while walking a hash map can restart the walk.
+/// Deletes every key of `slot` from a hash map.
 fn purge_hash<K: Pod + SlotKey, V: Pod>(
     name: &'static str,
     map: &mut HashMap<MapData, K, V>,
     slot: u32,
 ) -> Result<usize> {
-    let keys = map
-        .keys()
+    let keys = slot_keys(name, map, slot)?;
+    delete_keys(name, map, &keys)
+}
+
+/// The keys of `slot` in a hash map, collected before any is deleted:
+/// deleting while walking a hash map can restart the walk.
+fn slot_keys<K: Pod + SlotKey, V: Pod>(
+    name: &'static str,
+    map: &HashMap<MapData, K, V>,
+    slot: u32,
+) -> Result<Vec<K>> {
+    map.keys()
         .filter(|k| k.as_ref().map_or(true, |k| k.slot() == slot))
         .collect::<std::result::Result<Vec<K>, _>>()
-        .map_err(|e| DataplaneError::map(name, "listing keys", e))?;
+        .map_err(|e| DataplaneError::map(name, "listing keys", e))
+}
+
+/// Deletes `keys` from a hash map; returns how many were there.
+fn delete_keys<K: Pod, V: Pod>(
+    name: &'static str,
+    map: &mut HashMap<MapData, K, V>,
+    keys: &[K],
+) -> Result<usize> {
     let mut deleted = 0;
-    for key in &keys {
+    for key in keys {
         match map.remove(key) {
             Ok(()) => deleted += 1,
             Err(e) if is_enoent(&e) => {}
@@ -442,7 +459,7 @@ impl Maps {
             enis_direct: live_entries(
                 names::ENIS_DIRECT,
                 &self.enis_direct,
-                direct_half(slot),
+                half(slot, 2 * ENI_DIRECT_IFINDEXES).0,
                 |e| e.live != 0,
             )?,
             cells: read_hash(names::CELLS, &self.cells, slot)?,
@@ -467,9 +484,7 @@ impl Maps {
     /// has its hash twin.
     pub(crate) fn restore_direct_enis(&mut self) -> Result<()> {
         for slot in 0..2 {
-            let mut direct = direct_enis(&self.read_enis(slot)?);
-            direct.sort_by_key(|&(index, _)| index);
-            write_array(&self.enis_direct, direct).map_err(|e| {
+            write_array(&self.enis_direct, direct_enis(&self.read_enis(slot)?)).map_err(|e| {
                 DataplaneError::map(names::ENIS_DIRECT, "copying the ENIs of FILTER_ENIS", e)
             })?;
         }
@@ -495,12 +510,10 @@ impl Maps {
         // (no walk of the 3 MiB array): the writer writes the hash first
         // and this clears the array first, so every live array entry keeps
         // its twin even when a process dies midway. Copies, not counted.
-        let direct: Vec<u32> = direct_enis(&self.read_enis(slot)?)
-            .into_iter()
-            .map(|(index, _)| index)
-            .collect();
+        let enis = slot_keys(names::ENIS, &self.enis, slot)?;
+        let direct: Vec<u32> = enis.iter().filter_map(direct_index).collect();
         clear_array(names::ENIS_DIRECT, &self.enis_direct, &direct)?;
-        n += purge_hash(names::ENIS, &mut self.enis, slot)?;
+        n += delete_keys(names::ENIS, &mut self.enis, &enis)?;
         n += purge_hash(names::CELLS, &mut self.cells, slot)?;
         // What this process wrote is cleared by index; anything else is
         // found by a walk of the arrays.
@@ -579,11 +592,8 @@ impl Maps {
         )?;
         n += hash(names::ENIS, &mut self.enis, g.enis)?;
         // The array copies of the same ENIs (not counted again), after
-        // them (see `purge_slot`), in ifindex order so that neighbours go
-        // in one batch.
-        let mut direct = direct_enis(g.enis);
-        direct.sort_by_key(|&(index, _)| index);
-        array(names::ENIS_DIRECT, &self.enis_direct, direct)?;
+        // them (see `purge_slot`).
+        array(names::ENIS_DIRECT, &self.enis_direct, direct_enis(g.enis))?;
         if let Some(w) = self.written.get_mut(slot as usize) {
             *w = Some(WrittenIndexes {
                 tables: layout
@@ -685,23 +695,21 @@ impl Maps {
     }
 }
 
-/// The indexes of a slot's half of `FILTER_ENIS_DIRECT`.
-fn direct_half(slot: u32) -> std::ops::Range<u32> {
-    eni_direct_index(slot, 0)..eni_direct_index(slot, 0) + ENI_DIRECT_IFINDEXES
+/// Where an ENI's copy goes in `FILTER_ENIS_DIRECT`, if its interface is
+/// below `ENI_DIRECT_IFINDEXES`.
+fn direct_index(k: &EniKey) -> Option<u32> {
+    (k.ifindex < ENI_DIRECT_IFINDEXES).then(|| eni_direct_index(k.slot, k.ifindex))
 }
 
-/// The `FILTER_ENIS_DIRECT` entries of `enis`: those below
-/// `ENI_DIRECT_IFINDEXES`, at their index, marked live.
+/// The `FILTER_ENIS_DIRECT` entries of `enis`, marked live, in index order
+/// (so that neighbours go in one batch).
 fn direct_enis(enis: &[(EniKey, EniConfig)]) -> Vec<(u32, EniConfig)> {
-    enis.iter()
-        .filter(|(k, _)| k.ifindex < ENI_DIRECT_IFINDEXES)
-        .map(|&(k, v)| {
-            (
-                eni_direct_index(k.slot, k.ifindex),
-                EniConfig { live: 1, ..v },
-            )
-        })
-        .collect()
+    let mut direct: Vec<(u32, EniConfig)> = enis
+        .iter()
+        .filter_map(|(k, v)| Some((direct_index(k)?, EniConfig { live: 1, ..*v })))
+        .collect();
+    direct.sort_by_key(|&(index, _)| index);
+    direct
 }
 
 /// An error and its sources on one line.
