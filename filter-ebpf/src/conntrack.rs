@@ -17,6 +17,7 @@ use crate::{
     flowlog,
     maps::{FILTER_CONFIG, FILTER_CT},
     parse::{is_icmp_echo, Parsed},
+    words,
 };
 
 const TCP_FIN: u8 = 0x01;
@@ -87,18 +88,29 @@ pub fn make_key(key: &mut CtKey, src: &[u8; 16], sport: u16, dst: &[u8; 16], dpo
     let s = u128::from_be_bytes(*src);
     let d = u128::from_be_bytes(*dst);
     let src_is_a = s < d || (s == d && sport <= dport);
-    if src_is_a {
+    let ports = if src_is_a {
         key.addr_a = *src;
-        key.port_a = sport;
         key.addr_b = *dst;
-        key.port_b = dport;
+        words::pair(sport, dport)
     } else {
         key.addr_a = *dst;
-        key.port_a = dport;
         key.addr_b = *src;
-        key.port_b = sport;
-    }
+        words::pair(dport, sport)
+    };
+    // SAFETY: `port_a`, `port_b`: the key's last four bytes, 4-aligned (the
+    // key starts with a u32 and is 44 bytes long). One word: `words.rs`.
+    unsafe { words::store(addr_of_mut!(key.port_a).cast(), ports) };
     src_is_a
+}
+
+/// Starts `key` for interface `ifindex`, `family` and IANA `proto`; the
+/// endpoints come from [`make_key`].
+#[inline(always)]
+pub fn set_head(key: &mut CtKey, ifindex: u32, family: u8, proto: u8) {
+    key.ifindex = ifindex;
+    // SAFETY: `family`, `proto`, `_pad`: the key's bytes 4..8, 4-aligned.
+    // One word: `words.rs`.
+    unsafe { words::store(addr_of_mut!(key.family), [family, proto, 0, 0]) };
 }
 
 /// The entry for `key`, live or not. A lookup without side effects, so the

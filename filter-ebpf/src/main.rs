@@ -14,6 +14,7 @@
 //! | `frag.rs` | fragments |
 //! | `flowlog.rs` | flow-log accounting and events (SPEC §7) |
 //! | `stats.rs` | counters |
+//! | `words.rs` | byte fields stored as whole words, for the loads that read them back |
 //! | `maps.rs` | the maps |
 //! | `noop.rs` | empty programs, the benchmarks' baseline |
 //! | `unaccounted.rs` | the pipeline without flow accounting, for the benchmark |
@@ -38,6 +39,7 @@ mod ranges;
 mod stats;
 mod tc;
 mod unaccounted;
+mod words;
 mod xdp;
 
 #[cfg(target_arch = "bpf")]

@@ -104,9 +104,14 @@ fn be32(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)
 }
 
+/// An IPv4 address in the 16-byte layout, built as 32-bit words so that it
+/// is stored as words: the conntrack key and the searches read it back in
+/// words, and a load that spans several narrower stores cannot take its
+/// data from the store buffer, it waits until they reach the cache
+/// (`crate::words`).
 #[inline(always)]
 fn v4_addr(a: u8, b: u8, c: u8, d: u8) -> [u8; 16] {
-    [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    crate::words::bytes([u32::from_ne_bytes([a, b, c, d]), 0, 0, 0])
 }
 
 /// The fixed IPv6 header, as bytes (alignment 1, any bit pattern valid).

@@ -26,7 +26,7 @@
 //! slot of a NACL entry that accepted it on the way). Every packet on a
 //! guarded ENI is also accounted to exactly one flow for the flow log
 //! (`flowlog.rs`): its conntrack entry, or else its `FILTER_REJECTS` entry.
-use core::ptr::NonNull;
+use core::ptr::{addr_of_mut, NonNull};
 
 use filter_common::{
     eni_direct_index, generation_slot, CtEntry, CtKey, EniConfig, EniKey, RejectEntry, RejectKey,
@@ -48,6 +48,7 @@ use crate::{
         FRAG_LATER, FRAG_NONE, PARSE_OK,
     },
     stats::{count, count_rule},
+    words,
 };
 
 /// The program sees the interface's ingress.
@@ -197,24 +198,33 @@ pub fn run<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, hook: u8, ifindex: u32) 
 #[inline(always)]
 fn account_untracked(c: &mut Packet, d: &Decision) {
     c.rkey.ifindex = c.ifindex;
-    c.rkey.family = c.p.flow.family;
     // A later fragment counts to the flow of its first fragment, whose
     // `FragKey` protocol it shares.
-    c.rkey.proto = if c.p.frag == FRAG_LATER {
+    let proto = if c.p.frag == FRAG_LATER {
         c.p.frag_proto
     } else {
         c.p.flow.proto
     };
-    c.rkey.dir = c.dir;
-    c.rkey.action = if d.accept != 0 {
+    let action = if d.accept != 0 {
         ACTION_ACCEPT
     } else {
         ACTION_DROP
     };
     c.rkey.src = c.p.flow.src;
     c.rkey.dst = c.p.flow.dst;
-    c.rkey.sport = c.sport;
-    c.rkey.dport = c.dport;
+    // SAFETY: `family`, `proto`, `dir`, `action` are the key's bytes 4..8,
+    // `sport`, `dport` its last four (it starts with a u32 and is 44 bytes
+    // long): 4-aligned. One word each: `words.rs`.
+    unsafe {
+        words::store(
+            addr_of_mut!(c.rkey.family),
+            [c.p.flow.family, proto, c.dir, action],
+        );
+        words::store(
+            addr_of_mut!(c.rkey.sport).cast(),
+            words::pair(c.sport, c.dport),
+        );
+    }
     c.rentry.first_ns = c.now;
     c.rentry.last_ns = c.now;
     c.rentry.packets = 1;
@@ -325,12 +335,7 @@ fn find_eni(slot: u32, ifindex: u32) -> Option<EniConfig> {
 /// `a`.
 #[inline(always)]
 fn set_key(c: &mut Packet, proto: u8, sport: u16, dport: u16) -> bool {
-    c.key = CtKey {
-        ifindex: c.ifindex,
-        family: c.p.flow.family,
-        proto,
-        ..CtKey::default()
-    };
+    conntrack::set_head(&mut c.key, c.ifindex, c.p.flow.family, proto);
     conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport)
 }
 
@@ -553,12 +558,7 @@ fn related<F: Frame>(f: F, c: &mut Packet) -> bool {
     {
         return false;
     }
-    c.aux_key = CtKey {
-        ifindex: c.ifindex,
-        family: inner.family,
-        proto: inner.proto,
-        ..CtKey::default()
-    };
+    conntrack::set_head(&mut c.aux_key, c.ifindex, inner.family, inner.proto);
     conntrack::make_key(
         &mut c.aux_key,
         &inner.src,
