@@ -132,8 +132,10 @@ pub struct Packet {
     /// A second flow: the one an ICMP error quotes, or the packet turned
     /// into its connection's original orientation (revalidation).
     aux_flow: Flow,
-    /// The verdict of the last table classified.
+    /// The verdict of the security groups (first packet or revalidation).
     v: Verdict,
+    /// The verdict of the vSwitch's NACL (`VERDICT_SKIP`: none).
+    nacl: Verdict,
     /// Flow-log scratch: a new connection's entry, and the key and first
     /// entry of a packet's `FILTER_REJECTS` flow.
     ct_new: CtEntry,
@@ -391,27 +393,39 @@ fn follow_fragment<const FLOW_ACCOUNTING: bool>(c: &mut Packet, d: &mut Decision
     }
 }
 
-/// The NACL of the ENI's vSwitch in the packet's direction (SPEC §3 step 3).
-/// Returns true when it drops; `c.v.slot` then names the entry (or the ACL's
-/// default deny).
+/// The NACL of the ENI's vSwitch in the packet's direction (SPEC §3 step 3),
+/// classified into `c.nacl`; [`nacl_drops`] applies it at its place in the
+/// order.
+///
+/// One classification for both directions, before the order branches: the
+/// NACL is stateless, so its verdict depends on the packet alone, and a
+/// single call site keeps the verifier's work in bounds (it checks
+/// `classify` again for every distinct state that reaches a call).
 #[inline(always)]
-fn nacl_drops(c: &mut Packet) -> bool {
+fn nacl_classify(c: &mut Packet) {
     let table = pick(&c.eni.nacl_table, c.dir);
     // No ACL on the vSwitch: nothing to check.
     if table == ID_NONE {
-        return false;
+        c.nacl.action = VERDICT_SKIP;
+        return;
     }
-    classify(table, &c.p.flow, c.dir, &mut c.v);
-    match c.v.action {
-        // The remote address is inside the vSwitch: the compiler made that
-        // the strongest entry, and traffic inside one vSwitch is not
-        // filtered by its ACL.
+    classify(table, &c.p.flow, c.dir, &mut c.nacl);
+}
+
+/// The NACL stage, from `c.nacl`. Returns true when it drops; `c.nacl.slot`
+/// then names the entry (or the ACL's default deny).
+#[inline(always)]
+fn nacl_drops(c: &mut Packet) -> bool {
+    match c.nacl.action {
+        // No ACL, or the remote address is inside the vSwitch: the compiler
+        // made that the strongest entry, and traffic inside one vSwitch is
+        // not filtered by its ACL.
         VERDICT_SKIP => false,
         VERDICT_ACCEPT => {
             // The entry decided this stage: it counts, whatever the security
             // groups say next.
-            count_rule(c.v.slot, c.p.ip_len, c.now);
-            c.nacl_slot = c.v.slot;
+            count_rule(c.nacl.slot, c.p.ip_len, c.now);
+            c.nacl_slot = c.nacl.slot;
             false
         }
         // A drop entry, no entry matching (the ACL's default deny), or a
@@ -431,8 +445,9 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
     found: Option<NonNull<CtEntry>>,
 ) {
     // SPEC §3 step 2: on ingress the NACL comes before the security groups.
+    nacl_classify(c);
     if c.dir == DIR_INGRESS && nacl_drops(c) {
-        *d = Decision::drop(STAT_DROP_NACL, c.v.slot);
+        *d = Decision::drop(STAT_DROP_NACL, c.nacl.slot);
         return;
     }
 
@@ -488,7 +503,7 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
     // SPEC §3 step 2: on egress the NACL comes after the security groups,
     // and being stateless it sees tracked packets too.
     if c.dir == DIR_EGRESS && nacl_drops(c) {
-        *d = Decision::drop(STAT_DROP_NACL, c.v.slot);
+        *d = Decision::drop(STAT_DROP_NACL, c.nacl.slot);
         return;
     }
 
