@@ -503,6 +503,30 @@ fn counters_read_and_reset() {
     assert_gone(&path);
 }
 
+/// The verifier walks at most a million instructions per program
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`); past that a program no longer loads. The
+/// data plane keeps a tenth of the budget spare, so a change that eats it
+/// fails here, with the numbers, before it fails to load on a kernel whose
+/// verifier prunes a little worse (ARCHITECTURE.md, "Verifier budget").
+#[test]
+fn the_programs_leave_the_verifier_a_tenth_of_its_budget() {
+    const LIMIT: u32 = 1_000_000;
+    let mut dp = Dataplane::load(None).expect("load");
+    let xdp = dp.xdp_program().unwrap().info().unwrap();
+    let tc = dp.tc_program().unwrap().info().unwrap();
+    for (name, info) in [("filter_xdp", xdp), ("filter_tc", tc)] {
+        let walked = info
+            .verified_instruction_count()
+            .expect("the kernel reports verified instructions (5.16 and later)");
+        eprintln!("{name}: {walked} verified instructions");
+        assert!(
+            walked <= LIMIT / 10 * 9,
+            "{name}: the verifier walked {walked} of its {LIMIT} instructions; \
+             keep a tenth spare (ARCHITECTURE.md, \"Verifier budget\")"
+        );
+    }
+}
+
 /// The programs stamp time from jiffies once the load has calibrated
 /// `FILTER_CLOCK` (ARCHITECTURE.md, "Clock"), and the stamps sit on the
 /// `CLOCK_MONOTONIC` time line user space converts them on.
