@@ -507,7 +507,8 @@ fn counters_read_and_reset() {
 /// (`BPF_COMPLEXITY_LIMIT_INSNS`); past that a program no longer loads. The
 /// data plane keeps a tenth of the budget spare, so a change that eats it
 /// fails here, with the numbers, before it fails to load on a kernel whose
-/// verifier prunes a little worse (ARCHITECTURE.md, "Verifier budget").
+/// verifier prunes a little worse (ARCHITECTURE.md, "Verifier budget and
+/// calls").
 #[test]
 fn the_programs_leave_the_verifier_a_tenth_of_its_budget() {
     const LIMIT: u32 = 1_000_000;
@@ -522,7 +523,7 @@ fn the_programs_leave_the_verifier_a_tenth_of_its_budget() {
         assert!(
             walked <= LIMIT / 10 * 9,
             "{name}: the verifier walked {walked} of its {LIMIT} instructions; \
-             keep a tenth spare (ARCHITECTURE.md, \"Verifier budget\")"
+             keep a tenth spare (ARCHITECTURE.md, \"Verifier budget and calls\")"
         );
     }
 }
