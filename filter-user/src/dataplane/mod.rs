@@ -249,32 +249,32 @@ impl Dataplane {
 /// Loads both programs (the verifier runs here) and, in pinned mode, pins
 /// them under `progs/`, replacing the pins of an earlier process.
 fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
-    let pin_path = |name: &str| pins.map(|p| p.root().join(pins::PROGS_DIR).join(name));
-    {
-        const PROG: &str = names::PROG_XDP;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROG)
-            .ok_or(DataplaneError::MissingProgram(PROG))?
-            .try_into()
-            .map_err(|e| DataplaneError::program(PROG, "expecting an XDP program", e))?;
-        prog.load()
-            .map_err(|e| DataplaneError::program(PROG, "loading", e))?;
-        if let Some(path) = pin_path(PROG) {
-            replace_pin(&path)?;
-            prog.pin(&path)
-                .map_err(|source| DataplaneError::Pin { path, source })?;
-        }
-    }
-    {
-        const PROG: &str = names::PROG_TC;
-        let prog = load_tc(ebpf, PROG)?;
-        if let Some(path) = pin_path(PROG) {
-            replace_pin(&path)?;
-            prog.pin(&path)
-                .map_err(|source| DataplaneError::Pin { path, source })?;
-        }
+    load_xdp(ebpf, names::PROG_XDP)?;
+    load_tc(ebpf, names::PROG_TC)?;
+    let Some(pins) = pins else {
+        return Ok(());
+    };
+    for name in [names::PROG_XDP, names::PROG_TC] {
+        let path = pins.root().join(pins::PROGS_DIR).join(name);
+        replace_pin(&path)?;
+        ebpf.program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .pin(&path)
+            .map_err(|source| DataplaneError::Pin { path, source })?;
     }
     Ok(())
+}
+
+/// Program `name` of the object, an XDP program, loaded into the kernel.
+fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| DataplaneError::program(name, "expecting an XDP program", e))?;
+    prog.load()
+        .map_err(|e| DataplaneError::program(name, "loading", e))?;
+    Ok(prog)
 }
 
 /// Program `name` of the object, a TC classifier, loaded into the kernel.
