@@ -18,6 +18,7 @@
 //! | `maps.rs` | the maps |
 //! | `noop.rs` | empty programs, the benchmarks' baseline |
 //! | `unaccounted.rs` | the pipeline without flow accounting, for the benchmark |
+//! | `lookup_cost.rs` | single map lookups, the benchmark's measure of the floor |
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The BPF target has no compare-and-swap, so core offers no `fetch_add`;
@@ -31,6 +32,7 @@ mod conntrack;
 mod flowlog;
 mod frag;
 mod frame;
+mod lookup_cost;
 mod maps;
 mod noop;
 mod parse;

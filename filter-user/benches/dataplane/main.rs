@@ -19,6 +19,7 @@
 //! what the number is. Without `--bench` (as `cargo test --benches` runs
 //! it) it does nothing.
 mod frame;
+mod lookups;
 mod netfilter;
 mod netns;
 mod rules;
@@ -205,6 +206,9 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
     for (b, prog) in base.iter_mut().zip([Prog::Xdp, Prog::Tc]) {
         *b = testrun::baseline(noop, prog, effort)?;
     }
+    let lookups = lookups::Lookups::load()
+        .context("loading the lookup-cost programs")?
+        .measure(effort)?;
     let mut results: Vec<Measured> = Vec::new();
     for &n in &args.sizes {
         let bench = rules::generate(n, "bench0", "nic")?;
@@ -325,6 +329,7 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
         }
     }
     println!();
+    lookup_table(&lookups, base[0].repeated);
     println!("Generation apply (compile, then write into the maps and switch):\n");
     println!("| rules | compile | write | ");
     println!("|---:|---:|---:|");
@@ -340,6 +345,31 @@ fn prog_test_run(args: &Args, noop: &mut Noop) -> Result<()> {
     }
     println!();
     Ok(())
+}
+
+/// What one lookup costs (`lookups.rs`), net of the empty XDP program.
+fn lookup_table(l: &lookups::LookupCosts, empty: f64) {
+    println!(
+        "What one lookup costs: XDP programs that read a 44-byte key from the frame and look \
+         it up, ns per packet net of the empty program (`filter-ebpf/src/lookup_cost.rs`):\n"
+    );
+    println!("| lookup | ns |");
+    println!("|---|---:|");
+    for (what, ns) in [
+        ("`FILTER_CT` (LRU hash), hit", l.ct_hit),
+        ("`FILTER_CT`, miss", l.ct_miss),
+        (
+            "`FILTER_CT` miss, then `FILTER_REJECTS` hit (every dropped first packet)",
+            l.ct_miss_reject_hit,
+        ),
+        (
+            "array table of our own (hash in the program, 4 ways), hit",
+            l.array_hit,
+        ),
+    ] {
+        println!("| {what} | {:.1} |", ns - empty);
+    }
+    println!();
 }
 
 // ---------------------------------------------------------------------------

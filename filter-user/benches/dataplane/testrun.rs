@@ -62,8 +62,8 @@ pub const NOOP_TC: &str = "filter_noop_tc";
 /// (`filter-ebpf/src/unaccounted.rs`).
 const UNACCOUNTED_XDP: &str = "filter_xdp_unaccounted";
 const UNACCOUNTED_TC: &str = "filter_tc_unaccounted";
-const XDP_PASS: u32 = 2;
-const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_DROP: u32 = 1;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 
@@ -162,7 +162,7 @@ impl Runner for Dataplane {
 }
 
 /// Program `name` of an object, as an XDP program.
-fn as_xdp<'a>(p: Option<&'a mut Program>, name: &str) -> Result<&'a mut Xdp> {
+pub fn as_xdp<'a>(p: Option<&'a mut Program>, name: &str) -> Result<&'a mut Xdp> {
     Ok(p.ok_or_else(|| anyhow!("the object has no {name}"))?
         .try_into()?)
 }
@@ -229,7 +229,7 @@ impl Runner for Noop {
 
 /// Mean kernel ns per run over `effort.runs` runs of `effort.repeat`,
 /// every run returning `code`.
-fn repeated(
+pub fn repeated(
     r: &mut dyn Runner,
     prog: Prog,
     frame: &[u8],
@@ -280,6 +280,29 @@ fn profile(r: &mut dyn Runner, prog: Prog, frame: &[u8], path: &str, effort: Eff
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < seconds {
         r.run(prog, frame, effort.repeat)?;
+    }
+    eprintln!("profile: end");
+    Ok(())
+}
+
+/// Profiling aid (`--profile`) for the accepted first packet: single runs
+/// of new connections from `src` for the time asked, announced on stderr.
+/// Each run's connection is new, so the local address moves on through
+/// `10.0.0.0/8` every 16,384 source ports (the rules do not look at it);
+/// run long enough, the conntrack table fills and its LRU evicts, as it
+/// would under a steady stream of new connections.
+fn profile_accepted(dp: &mut Dataplane, prog: Prog, src: Ipv4Addr, effort: Effort) -> Result<()> {
+    let Some(seconds) = effort.profile_s else {
+        return Ok(());
+    };
+    eprintln!("profile: start accepted on {} ({seconds} s)", prog.name());
+    let start = Instant::now();
+    let mut i: u32 = 0;
+    while start.elapsed().as_secs_f64() < seconds {
+        i = i.wrapping_add(1);
+        let local = Ipv4Addr::from(0x0a00_0000 | ((i >> 14) & 0x00ff_ffff));
+        let sport = 1024 + (i & 0x3fff) as u16;
+        dp.run(prog, &tcp4(src, sport, local, PROBE_PORT, SYN, 0), 1)?;
     }
     eprintln!("profile: end");
     Ok(())
@@ -472,6 +495,7 @@ impl Bench {
             self.port()?;
         }
         let accept = bench.probe_accept;
+        profile_accepted(&mut self.dp, prog, accept, effort)?;
         let before = self.stats()?;
         costs.accept_first_single = singles(
             &mut self.dp,
