@@ -32,6 +32,22 @@ const COST_WAYS: usize = 4;
 /// A conntrack key as the 32-bit words the table hashes and compares.
 const KEY_WORDS: usize = 11;
 
+/// Odd 64-bit constants of the hash, one per key word: the first eleven
+/// outputs of splitmix64 from seed 0, each with its low bit set.
+const HASH_KEYS: [u64; KEY_WORDS] = [
+    0xe220_a839_7b1d_cdaf,
+    0x6e78_9e6a_a1b9_65f5,
+    0x06c4_5d18_8009_454f,
+    0xf88b_b8a8_724c_81ed,
+    0x1b39_896a_51a8_749b,
+    0x53cb_9f0c_747e_a2eb,
+    0x2c82_9abe_1f45_32e1,
+    0xc584_133a_c916_ab3d,
+    0x3ee5_7890_41c9_8ac3,
+    0xf3b8_488c_368c_b0a7,
+    0x657e_ecdd_3cb1_3d09,
+];
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CostWay {
@@ -108,12 +124,15 @@ pub fn filter_cost_array_xdp(ctx: XdpContext) -> u32 {
     let Some(key) = key::<[u32; KEY_WORDS]>(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    // A multiplicative hash of the words (murmur3's mixing constants).
-    let mut h: u32 = 0x9e37_79b9;
-    for w in key {
-        h = (h ^ w).wrapping_mul(0x85eb_ca6b);
-        h ^= h >> 15;
+    // A multilinear hash: each word times a constant of its own, summed.
+    // The products do not wait on one another, where a hash that mixes
+    // word after word into one state makes a chain of multiplies as long
+    // as the key. The bucket comes from the high half, the best mixed.
+    let mut h: u64 = 0;
+    for (w, k) in key.iter().zip(HASH_KEYS) {
+        h = h.wrapping_add(u64::from(*w).wrapping_mul(k));
     }
+    let h = (h >> 32) as u32;
     let Some(bucket) = FILTER_COST_TABLE.get_ptr_mut(h & (COST_BUCKETS - 1)) else {
         return xdp_action::XDP_ABORTED;
     };
