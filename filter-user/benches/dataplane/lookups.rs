@@ -4,9 +4,9 @@
 //! The programs run on a private copy of the object's maps, at their real
 //! sizes: a conntrack key is put in `FILTER_CT` and another one's bytes in
 //! `FILTER_REJECTS` from user space, and frames carry one of them after the
-//! Ethernet header. Every measurement checks the program's answer (pass for
-//! a hit, drop for a miss), so a number always belongs to the lookup it
-//! names.
+//! Ethernet header and two bytes of padding. Every measurement checks the
+//! program's answer (pass for a hit, drop for a miss), so a number always
+//! belongs to the lookup it names.
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::{
     maps::HashMap,

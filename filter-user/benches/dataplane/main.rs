@@ -6,7 +6,8 @@
 //!    run, for a first packet (dropped, and accepted) and a packet of an
 //!    established connection, at 10, 1k, 10k and 100k rules; against the
 //!    goals of issue 4 (first packet at most 40, 100, 200, 350 ns;
-//!    established at most 50 ns, flat).
+//!    established at most 50 ns, flat); and what one map lookup costs on
+//!    its own (`lookups.rs`), the floor under those goals.
 //! 2. **veth** (`veth.rs`): the same rule sets enforced by filter, by
 //!    nftables (written as an expert would, with interval maps) and by
 //!    iptables (the naive linear chain), and nothing, with real traffic
