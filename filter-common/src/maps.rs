@@ -255,6 +255,49 @@ pub const CT_UDP_STREAM: u8 = 5;
 pub const CT_ICMP: u8 = 6;
 pub const CT_OTHER: u8 = 7;
 
+/// Nanoseconds in a second.
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+/// The state table (SPEC §3.1): each state's name, its timeout field in
+/// [`GenConfig`] and its default in seconds. The kernel, the daemon's
+/// readers and the reference evaluator all look timeouts up here.
+impl GenConfig {
+    /// Idle timeout of an entry in `state` under `cfg`. A timeout left at 0
+    /// (no config, or one never written) is the SPEC default: an all-zero
+    /// config must not expire every entry at once.
+    #[inline(always)]
+    pub fn timeout_ns(cfg: Option<&GenConfig>, state: u8) -> u64 {
+        let (configured, default_s) = match state {
+            CT_TCP_SYN => (cfg.map(|c| c.tcp_syn_ns), 120),
+            CT_TCP_ESTABLISHED => (cfg.map(|c| c.tcp_established_ns), 910),
+            CT_TCP_CLOSING => (cfg.map(|c| c.tcp_closing_ns), 10),
+            CT_UDP => (cfg.map(|c| c.udp_ns), 30),
+            CT_UDP_STREAM => (cfg.map(|c| c.udp_stream_ns), 180),
+            CT_ICMP => (cfg.map(|c| c.icmp_ns), 30),
+            _ => (cfg.map(|c| c.other_ns), 600),
+        };
+        match configured {
+            Some(ns) if ns != 0 => ns,
+            _ => default_s * NS_PER_S,
+        }
+    }
+}
+
+/// The name of a conntrack state, as `status`, `explain` and the documents
+/// (`conntrack.<name>_s`) spell it.
+pub const fn ct_state_name(state: u8) -> &'static str {
+    match state {
+        CT_TCP_SYN => "tcp_syn",
+        CT_TCP_ESTABLISHED => "tcp_established",
+        CT_TCP_CLOSING => "tcp_closing",
+        CT_UDP => "udp",
+        CT_UDP_STREAM => "udp_stream",
+        CT_ICMP => "icmp",
+        CT_OTHER => "other",
+        _ => "unknown",
+    }
+}
+
 /// Ways a packet can meet a conntrack entry (`CtEntry::fast_generation`):
 /// two hooks (XDP, TC) × two orientations (the first packet's, the reply's).
 pub const CT_WAYS: usize = 4;

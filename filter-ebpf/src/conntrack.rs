@@ -25,40 +25,10 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
-const NS_PER_S: u64 = 1_000_000_000;
-
-/// SPEC §3.1 defaults, used when a slot's `GenConfig` leaves a timeout at 0
-/// (never written): an all-zero config must not expire every entry at once.
-const DEFAULT_TCP_SYN_S: u64 = 120;
-const DEFAULT_TCP_ESTABLISHED_S: u64 = 910;
-const DEFAULT_TCP_CLOSING_S: u64 = 10;
-const DEFAULT_UDP_S: u64 = 30;
-const DEFAULT_UDP_STREAM_S: u64 = 180;
-const DEFAULT_ICMP_S: u64 = 30;
-const DEFAULT_OTHER_S: u64 = 600;
-
 /// The settings of generation slot `slot`.
 #[inline(always)]
 pub fn config(slot: u32) -> Option<&'static GenConfig> {
     FILTER_CONFIG.get(slot)
-}
-
-/// Idle timeout of an entry in `state`.
-#[inline(always)]
-fn timeout_ns(cfg: Option<&GenConfig>, state: u8) -> u64 {
-    let (configured, default_s) = match state {
-        CT_TCP_SYN => (cfg.map(|c| c.tcp_syn_ns), DEFAULT_TCP_SYN_S),
-        CT_TCP_ESTABLISHED => (cfg.map(|c| c.tcp_established_ns), DEFAULT_TCP_ESTABLISHED_S),
-        CT_TCP_CLOSING => (cfg.map(|c| c.tcp_closing_ns), DEFAULT_TCP_CLOSING_S),
-        CT_UDP => (cfg.map(|c| c.udp_ns), DEFAULT_UDP_S),
-        CT_UDP_STREAM => (cfg.map(|c| c.udp_stream_ns), DEFAULT_UDP_STREAM_S),
-        CT_ICMP => (cfg.map(|c| c.icmp_ns), DEFAULT_ICMP_S),
-        _ => (cfg.map(|c| c.other_ns), DEFAULT_OTHER_S),
-    };
-    match configured {
-        Some(ns) if ns != 0 => ns,
-        _ => default_s * NS_PER_S,
-    }
 }
 
 /// Conntrack ports of a packet: the transport ports, the echo identifier in
@@ -129,7 +99,7 @@ fn expired(e: NonNull<CtEntry>, now: u64, cfg: Option<&GenConfig>) -> bool {
     // runs (RCU), even if another CPU evicts the entry meanwhile.
     let (state, last_seen) = unsafe { ((*e.as_ptr()).state, (*e.as_ptr()).last_seen_ns) };
     // Saturating: another CPU may have stamped a later `now` than ours.
-    now.saturating_sub(last_seen) > timeout_ns(cfg, state)
+    now.saturating_sub(last_seen) > GenConfig::timeout_ns(cfg, state)
 }
 
 /// `found` (the [`find`] of `key`) if it is live: not idle past its

@@ -5,7 +5,7 @@
 //! new-connection event per run through the data plane's own `ct_event`;
 //! BPF_PROG_TEST_RUN with `repeat` runs it back to back on CPU 0, while a
 //! thread on CPU 1 drains `FILTER_EVENTS` with the collector's own code
-//! (`flowlog::kernel::decode` into a `flowlog::window::FlowTable`, cleared
+//! (`dataplane::decode` into a `flowlog::window::FlowTable`, cleared
 //! every 262,144 flows as the conntrack table would bound it), sleeping in
 //! poll(2) when the ring is empty as the collector sleeps in `AsyncFd`.
 //!
@@ -36,9 +36,9 @@ use aya::{
     EbpfLoader,
 };
 use clap::Parser;
-use filter::flowlog::{
-    kernel::{decode, Event},
-    window::{FlowTable, Origin},
+use filter::{
+    dataplane::{decode, Event},
+    flowlog::window::{FlowTable, Origin},
 };
 use filter_common::{names, FlowLoss, FLOW_EVENTS_BYTES};
 use nix::{

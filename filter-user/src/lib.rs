@@ -9,6 +9,7 @@
 //! binaries make the product.
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod daemon;
 pub mod dataplane;

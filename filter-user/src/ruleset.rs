@@ -7,6 +7,10 @@
 //! reversed port range.
 use std::net::IpAddr;
 
+use filter_common::{
+    GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN, CT_UDP,
+    CT_UDP_STREAM, NS_PER_S, ON_CHANGE_KEEP, ON_CHANGE_REVALIDATE,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -254,17 +258,45 @@ fn default_ct_max_entries() -> u32 {
 }
 
 impl Default for ConntrackConfig {
+    /// The SPEC §3.1 defaults, from the one state table
+    /// ([`GenConfig::timeout_ns`]).
     fn default() -> Self {
+        let s = |state: u8| {
+            let ns = GenConfig::timeout_ns(None, state) / NS_PER_S;
+            u32::try_from(ns).unwrap_or(u32::MAX)
+        };
         ConntrackConfig {
-            tcp_syn_s: 120,
-            tcp_established_s: 910,
-            tcp_closing_s: 10,
-            udp_s: 30,
-            udp_stream_s: 180,
-            icmp_s: 30,
-            other_s: 600,
+            tcp_syn_s: s(CT_TCP_SYN),
+            tcp_established_s: s(CT_TCP_ESTABLISHED),
+            tcp_closing_s: s(CT_TCP_CLOSING),
+            udp_s: s(CT_UDP),
+            udp_stream_s: s(CT_UDP_STREAM),
+            icmp_s: s(CT_ICMP),
+            other_s: s(CT_OTHER),
             revalidate: true,
             max_entries: default_ct_max_entries(),
+        }
+    }
+}
+
+impl ConntrackConfig {
+    /// The settings as the data plane holds them (`FILTER_CONFIG`).
+    pub fn gen_config(&self) -> GenConfig {
+        let ns = |s: u32| u64::from(s) * NS_PER_S;
+        GenConfig {
+            tcp_syn_ns: ns(self.tcp_syn_s),
+            tcp_established_ns: ns(self.tcp_established_s),
+            tcp_closing_ns: ns(self.tcp_closing_s),
+            udp_ns: ns(self.udp_s),
+            udp_stream_ns: ns(self.udp_stream_s),
+            icmp_ns: ns(self.icmp_s),
+            other_ns: ns(self.other_s),
+            on_change: if self.revalidate {
+                ON_CHANGE_REVALIDATE
+            } else {
+                ON_CHANGE_KEEP
+            },
+            _pad: 0,
         }
     }
 }

@@ -43,7 +43,7 @@ pub enum Verdict {
 
 /// Why a verdict was reached (SPEC §3 step 6). `Display` gives the text that
 /// `filterctl explain` and flow logs print.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
     /// A security-group rule, by its qualified id (`SgRule::id`).

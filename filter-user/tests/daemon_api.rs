@@ -10,12 +10,12 @@ use filter::{
         client::{Client, ClientError},
         ApiError, ApplyParams, ApplyResult, CountersParams, CountersResult, DetachResult,
         ErrorCode, ExplainParams, ExplainResult, FlowsParams, GetResult, Method, NoParams,
-        RollbackParams, RuleCounter, StatusResult, TrackedConnection, VersionResult,
+        RollbackParams, StatusResult, TrackedConnection, VersionResult,
     },
     daemon::{
         auth::{Access, PeerIdentity},
         server::handle,
-        ServerConfig,
+        ReasonCounter, ServerConfig,
     },
     ruleset::Direction,
     verdict::{Packet, Reason, Verdict},
@@ -77,10 +77,13 @@ async fn apply_get_status_counters() -> TestResult {
     assert!(s.stats.iter().any(|c| c.name == "drop_nacl" && c.drop));
     assert_eq!(s.conntrack.size, 262_144);
 
+    let http = Reason::Rule {
+        id: "sg-web/http".into(),
+    };
     d.enforcer.dataplane().hits.insert(
-        "sg-web/http".into(),
-        RuleCounter {
-            rule: "sg-web/http".into(),
+        http.clone(),
+        ReasonCounter {
+            reason: http,
             packets: 10,
             bytes: 1200,
             last_hit: Some(1_700_000_000),
@@ -295,10 +298,9 @@ async fn explain_traces_and_tracked_connections() -> TestResult {
     );
     assert_eq!(r.reason, "sg-web/http");
     assert!(r
-        .evaluation
         .trace
         .iter()
-        .any(|t| t.item.reason().to_string() == "sg-web/http"));
+        .any(|t| t.reason.to_string() == "sg-web/http" && t.lost.is_none()));
     assert_eq!(
         (r.tracked, r.admitted_by.as_deref()),
         (None, Some("sg-web/http"))

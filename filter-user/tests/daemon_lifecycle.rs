@@ -8,7 +8,7 @@ use filter::{
         client::ClientError, ApiError, ApplyParams, ApplyResult, ErrorCode, GetResult, Method,
         NoParams, RollbackParams, StatusResult,
     },
-    daemon::{DaemonError, LockError, MemoryEnforcer, ServerConfig, Started},
+    daemon::{DaemonError, LockError, ServerConfig, Started},
 };
 
 fn apply(document: String) -> ApplyParams {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use daemon_support::*;
 use filter::{
     api::{client::Client, ApplyParams, ErrorCode, GetResult, Method, NoParams, StatusResult},
-    daemon::{MemoryEnforcer, ServerConfig},
+    daemon::ServerConfig,
 };
 use tokio::{io::AsyncWriteExt, net::UnixStream, time::timeout};
 

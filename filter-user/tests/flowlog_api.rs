@@ -5,27 +5,27 @@
 //! reading: it gets `SKIPDATA` records whose counts add up to exactly what
 //! it missed, while the daemon keeps answering others. (The real flow log
 //! in namespaces: `tests/tests/flowlog_e2e.rs`.)
+mod daemon_support;
+
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use daemon_support::MemoryEnforcer;
 use filter::{
     api::{
         client::{Client, ClientError},
         ErrorCode, FlowAction, FlowRecord, FlowsParams, FlowsResult, LogStatus, Method, NoParams,
         SkipReason, FLOW_RECORD_VERSION,
     },
-    daemon::{
-        library::LibraryValidator, serve, Daemon, DaemonConfig, DirLocks, FlowError, FlowSource,
-        MemoryEnforcer, ServerConfig,
-    },
+    daemon::{library::LibraryValidator, serve, Daemon, DaemonConfig, DirLocks, ServerConfig},
     flowlog::{
         fanout::{Batch, Fanout, Subscription},
         record::FlowFilter,
         window::Window,
-        FlowNames,
+        FlowError, FlowNames, FlowSource,
     },
     ruleset::Direction,
 };

@@ -840,9 +840,7 @@ fn every_command_as_table_and_json() -> Result<()> {
         ensure!(json["tracked"]["packets"].as_u64() >= Some(4), "{json}");
         ensure!(json["admitted_by"] == json!("sg-web/http"), "{json}");
         ensure!(
-            json["evaluation"]["trace"]
-                .as_array()
-                .is_some_and(|t| !t.is_empty()),
+            json["trace"].as_array().is_some_and(|t| !t.is_empty()),
             "{json}"
         );
         let json: Value = serde_json::from_str(&explain(

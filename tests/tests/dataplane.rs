@@ -9,7 +9,7 @@
 
 use std::{
     fs::File,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
@@ -22,9 +22,10 @@ use aya::{
 };
 use filter::compile::{Layout, Prefixes};
 use filter::dataplane::{
-    detach_all_pinned, ensure_bpffs, Dataplane, DataplaneError, GenerationMaps, LpmEntry,
-    SlotContents,
+    conntrack::kernel_key, detach_all_pinned, ensure_bpffs, Dataplane, DataplaneError,
+    GenerationMaps, LpmEntry, SlotContents,
 };
+use filter::eval::conntrack::ConnKey;
 use filter_common::{
     generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
     InnerSummary, PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP,
@@ -328,17 +329,12 @@ fn assert_gone(path: &Path) {
     assert!(!path.exists(), "{} is still there", path.display());
 }
 
+/// A connection from client `192.0.2.<n>` to an HTTPS server, as the
+/// kernel keys it at interface 1.
 fn ct_key(n: u8) -> CtKey {
-    CtKey {
-        ifindex: 1,
-        family: FAMILY_V4,
-        proto: PROTO_TCP,
-        _pad: 0,
-        addr_a: v4(Ipv4Addr::new(192, 0, 2, n)),
-        addr_b: v4(Ipv4Addr::new(198, 51, 100, 1)),
-        port_a: 40000,
-        port_b: 443,
-    }
+    let client = (IpAddr::from([192, 0, 2, n]), 40000);
+    let server = (IpAddr::from([198, 51, 100, 1]), 443);
+    kernel_key(1, &ConnKey::new("-", PROTO_TCP, client, server).0)
 }
 
 // ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
@@ -46,8 +46,11 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use filter::{
     compile::{compile, Compiled, SlotTable},
-    dataplane::{Dataplane, GenerationMaps},
-    eval::conntrack::{Conn, ConnKey, Datagram, Fragment, Outcome, Quote, Step, Tracker},
+    dataplane::{
+        conntrack::{conn_key, kernel_key},
+        Dataplane, GenerationMaps,
+    },
+    eval::conntrack::{Conn, Datagram, Fragment, Outcome, Quote, Step, Tracker},
     model::{
         Conntrack, Document, Eni, NetworkAcl, NetworkAclEntry, PrefixList, SecurityGroup,
         SecurityGroupRule, VSwitch, Vpc,
@@ -57,8 +60,7 @@ use filter::{
     verdict::{Packet, Reason, Verdict},
 };
 use filter_common::{
-    CtEntry, CtKey, FAMILY_V4, FAMILY_V6, PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP, STAT_COUNT,
+    CtEntry, CtKey, PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_COUNT,
 };
 use filter_tests::{
     bpf::{stat_label, Prog, Verdict as ProgVerdict},
@@ -1399,51 +1401,6 @@ fn slot_of(c: &Compiled, reason: &Reason) -> Option<u32> {
         .map(|(slot, _)| *slot)
 }
 
-fn addr_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(a) => {
-            let mut out = [0; 16];
-            out[..4].copy_from_slice(&a.octets());
-            out
-        }
-        IpAddr::V6(a) => a.octets(),
-    }
-}
-
-fn ct_key(k: &ConnKey) -> CtKey {
-    CtKey {
-        ifindex: IFINDEX,
-        family: if k.a.0.is_ipv6() {
-            FAMILY_V6
-        } else {
-            FAMILY_V4
-        },
-        proto: k.proto,
-        _pad: 0,
-        addr_a: addr_bytes(k.a.0),
-        addr_b: addr_bytes(k.b.0),
-        port_a: k.a.1,
-        port_b: k.b.1,
-    }
-}
-
-fn ct_key_text(k: &CtKey) -> String {
-    let addr = |b: &[u8; 16]| -> IpAddr {
-        if k.family == FAMILY_V4 {
-            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(*b))
-        }
-    };
-    format!(
-        "ifindex {} proto {} {} <-> {}",
-        k.ifindex,
-        k.proto,
-        endpoint(addr(&k.addr_a), Some(k.port_a)),
-        endpoint(addr(&k.addr_b), Some(k.port_b))
-    )
-}
-
 /// The fields of a conntrack entry this test compares, kernel or model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct CtView {
@@ -1540,7 +1497,7 @@ fn compare_conntrack(
     let mut problems = Vec::new();
     let mut expected_keys = Vec::new();
     for (key, conn) in tracker.connections() {
-        let k = ct_key(key);
+        let k = kernel_key(IFINDEX, key);
         expected_keys.push(k);
         match kernel.get(&k) {
             None => problems.push(format!(
@@ -1561,8 +1518,9 @@ fn compare_conntrack(
     for (k, e) in &kernel {
         if !expected_keys.contains(k) {
             problems.push(format!(
-                "  only in FILTER_CT: {} state {} generation {}",
-                ct_key_text(k),
+                "  only in FILTER_CT: ifindex {} {} state {} generation {}",
+                k.ifindex,
+                conn_key("-", k),
                 e.state,
                 e.generation
             ));

@@ -33,11 +33,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
-use filter::{
-    eval::{TraceItem, TraceStatus},
-    ruleset::Direction,
-    verdict::Verdict,
-};
+use filter::{api::TraceStep, ruleset::Direction, verdict::Verdict};
 use filter_tests::{
     cloud::{Cloud, Family, Node, Vpc},
     daemon::{DaemonGuard, DaemonOptions},
@@ -534,15 +530,15 @@ fn case08_deny_wins_a_tie_across_groups() -> Result<()> {
         .works(&admin, &srv, HTTP);
     let results = checks.assert("case 8: deny wins a tie across groups")?;
     let tie = case.expect_reason(&client, &srv, HTTP, "sg-block/block-net")?;
-    let lost = tie.result.evaluation.trace.iter().any(|t| {
-        matches!(&t.item, TraceItem::SgRule { .. })
-            && t.item.reason().to_string() == "sg-open/http"
-            && matches!(&t.status, TraceStatus::Lost { .. })
+    let lost = tie.result.trace.iter().any(|t| {
+        matches!(&t.step, TraceStep::Rule { .. })
+            && t.reason.to_string() == "sg-open/http"
+            && t.lost.is_some()
     });
     ensure!(
         lost,
         "explain does not show sg-open/http losing the tie: {:?}",
-        tie.result.evaluation.trace
+        tie.result.trace
     );
     case.expect_reason(&other, &srv, HTTP, "sg-open/http-other")?;
     case.expect_reason(&admin, &srv, HTTP, "sg-open/http")?;
@@ -625,11 +621,9 @@ fn case09_stateless_nacl() -> Result<()> {
     ensure!(
         reply
             .result
-            .evaluation
             .trace
             .iter()
-            .any(|t| t.item.reason().to_string() == "nacl:acl-a/ephemeral"
-                && matches!(t.status, TraceStatus::Decided)),
+            .any(|t| t.reason.to_string() == "nacl:acl-a/ephemeral" && t.lost.is_none()),
         "the reply should pass nacl:acl-a/ephemeral: {reply}"
     );
     case.expect_reason(&client, &srv, tcp5000, "nacl:acl-a/default-deny")?;

@@ -17,6 +17,7 @@
 //! - [`frame`]: reading one line with a size limit, writing one line.
 //! - [`client`]: an async client, what `filterctl` uses.
 pub mod client;
+mod explain;
 pub mod frame;
 pub mod types;
 
@@ -25,7 +26,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use self::types::*;
+pub use self::{explain::*, types::*};
 
 /// The protocol version this build speaks. A request with another `v` gets
 /// [`ErrorCode::UnsupportedVersion`].

@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use crate::{
-    eval::Evaluation,
     ruleset::{AttachMode, Direction},
-    verdict::{Decision, Packet},
+    verdict::Packet,
 };
 
 /// `apply`: validate, compile and enforce a document (or, with `dry_run`,
@@ -382,29 +381,6 @@ pub struct TrackedConnection {
     /// Both directions together.
     pub packets: u64,
     pub bytes: u64,
-}
-
-/// The result of `explain`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExplainResult {
-    /// The generation that answered.
-    pub generation: u32,
-    pub eni: String,
-    pub interface: String,
-    pub direction: Direction,
-    pub packet: Packet,
-    /// What the rules decide for this packet as the first of a connection.
-    pub decision: Decision,
-    /// `decision.reason` as text (`sg-web/http`, `default-deny`).
-    pub reason: String,
-    /// The reference evaluator's answer with its full trace.
-    pub evaluation: Evaluation,
-    /// The tracked connection this packet belongs to, if the data plane has
-    /// one: its packets are accepted without security-group evaluation.
-    pub tracked: Option<TrackedConnection>,
-    /// The rule that admits this packet: the tracked connection's rule, or
-    /// the deciding rule when the rules accept it; `None` when it drops.
-    pub admitted_by: Option<String>,
 }
 
 /// Per-rule counters of one counter slot.

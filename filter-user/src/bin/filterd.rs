@@ -7,9 +7,10 @@ use clap::Parser;
 use filter::{
     api::DEFAULT_SOCKET,
     daemon::{
-        auth::Access, kernel::KernelEnforcer, library::LibraryValidator, parse_capture_window,
-        serve, socket, Daemon, DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
+        auth::Access, library::LibraryValidator, parse_capture_window, serve, socket, Daemon,
+        DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
     },
+    dataplane::KernelEnforcer,
     flowlog::{FlowLog, FlowLogConfig, DEFAULT_KEEP_FILES},
 };
 use tokio::{

@@ -316,7 +316,7 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
                 CountersParams { eni: eni.clone() },
             )
             .await?;
-            (json, render::counters(&r, crate::daemon::unix_now()))
+            (json, render::counters(&r, crate::clock::unix_now()))
         }
         Command::Detach => {
             let (json, r) =

@@ -4,12 +4,11 @@ use std::fmt::Write as _;
 
 use crate::{
     api::{
-        ApplyResult, CountersResult, DetachResult, ExplainResult, FlowRecord, GetResult,
-        StatusResult, VersionResult,
+        ApplyResult, CountersResult, DetachResult, ExplainResult, FlowRecord, GetResult, GroupStep,
+        NaclStep, StatusResult, TraceStep, VersionResult,
     },
-    eval::{LossReason, NaclOutcome, SgOutcome, TraceItem, TraceStatus},
     ruleset::{Action, AttachMode},
-    verdict::Verdict,
+    verdict::{Decision, Verdict},
 };
 
 /// Columns aligned on the widest cell, two spaces apart, no trailing
@@ -224,16 +223,6 @@ pub fn status(r: &StatusResult) -> String {
     out
 }
 
-fn loss(why: LossReason) -> &'static str {
-    match why {
-        LossReason::LaterNaclEntry => "an earlier entry matched first",
-        LossReason::OverriddenByInnerAccept => "inner access decides first",
-        LossReason::WeakerPriority => "a stronger priority matched",
-        LossReason::DropWinsTie => "a drop at the same priority wins",
-        LossReason::TieBreak => "same verdict, an earlier rule names it",
-    }
-}
-
 /// A protocol number by name where it has one.
 pub fn proto_name(proto: u8) -> String {
     match proto {
@@ -270,48 +259,30 @@ pub fn explain(r: &ExplainResult) -> String {
         verdict(r.decision.verdict),
         r.reason
     );
-    match &r.evaluation.nacl {
-        None => out.push_str("nacl        not reached\n"),
-        Some(NaclOutcome::NoAcl) => {
-            out.push_str("nacl        none: the vSwitch has no network ACL\n")
-        }
-        Some(NaclOutcome::InsideVswitch { cidr }) => {
+    let step = |out: &mut String, name: &str, how: &str, d: &Decision| {
+        let _ = writeln!(
+            out,
+            "{name:<11} {how}{} by {}",
+            verdict(d.verdict),
+            d.reason
+        );
+    };
+    match &r.nacl {
+        NaclStep::NotReached => out.push_str("nacl        not reached\n"),
+        NaclStep::NoAcl => out.push_str("nacl        none: the vSwitch has no network ACL\n"),
+        NaclStep::InsideVswitch { cidr } => {
             let _ = writeln!(
                 out,
                 "nacl        skipped: the remote address is inside the vSwitch ({cidr})"
             );
         }
-        Some(NaclOutcome::Matched { decision, .. }) => {
-            let _ = writeln!(
-                out,
-                "nacl        {} by {}",
-                verdict(decision.verdict),
-                decision.reason
-            );
-        }
-        Some(NaclOutcome::NoMatch { decision, .. }) => {
-            let _ = writeln!(
-                out,
-                "nacl        no entry matched: {} by {}",
-                verdict(decision.verdict),
-                decision.reason
-            );
-        }
+        NaclStep::Matched { decision } => step(&mut out, "nacl", "", decision),
+        NaclStep::NoMatch { decision } => step(&mut out, "nacl", "no entry matched: ", decision),
     }
-    match &r.evaluation.sg {
-        None => out.push_str("groups      not reached\n"),
-        Some(SgOutcome::NoMatch { decision }) => {
-            let _ = writeln!(
-                out,
-                "groups      no rule matched: {} by {}",
-                verdict(decision.verdict),
-                decision.reason
-            );
-        }
-        Some(sg) => {
-            let d = sg.decision();
-            let _ = writeln!(out, "groups      {} by {}", verdict(d.verdict), d.reason);
-        }
+    match &r.groups {
+        GroupStep::NotReached => out.push_str("groups      not reached\n"),
+        GroupStep::NoMatch { decision } => step(&mut out, "groups", "no rule matched: ", decision),
+        GroupStep::Matched { decision } => step(&mut out, "groups", "", decision),
     }
     match &r.tracked {
         None => out.push_str("tracked     no tracked connection\n"),
@@ -328,28 +299,27 @@ pub fn explain(r: &ExplainResult) -> String {
         "admitted by {}",
         r.admitted_by.as_deref().unwrap_or("nothing (dropped)")
     );
-    if r.evaluation.trace.is_empty() {
+    if r.trace.is_empty() {
         out.push_str("\nnothing matched\n");
         return out;
     }
     let rows: Vec<Vec<String>> = r
-        .evaluation
         .trace
         .iter()
         .map(|t| {
-            let (step, priority) = match &t.item {
-                TraceItem::NaclEntry { entry, .. } => ("nacl", format!("#{}", entry + 1)),
-                TraceItem::InnerAccept { .. } => ("inner", "-".to_owned()),
-                TraceItem::SgRule { priority, .. } => ("rule", priority.to_string()),
+            let (step, rank) = match &t.step {
+                TraceStep::Nacl { entry } => ("nacl", format!("#{entry}")),
+                TraceStep::InnerAccept => ("inner", "-".to_owned()),
+                TraceStep::Rule { priority } => ("rule", priority.to_string()),
             };
-            let result = match &t.status {
-                TraceStatus::Decided => "DECIDED".to_owned(),
-                TraceStatus::Lost { why, winner } => format!("lost to {winner}: {}", loss(*why)),
+            let result = match &t.lost {
+                None => "DECIDED".to_owned(),
+                Some(lost) => format!("lost to {}: {}", lost.winner, lost.why),
             };
             vec![
                 step.to_owned(),
-                t.item.reason().to_string(),
-                priority,
+                t.reason.to_string(),
+                rank,
                 action(t.action).to_owned(),
                 result,
             ]

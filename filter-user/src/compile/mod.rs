@@ -19,7 +19,7 @@ mod fast_hash;
 pub mod layout;
 pub mod model;
 mod port_cover;
-mod prefix;
+pub(crate) mod prefix;
 mod push_down;
 mod rules;
 pub mod shadow;
@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use filter_common::{
     generation_slot, AddrKeyData, CellKey, EniConfig, EniKey, GenConfig, PortKeyData, RuleHit,
-    TableMeta, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MAX_TABLES, MODE_NIC, MODE_TAP, ON_CHANGE_KEEP,
-    ON_CHANGE_REVALIDATE, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
+    TableMeta, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MAX_TABLES, MODE_NIC, MODE_TAP,
+    RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
 };
 pub use shadow::{shadow_warnings, ShadowKind, ShadowWarning};
 pub use slots::{fixed_slots, SlotTable, StableIds};
@@ -46,7 +46,7 @@ use self::{
     tables::SlotRef,
 };
 use crate::{
-    ruleset::{AttachMode, ConntrackConfig, Ruleset},
+    ruleset::{AttachMode, Ruleset},
     verdict::Reason,
 };
 
@@ -252,7 +252,7 @@ pub fn compile(
     slots.enis = eni_plan.next_state;
     Ok(Compiled {
         generation,
-        config: gen_config(&rs.conntrack),
+        config: rs.conntrack.gen_config(),
         enis,
         tables: entries.tables,
         dport: entries.dport,
@@ -298,23 +298,4 @@ fn resolve_interfaces(
         out.push(ifindex);
     }
     Ok(out)
-}
-
-fn gen_config(ct: &ConntrackConfig) -> GenConfig {
-    let ns = |s: u32| u64::from(s) * 1_000_000_000;
-    GenConfig {
-        tcp_syn_ns: ns(ct.tcp_syn_s),
-        tcp_established_ns: ns(ct.tcp_established_s),
-        tcp_closing_ns: ns(ct.tcp_closing_s),
-        udp_ns: ns(ct.udp_s),
-        udp_stream_ns: ns(ct.udp_stream_s),
-        icmp_ns: ns(ct.icmp_s),
-        other_ns: ns(ct.other_s),
-        on_change: if ct.revalidate {
-            ON_CHANGE_REVALIDATE
-        } else {
-            ON_CHANGE_KEEP
-        },
-        _pad: 0,
-    }
 }

@@ -23,11 +23,12 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::{unix_now, Core, Daemon, DaemonError, Enforcer, GenerationRecord, Origin, Running};
+use super::{Core, Daemon, DaemonError, Enforcer, GenerationRecord, Origin, Running};
 use crate::{
-    api::{ApplyResult, ChangeSummary, Changes},
+    api::{ApplyParams, ApplyResult, ChangeSummary, Changes},
+    clock::unix_now,
     daemon::{enforcer::EnforceError, store::RECORD_FORMAT},
-    ruleset::{EniIdx, Ruleset, SgRule},
+    ruleset::{Ruleset, SgRule},
 };
 
 /// The number of the next generation: above every generation the data
@@ -52,6 +53,24 @@ pub(super) fn interfaces(ruleset: &Ruleset) -> BTreeSet<String> {
 }
 
 impl<E: Enforcer> Daemon<E> {
+    /// `apply`: validate, then steps 1–7.
+    pub async fn apply(self: &Arc<Self>, params: ApplyParams) -> Result<ApplyResult, DaemonError> {
+        self.blocking(move |d| {
+            let ruleset = d
+                .validator
+                .load(&params.document)
+                .map_err(DaemonError::Invalid)?;
+            d.commit(
+                &mut d.core(),
+                params.document,
+                ruleset,
+                params.dry_run,
+                Origin::Apply,
+            )
+        })
+        .await
+    }
+
     /// Steps 1–7 of the module docs, with `core` locked throughout.
     pub(super) fn commit(
         &self,
@@ -169,28 +188,6 @@ fn enforce<E: Enforcer>(
         }
     }
     Ok(())
-}
-
-/// The counter names that can decide a packet at ENI `eni`: its groups'
-/// rules and inner accepts, its vSwitch's NACL, and the fixed reasons.
-pub(super) fn eni_reasons(rs: &Ruleset, eni: EniIdx) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = ["default-deny", "default-accept", "tracked"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    for group in rs.enis[eni].groups.iter().filter_map(|g| rs.groups.get(*g)) {
-        if group.inner_accept {
-            names.insert(format!("inner-accept:{}", group.id));
-        }
-        names.extend(group.rules.iter().map(|r| r.id.clone()));
-    }
-    if let Some(acl) = rs.eni_acl(eni).and_then(|a| rs.acls.get(a)) {
-        for entry in acl.ingress.iter().chain(&acl.egress) {
-            names.insert(format!("nacl:{}/{}", acl.id, entry.name));
-        }
-        names.insert(format!("nacl:{}/default-deny", acl.id));
-    }
-    names
 }
 
 /// What changed from `old` (the running rule set, if any) to `new`, by id.

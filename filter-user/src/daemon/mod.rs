@@ -1,55 +1,57 @@
-//! `filterd`: the daemon that owns the kernel side (SPEC §4, §5).
+//! `filterd`: the daemon that orchestrates the rest (SPEC §4, §5). It
+//! decides what to enforce and when; the evaluator, the compiler, the data
+//! plane and the flow log do the work.
 //!
 //! - [`Daemon`]: the running generation, the state directory and the
-//!   [`Enforcer`], and one method per API call. Applies are serialized and
-//!   all-or-nothing (`apply.rs`).
+//!   [`Enforcer`]; one file per API call (`apply.rs`, `rollback.rs`,
+//!   `status.rs`, `explain.rs`, `counters.rs`, `detach.rs`, `flows.rs`) and
+//!   start-up (`restore.rs`). Applies are serialized and all-or-nothing.
 //! - [`server::serve`]: the socket server; callable from tests with any
 //!   listener and any shutdown future.
 //! - [`store`]: saved generations; [`lock`]: the directory locks;
 //!   [`socket`]: creating the socket; [`auth`]: who may change things.
-//! - [`enforcer`]: the trait over the data plane, and an in-memory one;
-//!   [`kernel`]: the one over the eBPF data plane.
+//! - [`enforcer`]: the trait over the data plane
+//!   ([`crate::dataplane::KernelEnforcer`] implements it).
 //! - [`validator`]: document → rule set; [`library`]: the real one.
-//! - [`flows`]: the hook for flow logs ([`crate::flowlog`]).
 mod apply;
 pub mod auth;
+mod counters;
+mod detach;
 pub mod enforcer;
-pub mod flows;
-pub mod kernel;
+mod explain;
+mod flows;
 pub mod library;
 pub mod lock;
+mod restore;
+mod rollback;
 pub mod server;
 pub mod socket;
+mod status;
 pub mod store;
 pub mod validator;
 
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use serde_json::Value;
 use thiserror::Error;
 
 pub use self::{
     apply::{next_generation, summarize},
-    enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer, MemoryEnforcer},
-    flows::{FlowError, FlowSource},
+    enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
     lock::{DirLocks, LockError},
     server::{serve, ServerConfig},
     store::{GenerationRecord, Origin, StateStore, StoreError},
     validator::Validator,
 };
 use crate::{
-    api::{
-        ApiError, ApplyParams, ApplyResult, CountersParams, CountersResult, DaemonInfo,
-        DetachResult, EniStatus, ErrorCode, ExplainParams, ExplainResult, FlowsParams, FlowsResult,
-        GetResult, Method, RollbackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
-    },
-    eval,
+    api::{ApiError, ErrorCode},
+    clock::unix_now,
+    compile::SlotTable,
+    flowlog::{FlowNames, FlowSource},
     ruleset::Ruleset,
-    verdict::Verdict,
 };
 
 /// How many applied generations the state directory keeps (SPEC §4).
@@ -154,7 +156,7 @@ struct Core<E> {
     enforcer: E,
     store: StateStore,
     /// The slot table of the newest saved generation.
-    slots: Value,
+    slots: SlotTable,
 }
 
 pub struct Daemon<E: Enforcer> {
@@ -166,12 +168,6 @@ pub struct Daemon<E: Enforcer> {
     restore_error: RwLock<Option<String>>,
     started_at: u64,
     _locks: DirLocks,
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl<E: Enforcer> Daemon<E> {
@@ -186,7 +182,7 @@ impl<E: Enforcer> Daemon<E> {
     ) -> Result<Self, DaemonError> {
         let store = StateStore::open(&config.state_dir)?;
         let (newest, _) = store.newest()?;
-        let slots = newest.map(|r| r.slots).unwrap_or(Value::Null);
+        let slots = newest.map(|r| r.slots).unwrap_or_default();
         Ok(Daemon {
             config,
             validator,
@@ -219,9 +215,10 @@ impl<E: Enforcer> Daemon<E> {
         if let Some(ring) = core.enforcer.take_flow_events() {
             source.events(ring);
         }
+        let reasons = core.enforcer.slot_reasons();
         let names = self
             .running()
-            .map(|r| flows::names(&r, core.enforcer.slot_reasons()));
+            .map(|r| FlowNames::new(r.generation, &r.ruleset, &reasons));
         source.generation(names);
     }
 
@@ -250,118 +247,6 @@ impl<E: Enforcer> Daemon<E> {
         *self.running.write().unwrap_or_else(|p| p.into_inner()) = running;
     }
 
-    /// Brings enforcement up at start (blocking): applies `ruleset` (the
-    /// text of `--ruleset`) when given; otherwise restores the newest saved
-    /// generation, taking it over as it is when the pinned data plane still
-    /// runs it, so tracked connections survive a restart.
-    ///
-    /// Only a rejected or failing `--ruleset` is an error: a saved
-    /// generation that no longer restores (an interface went away) is
-    /// logged and shown by `status`, and the daemon serves anyway.
-    pub fn start(&self, ruleset: Option<String>) -> Result<Started, DaemonError> {
-        if let Some(document) = ruleset {
-            let parsed = self
-                .validator
-                .load(&document)
-                .map_err(DaemonError::Invalid)?;
-            let result = self.commit(&mut self.core(), document, parsed, false, Origin::Startup)?;
-            return Ok(Started::Applied(result.generation));
-        }
-        match self.restore() {
-            Ok(started) => Ok(started),
-            Err(e) => {
-                let message = match &e {
-                    DaemonError::Invalid(errors) => format!("{e}: {}", errors.join("; ")),
-                    _ => e.to_string(),
-                };
-                tracing::error!("restoring the saved generation failed: {message}");
-                *self
-                    .restore_error
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-                Ok(Started::RestoreFailed(message))
-            }
-        }
-    }
-
-    /// Enforces a saved document again, as a new generation: the data plane
-    /// does not run it (fresh maps), or not as the interfaces are now.
-    fn restore_as_new(
-        &self,
-        core: &mut Core<E>,
-        record: GenerationRecord,
-        ruleset: Ruleset,
-    ) -> Result<Started, DaemonError> {
-        let from = record.generation;
-        let result = self.commit(
-            core,
-            record.document,
-            ruleset,
-            false,
-            Origin::Restore { from },
-        )?;
-        Ok(Started::Restored {
-            from,
-            generation: result.generation,
-        })
-    }
-
-    fn restore(&self) -> Result<Started, DaemonError> {
-        let mut core = self.core();
-        if core.store.is_detached() {
-            return Ok(Started::Nothing);
-        }
-        let (newest, skipped) = core.store.newest()?;
-        for e in skipped {
-            tracing::warn!("skipping an unreadable saved generation: {e}");
-        }
-        let Some(record) = newest else {
-            return Ok(Started::Nothing);
-        };
-        let ruleset = self
-            .validator
-            .load(&record.document)
-            .map_err(DaemonError::Invalid)?;
-        if core.enforcer.running_generation() != Some(record.generation) {
-            return self.restore_as_new(&mut core, record, ruleset);
-        }
-        // The data plane runs this very generation: take it over.
-        let compiled = core
-            .enforcer
-            .compile(record.generation, &ruleset, &record.slots)?;
-        let wanted = apply::interfaces(&ruleset);
-        let attached = core.enforcer.attached();
-        for interface in &wanted {
-            // Takes over the pinned links (and puts back any that went
-            // missing while the daemon was away).
-            core.enforcer.attach(interface)?;
-        }
-        if let Err(e) = core.enforcer.adopt(&compiled.plan) {
-            // The pinned generation does not guard the interfaces as they
-            // are now (one was made again, with a new index, while the
-            // daemon was away): enforce the document again, as a new
-            // generation, rather than leave an interface unguarded.
-            tracing::warn!("not taking over generation {}: {e}", record.generation);
-            return self.restore_as_new(&mut core, record, ruleset);
-        }
-        for interface in attached.difference(&wanted) {
-            if let Err(e) = core.enforcer.detach(interface) {
-                tracing::warn!("{e}");
-            }
-        }
-        // The slot table as saved: compiling the same generation again
-        // gives every rule the slot it has.
-        core.slots = record.slots;
-        self.set_running(Some(Arc::new(Running {
-            generation: record.generation,
-            applied_at: record.applied_at,
-            document: record.document,
-            ruleset: Arc::new(ruleset),
-        })));
-        self.publish_flows(&mut core);
-        Ok(Started::Adopted(record.generation))
-    }
-
     /// Runs `f` on a blocking thread (validation, compilation and map
     /// access can take a while; the async workers keep serving).
     async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, DaemonError>
@@ -373,281 +258,6 @@ impl<E: Enforcer> Daemon<E> {
         tokio::task::spawn_blocking(move || f(&daemon))
             .await
             .map_err(|e| DaemonError::Internal(format!("a worker failed: {e}")))?
-    }
-
-    /// `apply`: validate, compile, enforce (SPEC §4: all or nothing).
-    pub async fn apply(self: &Arc<Self>, params: ApplyParams) -> Result<ApplyResult, DaemonError> {
-        self.blocking(move |d| {
-            let ruleset = d
-                .validator
-                .load(&params.document)
-                .map_err(DaemonError::Invalid)?;
-            d.commit(
-                &mut d.core(),
-                params.document,
-                ruleset,
-                params.dry_run,
-                Origin::Apply,
-            )
-        })
-        .await
-    }
-
-    /// `rollback`: re-apply a saved generation as a new one.
-    pub async fn rollback(
-        self: &Arc<Self>,
-        params: RollbackParams,
-    ) -> Result<ApplyResult, DaemonError> {
-        self.blocking(move |d| {
-            let mut core = d.core();
-            let saved = core.store.generations()?;
-            let running = d.running().map(|r| r.generation);
-            let target = match params.to {
-                Some(to) if saved.contains(&to) => to,
-                Some(to) => {
-                    return Err(DaemonError::NotSaved {
-                        generation: to,
-                        saved,
-                    })
-                }
-                None => saved
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|g| running.is_none_or(|r| *g < r))
-                    .ok_or(DaemonError::NothingToRollBack)?,
-            };
-            let record = core.store.load(target)?.ok_or(DaemonError::NotSaved {
-                generation: target,
-                saved: saved.clone(),
-            })?;
-            let ruleset = d
-                .validator
-                .load(&record.document)
-                .map_err(DaemonError::Invalid)?;
-            let mut result = d.commit(
-                &mut core,
-                record.document,
-                ruleset,
-                false,
-                Origin::Rollback { from: target },
-            )?;
-            result.rolled_back_to = Some(target);
-            Ok(result)
-        })
-        .await
-    }
-
-    /// `get`: the running document.
-    pub fn get(&self) -> Result<GetResult, DaemonError> {
-        let running = self.running().ok_or(DaemonError::NoGeneration)?;
-        Ok(GetResult {
-            generation: running.generation,
-            applied_at: running.applied_at,
-            document: running.document.clone(),
-        })
-    }
-
-    /// `status`.
-    pub async fn status(self: &Arc<Self>) -> Result<StatusResult, DaemonError> {
-        let dataplane = self.blocking(|d| Ok(d.core().enforcer.status()?)).await?;
-        let running = self.running();
-        let enis = running
-            .as_ref()
-            .map(|r| {
-                r.ruleset
-                    .enis
-                    .iter()
-                    .map(|eni| EniStatus {
-                        id: eni.id.clone(),
-                        interface: eni.interface.clone(),
-                        attach_mode: eni.mode,
-                        vswitch: r
-                            .ruleset
-                            .vswitches
-                            .get(eni.vswitch)
-                            .map(|v| v.id.clone())
-                            .unwrap_or_default(),
-                        hooks: dataplane
-                            .hooks
-                            .get(&eni.interface)
-                            .cloned()
-                            .unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(StatusResult {
-            generation: running.as_ref().map(|r| r.generation),
-            applied_at: running.as_ref().map(|r| r.applied_at),
-            enis,
-            conntrack: dataplane.conntrack,
-            stats: dataplane.stats,
-            daemon: DaemonInfo {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-                started_at: self.started_at,
-                state_dir: self.config.state_dir.display().to_string(),
-                pin_dir: self.config.pin_dir.display().to_string(),
-            },
-            restore_error: self
-                .restore_error
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        })
-    }
-
-    /// `explain`: the reference evaluator on the running generation, and the
-    /// data plane's tracked connection for the packet.
-    pub async fn explain(
-        self: &Arc<Self>,
-        params: ExplainParams,
-    ) -> Result<ExplainResult, DaemonError> {
-        let running = self.running().ok_or(DaemonError::NoGeneration)?;
-        let rs = &running.ruleset;
-        let Some(eni) = rs.eni_by_id(&params.eni) else {
-            let known: Vec<&str> = rs.enis.iter().map(|e| e.id.as_str()).collect();
-            return Err(DaemonError::Params(format!(
-                "no ENI {:?} in generation {}; ENIs: {}",
-                params.eni,
-                running.generation,
-                known.join(", ")
-            )));
-        };
-        let packet = params
-            .packet()
-            .map_err(|e| DaemonError::Params(e.message))?;
-        let direction = params.direction;
-        let evaluation = eval::evaluate(rs, eni, direction, &packet);
-        let interface = rs.enis[eni].interface.clone();
-        let lookup = interface.clone();
-        let tracked = self
-            .blocking(move |d| Ok(d.core().enforcer.tracked(&lookup, direction, &packet)?))
-            .await?;
-        // A tracked connection skips the security groups but not the NACL,
-        // which is stateless (SPEC §3 steps 3 and 4).
-        let admitted_by = match &tracked {
-            Some(conn)
-                if eval::evaluate_nacl(rs, eni, direction, &packet)
-                    .decision()
-                    .is_none_or(|d| d.verdict == Verdict::Accept) =>
-            {
-                Some(conn.rule.clone())
-            }
-            _ if evaluation.decision.verdict == Verdict::Accept => {
-                Some(evaluation.decision.reason.to_string())
-            }
-            _ => None,
-        };
-        Ok(ExplainResult {
-            generation: running.generation,
-            eni: params.eni,
-            interface,
-            direction,
-            packet,
-            decision: evaluation.decision.clone(),
-            reason: evaluation.decision.reason.to_string(),
-            evaluation,
-            tracked,
-            admitted_by,
-        })
-    }
-
-    /// `counters`: every counter, or those that can decide for one ENI.
-    pub async fn counters(
-        self: &Arc<Self>,
-        params: CountersParams,
-    ) -> Result<CountersResult, DaemonError> {
-        let running = self.running();
-        let only = match (&params.eni, &running) {
-            (None, _) => None,
-            (Some(id), Some(r)) => {
-                let eni = r.ruleset.eni_by_id(id).ok_or_else(|| {
-                    DaemonError::Params(format!("no ENI {id:?} in generation {}", r.generation))
-                })?;
-                Some(apply::eni_reasons(&r.ruleset, eni))
-            }
-            (Some(_), None) => return Err(DaemonError::NoGeneration),
-        };
-        let mut rules = self.blocking(|d| Ok(d.core().enforcer.counters()?)).await?;
-        if let Some(only) = only {
-            rules.retain(|c| only.contains(&c.rule));
-        }
-        Ok(CountersResult {
-            generation: running.map(|r| r.generation),
-            eni: params.eni,
-            rules,
-        })
-    }
-
-    /// `detach`: stop enforcing on every interface and remove every pin.
-    pub async fn detach(self: &Arc<Self>) -> Result<DetachResult, DaemonError> {
-        self.blocking(|d| {
-            let mut core = d.core();
-            let previous = d.running().map(|r| r.generation);
-            let interfaces = core.enforcer.detach_all()?;
-            d.set_running(None);
-            d.publish_flows(&mut core);
-            if let Err(e) = core.store.set_detached(true) {
-                tracing::warn!(
-                    "detached, but a restarted daemon will restore generation {previous:?}: {e}"
-                );
-            }
-            Ok(DetachResult {
-                previous,
-                interfaces,
-            })
-        })
-        .await
-    }
-
-    fn flow_source(&self) -> Result<Arc<dyn FlowSource>, DaemonError> {
-        self.flow_source
-            .clone()
-            .ok_or_else(|| DaemonError::NotImplemented("this filterd has no flow log".to_owned()))
-    }
-
-    /// `flows`: the newest matching records of the flow-log file. (A
-    /// `follow` request is a stream, which the server runs with
-    /// [`Daemon::follow_flows`].)
-    pub async fn flows(self: &Arc<Self>, params: FlowsParams) -> Result<FlowsResult, DaemonError> {
-        let source = self.flow_source()?;
-        let records = tokio::task::spawn_blocking(move || source.flows(&params))
-            .await
-            .map_err(|e| DaemonError::Internal(format!("a worker failed: {e}")))?
-            .map_err(flow_error)?;
-        Ok(FlowsResult { records })
-    }
-
-    /// `flows` with `follow`: the requested history, and a subscription to
-    /// every window's matching records from now on. The subscription is
-    /// made first, so no window falls between the two (one may be in
-    /// both).
-    pub async fn follow_flows(
-        self: &Arc<Self>,
-        params: FlowsParams,
-    ) -> Result<(FlowsResult, crate::flowlog::Subscription), DaemonError> {
-        let source = self.flow_source()?;
-        let subscription = source.follow(&params).map_err(flow_error)?;
-        let history = self.flows(params).await?;
-        Ok((history, subscription))
-    }
-
-    /// `version`.
-    pub fn version(&self) -> VersionResult {
-        VersionResult {
-            daemon: env!("CARGO_PKG_VERSION").to_owned(),
-            protocol: PROTOCOL_VERSION,
-            methods: Method::ALL.iter().map(|m| m.as_str().to_owned()).collect(),
-        }
-    }
-}
-
-fn flow_error(e: FlowError) -> DaemonError {
-    match e {
-        FlowError::InvalidParams(m) => DaemonError::Params(m),
-        FlowError::Failed(m) => DaemonError::Internal(m),
     }
 }
 

@@ -16,8 +16,9 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use thiserror::Error;
+
+use crate::compile::SlotTable;
 
 /// The format of a [`GenerationRecord`] file.
 pub const RECORD_FORMAT: u32 = 1;
@@ -66,8 +67,14 @@ pub struct GenerationRecord {
     pub origin: Origin,
     /// The document, byte for byte as applied.
     pub document: String,
-    /// The enforcer's slot table after compiling this generation.
-    pub slots: Value,
+    /// The slot table after compiling this generation (`null`, as records
+    /// of enforcers without one have it, reads as an empty table).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub slots: SlotTable,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SlotTable, D::Error> {
+    Ok(Option::<SlotTable>::deserialize(d)?.unwrap_or_default())
 }
 
 pub struct StateStore {
@@ -244,7 +251,7 @@ mod tests {
             applied_at: 1_700_000_000 + u64::from(generation),
             origin: Origin::Apply,
             document: format!("{{\"n\": {generation}}}"),
-            slots: Value::Null,
+            slots: SlotTable::default(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Reading the kernel's counters and the conntrack table.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aya::maps::PerCpuValues;
 use filter_common::{names, CtEntry, CtKey, RuleStats, MAX_RULE_SLOTS, STAT_COUNT};
@@ -9,33 +9,7 @@ use super::{
     maps::Maps,
     sys,
 };
-
-/// Converts `bpf_ktime_get_ns` readings (`CLOCK_MONOTONIC`, which stops
-/// while the machine is suspended) into wall-clock times, with one offset
-/// sampled when the value is made. Use one clock per batch of readings.
-#[derive(Clone, Copy, Debug)]
-pub struct KtimeClock {
-    realtime_minus_monotonic_ns: i128,
-}
-
-impl KtimeClock {
-    /// Samples the current `CLOCK_REALTIME - CLOCK_MONOTONIC` offset.
-    pub fn now() -> Self {
-        Self {
-            realtime_minus_monotonic_ns: sys::realtime_minus_monotonic_ns(),
-        }
-    }
-
-    /// The wall-clock time of a kernel timestamp; `None` for 0 ("never").
-    pub fn to_system_time(&self, ktime_ns: u64) -> Option<SystemTime> {
-        if ktime_ns == 0 {
-            return None;
-        }
-        let unix_ns = i128::from(ktime_ns) + self.realtime_minus_monotonic_ns;
-        let unix_ns = u64::try_from(unix_ns).ok()?;
-        UNIX_EPOCH.checked_add(Duration::from_nanos(unix_ns))
-    }
-}
+use crate::clock::KtimeClock;
 
 /// The counters of one rule slot, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -209,34 +183,5 @@ impl Maps {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(DataplaneError::map(names::CT, "looking up", e)),
         }
-    }
-}
-
-#[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "test code")]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ktime_zero_is_never() {
-        assert_eq!(KtimeClock::now().to_system_time(0), None);
-    }
-
-    #[test]
-    fn ktime_now_is_about_now() {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let ktime =
-            u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap();
-        let wall = KtimeClock::now().to_system_time(ktime).unwrap();
-        let skew = match SystemTime::now().duration_since(wall) {
-            Ok(d) => d,
-            Err(e) => e.duration(),
-        };
-        assert!(skew < Duration::from_millis(100), "skew {skew:?}");
     }
 }

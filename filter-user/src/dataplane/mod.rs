@@ -13,9 +13,12 @@
 //! [`Dataplane::write_generation`] and `docs/ARCHITECTURE.md` ("Atomic
 //! generations").
 mod attach;
-mod clock;
+mod calibrate;
+pub mod conntrack;
 mod counters;
+mod enforcer;
 mod error;
+mod flows;
 mod generation;
 mod maps;
 pub mod object;
@@ -32,8 +35,10 @@ use aya::{
 use filter_common::{names, CtEntry, CtKey, EniConfig, EniKey, STAT_COUNT};
 
 pub use attach::Attachment;
-pub use counters::{KtimeClock, RuleCounters};
+pub use counters::RuleCounters;
+pub use enforcer::KernelEnforcer;
 pub use error::{DataplaneError, Result};
+pub use flows::{decode, scan_flow_maps, Event, FlowEvents, FlowScan};
 pub use generation::{GenerationMaps, LpmEntry, SlotContents, WriteSummary};
 pub use pins::{detach_all_pinned, ensure_bpffs, DetachReport};
 
@@ -90,7 +95,7 @@ impl Dataplane {
         maps.restore_direct_enis()?;
         // A failed calibration costs speed, not correctness: the programs
         // fall back to the coarse clock.
-        if let Err(e) = clock::calibrate(&mut ebpf, &mut maps.clock) {
+        if let Err(e) = calibrate::calibrate(&mut ebpf, &mut maps.clock) {
             tracing::warn!(
                 "calibrating the data plane's clock failed ({e}); it reads the coarse clock"
             );
@@ -180,7 +185,7 @@ impl Dataplane {
     }
 
     /// Every conntrack entry (timestamps are `bpf_ktime_get_ns`; see
-    /// [`KtimeClock`]). Expired entries that the kernel has not evicted are
+    /// [`KtimeClock`](crate::clock::KtimeClock)). Expired entries that the kernel has not evicted are
     /// included; compare `last_seen_ns` with the timeouts to hide them.
     pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry)>> {
         self.maps.conntrack_entries()
@@ -204,6 +209,17 @@ impl Dataplane {
     /// read from elsewhere. `None` when absent or already taken.
     pub fn take_map(&mut self, name: &str) -> Option<Map> {
         self.ebpf.take_map(name)
+    }
+
+    /// The event ring buffer of the flow log, handed out once per load
+    /// (`None` the second time).
+    pub fn take_flow_events(&mut self) -> Result<Option<FlowEvents>> {
+        let Some(map) = self.ebpf.take_map(names::EVENTS) else {
+            return Ok(None);
+        };
+        FlowEvents::new(map)
+            .map(Some)
+            .map_err(|e| DataplaneError::map(names::EVENTS, "opening", e))
     }
 
     /// The loaded programs, for BPF_PROG_TEST_RUN in tests and benchmarks.

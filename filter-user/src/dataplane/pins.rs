@@ -83,6 +83,24 @@ pub fn link_pin_path(pin_dir: &Path, ifname: &str, hook: Hook) -> PathBuf {
         .join(format!("{ifname}-{}", hook.suffix()))
 }
 
+/// The interfaces with a pinned link under `pin_dir`
+/// (`links/<ifname>-xdp`, `links/<ifname>-tc`).
+pub fn pinned_interfaces(pin_dir: &Path) -> std::collections::BTreeSet<String> {
+    let Ok(entries) = fs::read_dir(pin_dir.join(LINKS_DIR)) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            [Hook::Xdp, Hook::Tc]
+                .into_iter()
+                .find_map(|hook| name.strip_suffix(&format!("-{}", hook.suffix())))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 /// The two hooks an interface gets a program on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {

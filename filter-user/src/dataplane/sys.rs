@@ -351,25 +351,3 @@ pub(crate) fn array_update_batch<T: aya::Pod>(
     }
     Ok(())
 }
-
-/// Nanoseconds on one clock.
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out pointer; the clocks used here always exist
-    // on Linux, so the call cannot fail.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
-/// `CLOCK_REALTIME - CLOCK_MONOTONIC` in nanoseconds, read with the
-/// realtime sample between two monotonic ones so the skew is at most half
-/// the time the three reads take.
-pub(crate) fn realtime_minus_monotonic_ns() -> i128 {
-    let m1 = clock_ns(libc::CLOCK_MONOTONIC);
-    let r = clock_ns(libc::CLOCK_REALTIME);
-    let m2 = clock_ns(libc::CLOCK_MONOTONIC);
-    r - (m1 + m2) / 2
-}

@@ -64,11 +64,13 @@ use std::{
     net::IpAddr,
 };
 
+pub use filter_common::NS_PER_S;
 use filter_common::{
-    CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN, CT_UDP, CT_UDP_STREAM,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW,
-    STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT,
-    STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND,
+    ct_state_name, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
+    CT_UDP, CT_UDP_STREAM, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_ACCEPT_FRAGMENT,
+    STAT_ACCEPT_NEW, STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT,
+    STAT_DROP_FRAGMENT, STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE,
+    STAT_DROP_SG_RULE, STAT_PASS_ND,
 };
 use serde::{Deserialize, Serialize};
 
@@ -77,8 +79,6 @@ use crate::{
     ruleset::{ConntrackConfig, Direction, EniIdx, Ruleset},
     verdict::{Decision, Packet, Reason, Verdict},
 };
-
-pub const NS_PER_S: u64 = 1_000_000_000;
 
 /// How long the verdict of a first fragment stays usable for the later
 /// fragments of its datagram (the kernel's `FRAG_TIMEOUT_NS`: reassembly
@@ -387,27 +387,15 @@ impl ConnState {
         })
     }
 
-    /// The idle timeout of this state under `cfg`, in nanoseconds. A
-    /// timeout of 0 (never valid in a document) means the SPEC default, as
-    /// in the kernel, where an unwritten config must not expire everything.
+    /// The idle timeout of this state under `cfg`, in nanoseconds, from
+    /// the state table the kernel uses ([`GenConfig::timeout_ns`]).
     pub fn timeout_ns(self, cfg: &ConntrackConfig) -> u64 {
-        let defaults = ConntrackConfig::default();
-        let pick = |f: fn(&ConntrackConfig) -> u32| {
-            let s = match f(cfg) {
-                0 => f(&defaults),
-                s => s,
-            };
-            u64::from(s) * NS_PER_S
-        };
-        match self {
-            ConnState::TcpSyn => pick(|c| c.tcp_syn_s),
-            ConnState::TcpEstablished => pick(|c| c.tcp_established_s),
-            ConnState::TcpClosing => pick(|c| c.tcp_closing_s),
-            ConnState::Udp => pick(|c| c.udp_s),
-            ConnState::UdpStream => pick(|c| c.udp_stream_s),
-            ConnState::Icmp => pick(|c| c.icmp_s),
-            ConnState::Other => pick(|c| c.other_s),
-        }
+        GenConfig::timeout_ns(Some(&cfg.gen_config()), self.ct_state())
+    }
+
+    /// The state's name (`tcp_established`, ...).
+    pub fn name(self) -> &'static str {
+        ct_state_name(self.ct_state())
     }
 }
 

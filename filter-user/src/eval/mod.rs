@@ -24,8 +24,10 @@
 //! document order. The others are traced as [`LossReason::TieBreak`]. The
 //! same order picks among several inner-accept groups (§3 step 5.1).
 pub mod conntrack;
+mod explain;
 mod matching;
 mod nacl;
+mod reasons;
 mod sg;
 
 #[cfg(test)]
@@ -34,8 +36,10 @@ mod tests;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use self::explain::explain;
 pub use self::matching::{acl_entry_matches, local_addr, net_contains, remote_addr, rule_matches};
 pub use self::nacl::evaluate_nacl;
+pub use self::reasons::reasons;
 pub use self::sg::evaluate_sg;
 use crate::{
     ruleset::{AclIdx, Action, Direction, EniIdx, GroupIdx, Ruleset},

@@ -14,6 +14,8 @@ use std::{
 
 use filter_common::RULE_SLOT_TRACKED;
 
+use crate::{ruleset::Ruleset, verdict::Reason};
+
 /// An ENI as flow records name it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EniMeta {
@@ -34,6 +36,40 @@ pub struct FlowNames {
     pub reasons: BTreeMap<u32, String>,
     /// The document's `flow_log.capture_window_s`, if set.
     pub capture_window: Option<Duration>,
+}
+
+impl FlowNames {
+    /// The names of generation `generation` of `rs`, whose counter slots
+    /// stand for `reasons`; interface indexes as they are on this host now.
+    pub fn new(generation: u32, rs: &Ruleset, reasons: &BTreeMap<u32, Reason>) -> FlowNames {
+        let enis = rs
+            .enis
+            .iter()
+            .map(|eni| {
+                let vswitch = rs.vswitches.get(eni.vswitch);
+                let vpc = vswitch.and_then(|v| rs.vpcs.get(v.vpc));
+                let ifindex = nix::net::if_::if_nametoindex(eni.interface.as_str()).ok();
+                let meta = EniMeta {
+                    id: eni.id.clone(),
+                    vswitch_id: vswitch.map(|v| v.id.clone()),
+                    vpc_id: vpc.map(|v| v.id.clone()),
+                };
+                (ifindex, meta)
+            })
+            .collect();
+        FlowNames {
+            generation,
+            enis,
+            reasons: reasons
+                .iter()
+                .map(|(slot, reason)| (*slot, reason.to_string()))
+                .collect(),
+            capture_window: rs
+                .flow_log
+                .capture_window_s
+                .map(|s| Duration::from_secs(u64::from(s))),
+        }
+    }
 }
 
 /// The names the collector has learnt so far.

@@ -1,28 +1,25 @@
 //! The collector task: reads the ring buffer with `AsyncFd`, scans the
 //! maps at every capture-window boundary, and hands each window's records
 //! to the file and to the `--follow` subscribers.
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{
     fanout::Batch,
-    kernel::{self, Event},
     sink::FileSink,
-    window::{FlowTable, Origin, Scan, Window},
+    window::{FlowTable, Origin, Window},
     Shared,
 };
-use crate::dataplane::KtimeClock;
+use crate::{
+    clock::{ktime_now, unix_time, KtimeClock},
+    dataplane::{scan_flow_maps, Event, FlowEvents, FlowScan},
+};
 
 /// At most this many events are taken in one go before the task yields.
 const DRAIN_BATCH: usize = 65_536;
 
-type Ring = AsyncFd<RingBuf<MapData>>;
+type Ring = AsyncFd<FlowEvents>;
 
 /// The collector of one daemon; run it with [`Collector::run`].
 pub struct Collector {
@@ -32,12 +29,6 @@ pub struct Collector {
     ring: Option<Ring>,
     /// Unix second the open window started at.
     window_start: u64,
-}
-
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
 }
 
 /// The first multiple of `window` after `now` (windows line up on the
@@ -54,7 +45,7 @@ impl Collector {
             table: FlowTable::new(),
             sink: Some(sink),
             ring: None,
-            window_start: unix_now().as_secs(),
+            window_start: unix_time().as_secs(),
         }
     }
 
@@ -70,13 +61,13 @@ impl Collector {
     pub async fn run(mut self, shutdown: impl Future) {
         // The baseline: what the maps counted before this daemon started is
         // not this daemon's to report.
-        let baseline = kernel::ktime_now();
+        let baseline = ktime_now();
         self.take_ring();
         self.scan(Some(baseline)).await;
         tokio::pin!(shutdown);
         loop {
-            let boundary = next_boundary(unix_now(), self.window_len());
-            let wait = Duration::from_secs(boundary).saturating_sub(unix_now());
+            let boundary = next_boundary(unix_time(), self.window_len());
+            let wait = Duration::from_secs(boundary).saturating_sub(unix_time());
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             loop {
@@ -85,7 +76,7 @@ impl Collector {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => {
-                        let end = unix_now().as_secs().max(self.window_start);
+                        let end = unix_time().as_secs().max(self.window_start);
                         self.close(end).await;
                         return;
                     }
@@ -101,20 +92,14 @@ impl Collector {
     /// Takes a ring buffer the daemon handed over (a data plane was
     /// loaded), after draining the old one.
     fn take_ring(&mut self) {
-        let Some(map) = self.shared.take_ring() else {
+        let Some(events) = self.shared.take_ring() else {
             return;
         };
         drain(&mut self.ring, &mut self.table);
-        let registered = RingBuf::try_from(map)
-            .map_err(std::io::Error::other)
-            .and_then(|rb| {
-                // SAFETY: the ring buffer owns its map's fd, which stays
-                // open (and is what `as_raw_fd` returns) for as long as the
-                // `RingBuf`, and so the `AsyncFd`, lives.
-                unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE) }
-                    .map_err(std::io::Error::from)
-            });
-        match registered {
+        // SAFETY: the ring buffer owns its map's fd, which stays open (and
+        // is what `as_raw_fd` returns) for as long as the `FlowEvents`, and
+        // so the `AsyncFd`, lives.
+        match unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) } {
             Ok(ring) => self.ring = Some(ring),
             Err(e) => {
                 tracing::error!("flow log: cannot read the event ring buffer: {e}");
@@ -128,7 +113,7 @@ impl Collector {
     /// scan.
     async fn scan(&mut self, baseline: Option<u64>) {
         let pin_dir = self.shared.config.pin_dir.clone();
-        let task = tokio::task::spawn_blocking(move || kernel::scan(&pin_dir));
+        let task = tokio::task::spawn_blocking(move || scan_flow_maps(&pin_dir));
         tokio::pin!(task);
         let result = loop {
             tokio::select! {
@@ -140,7 +125,7 @@ impl Collector {
         // An entry the data plane removed before the scan missed it sent
         // its event before: take every event in now.
         drain(&mut self.ring, &mut self.table);
-        let scan: Option<Scan> = match result {
+        let scan: Option<FlowScan> = match result {
             Ok(Ok(scan)) => scan,
             Ok(Err(e)) => {
                 tracing::warn!("flow log: reading the data plane's maps: {e}");
@@ -170,12 +155,7 @@ impl Collector {
         };
         self.window_start = end;
         let clock = KtimeClock::now();
-        let unix = |ns: u64| {
-            clock
-                .to_system_time(ns)
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs())
-        };
+        let unix = |ns: u64| clock.unix_secs(ns).unwrap_or(0);
         let records = {
             let catalog = self.shared.catalog();
             self.table.close(window, &catalog, &unix)
@@ -239,16 +219,14 @@ fn drain(ring: &mut Option<Ring>, table: &mut FlowTable) {
 }
 
 /// Takes up to `max` events; true when the ring is empty.
-fn take(rb: &mut RingBuf<MapData>, table: &mut FlowTable, max: usize) -> bool {
+fn take(events: &mut FlowEvents, table: &mut FlowTable, max: usize) -> bool {
     for _ in 0..max {
-        let Some(item) = rb.next() else {
-            return true;
-        };
-        match kernel::decode(&item) {
-            Some(Event::CtNew(k, e)) => table.ct(&k, &e, Origin::Created),
-            Some(Event::CtEnd(k, e)) => table.ct(&k, &e, Origin::Ended),
-            Some(Event::RejectNew(k, e)) => table.reject(&k, &e, Origin::Created),
-            None => tracing::debug!("flow log: skipping an unknown event"),
+        match events.take() {
+            None => return true,
+            Some(Some(Event::CtNew(k, e))) => table.ct(&k, &e, Origin::Created),
+            Some(Some(Event::CtEnd(k, e))) => table.ct(&k, &e, Origin::Ended),
+            Some(Some(Event::RejectNew(k, e))) => table.reject(&k, &e, Origin::Created),
+            Some(None) => tracing::debug!("flow log: skipping an unknown event"),
         }
     }
     false

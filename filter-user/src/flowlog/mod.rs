@@ -10,7 +10,6 @@
 //!                                     FileSink (rotated) ◀───┴───▶ Fanout ──▶ --follow clients
 //! ```
 //!
-//! - [`kernel`]: reading the pinned maps and decoding ring-buffer events.
 //! - [`window`]: the flows known and the records of one window (pure).
 //! - [`catalog`]: names for interface indexes and counter slots.
 //! - [`collector`]: the task that ties them together.
@@ -24,7 +23,6 @@
 pub mod catalog;
 pub mod collector;
 pub mod fanout;
-pub mod kernel;
 pub mod record;
 pub mod sink;
 pub mod window;
@@ -35,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::Map;
+use thiserror::Error;
 use tokio::sync::Notify;
 
 pub use self::{
@@ -47,8 +45,36 @@ pub use self::{
 };
 use crate::{
     api::{FlowRecord, FlowsParams},
-    daemon::{FlowError, FlowSource},
+    dataplane::FlowEvents,
 };
+
+#[derive(Debug, Error)]
+pub enum FlowError {
+    /// A filter does not parse (`action`, `proto`).
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where the daemon's `flows` answers come from, and what it tells the
+/// flow log. [`FlowLog`] is the real one; a daemon without one answers
+/// `flows` with [`ErrorCode::NotImplemented`](crate::api::ErrorCode).
+pub trait FlowSource: Send + Sync + 'static {
+    /// The newest records of the file that match `query` (`limit` of them),
+    /// oldest first. Blocking (reads files).
+    fn flows(&self, query: &FlowsParams) -> Result<Vec<FlowRecord>, FlowError>;
+
+    /// A subscription to the records of every window from now on that
+    /// match `query`.
+    fn follow(&self, query: &FlowsParams) -> Result<Subscription, FlowError>;
+
+    /// The running generation changed (`None`: nothing runs any more).
+    fn generation(&self, _names: Option<FlowNames>) {}
+
+    /// A data plane was loaded: its event ring buffer.
+    fn events(&self, _events: FlowEvents) {}
+}
 
 /// The default size at which the flow-log file is rotated.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -90,7 +116,7 @@ pub(crate) struct Shared {
     config: FlowLogConfig,
     catalog: Mutex<Catalog>,
     /// A ring buffer handed over by the daemon, for the collector to take.
-    ring: Mutex<Option<Map>>,
+    ring: Mutex<Option<FlowEvents>>,
     ring_ready: Notify,
     fanout: Fanout,
     /// Serializes file rotation with history reads.
@@ -106,7 +132,7 @@ impl Shared {
         lock(&self.catalog)
     }
 
-    fn take_ring(&self) -> Option<Map> {
+    fn take_ring(&self) -> Option<FlowEvents> {
         lock(&self.ring).take()
     }
 }
@@ -171,8 +197,8 @@ impl FlowSource for FlowLog {
         self.shared.catalog().update(names.as_ref());
     }
 
-    fn events(&self, ring: Map) {
-        *lock(&self.shared.ring) = Some(ring);
+    fn events(&self, events: FlowEvents) {
+        *lock(&self.shared.ring) = Some(events);
         self.shared.ring_ready.notify_one();
     }
 }

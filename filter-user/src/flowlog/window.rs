@@ -33,6 +33,7 @@ use filter_common::{
 use super::catalog::{Catalog, EniMeta};
 use crate::{
     api::{FlowAction, FlowRecord, LogStatus, SkipReason, FLOW_RECORD_VERSION},
+    dataplane::FlowScan,
     ruleset::Direction,
 };
 
@@ -110,20 +111,6 @@ struct Flow {
     seen_scan: u64,
 }
 
-/// One scan of the data plane's maps.
-#[derive(Clone, Debug, Default)]
-pub struct Scan {
-    /// `bpf_ktime_get_ns` when the scan started: an incarnation created
-    /// before and not seen was gone before the scan ended.
-    pub started_ns: u64,
-    pub ct: Vec<(CtKey, CtEntry)>,
-    pub rejects: Vec<(RejectKey, RejectEntry)>,
-    /// `FILTER_FLOWLOSS`, summed over CPUs, by ENI index.
-    pub loss: Vec<(u32, FlowLoss)>,
-    /// (interface index, ENI index) of every `FILTER_ENIS` entry.
-    pub enis: Vec<(u32, u32)>,
-}
-
 /// A capture window, in Unix seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -157,7 +144,7 @@ pub struct FlowTable {
 pub enum Origin {
     /// A scan; incarnations created before `baseline_ns` (the collector's
     /// start) report only what they count from now on.
-    Scan { baseline_ns: Option<u64> },
+    FlowScan { baseline_ns: Option<u64> },
     /// A creation event.
     Created,
     /// An event with the final counts of an entry the data plane removed.
@@ -193,7 +180,7 @@ impl FlowTable {
                 generation: seen.generation,
                 ..Flow::default()
             };
-            if let Origin::Scan {
+            if let Origin::FlowScan {
                 baseline_ns: Some(t),
             } = origin
             {
@@ -216,7 +203,7 @@ impl FlowTable {
             flow.generation = seen.generation;
         }
         match origin {
-            Origin::Scan { .. } => flow.seen_scan = scan,
+            Origin::FlowScan { .. } => flow.seen_scan = scan,
             Origin::Ended => flow.ended = true,
             Origin::Created => {}
         }
@@ -265,9 +252,9 @@ impl FlowTable {
     /// counters. Events already in the ring buffer must be taken in before
     /// (an entry the data plane removed before the scan sent its event
     /// first).
-    pub fn scan(&mut self, scan: &Scan, baseline_ns: Option<u64>, catalog: &mut Catalog) {
+    pub fn scan(&mut self, scan: &FlowScan, baseline_ns: Option<u64>, catalog: &mut Catalog) {
         self.scans += 1;
-        let origin = Origin::Scan { baseline_ns };
+        let origin = Origin::FlowScan { baseline_ns };
         for (k, e) in &scan.ct {
             self.ct(k, e, origin);
         }

@@ -119,8 +119,8 @@ fn scan_of(
     started_s: u64,
     ct: Vec<(CtKey, CtEntry)>,
     rejects: Vec<(RejectKey, RejectEntry)>,
-) -> Scan {
-    Scan {
+) -> FlowScan {
+    FlowScan {
         started_ns: started_s * S,
         ct,
         rejects,

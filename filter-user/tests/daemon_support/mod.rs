@@ -12,10 +12,13 @@ use filter::{
     api::client::Client,
     daemon::{
         library::LibraryValidator, serve, Daemon, DaemonConfig, DaemonError, DirLocks,
-        MemoryEnforcer, ServerConfig, Started,
+        ServerConfig, Started,
     },
 };
 use tempfile::TempDir;
+
+mod memory;
+pub use memory::*;
 use tokio::{net::UnixListener, sync::oneshot, task::JoinHandle};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -1,31 +1,30 @@
-//! The [`Enforcer`] over the eBPF data plane: `crate::compile` to build a
-//! generation, `crate::dataplane` to attach, write and read.
+//! The daemon's [`Enforcer`] over the eBPF data plane: `crate::compile`
+//! builds a generation, [`Dataplane`] attaches, writes and reads.
 //!
 //! The pin directory is locked by the data plane itself while it is loaded
-//! (`dataplane::pins`), so `filterd` locks only the state directory
-//! ([`DirLocks::state_only`](super::DirLocks::state_only)).
+//! ([`pins`]), so `filterd` locks only the state directory
+//! ([`DirLocks::state_only`](crate::daemon::DirLocks::state_only)).
 use std::{
     collections::{BTreeMap, BTreeSet},
     error::Error,
-    fs,
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
 };
 
 use filter_common::{
-    generation_slot, stat_is_drop, CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING,
-    CT_TCP_ESTABLISHED, CT_TCP_SYN, CT_UDP, CT_UDP_STREAM, DEFAULT_CT_ENTRIES, FAMILY_V4,
-    FAMILY_V6, STAT_LABELS,
+    ct_state_name, generation_slot, stat_is_drop, CtEntry, GenConfig, DEFAULT_CT_ENTRIES,
+    STAT_LABELS,
 };
-use serde_json::Value;
 
-use super::enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer};
+use super::{conntrack::kernel_key, pins, Dataplane, FlowEvents, GenerationMaps};
 use crate::{
-    api::{MapFill, RuleCounter, StatCounter, TrackedConnection},
+    api::{MapFill, StatCounter, TrackedConnection},
+    clock::KtimeClock,
     compile::{self, SlotTable},
-    dataplane::{pins, Dataplane, GenerationMaps, KtimeClock},
+    daemon::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
+    eval::conntrack::ConnKey,
     ruleset::{Direction, Ruleset},
-    verdict::Packet,
+    verdict::{Packet, Reason},
 };
 
 /// An error and its sources, on one line (the verifier log keeps its own
@@ -46,8 +45,8 @@ pub struct KernelEnforcer {
     /// `None` after `detach_all` removed everything; loaded again by the
     /// next attach or activate.
     dataplane: Option<Dataplane>,
-    /// Counter slot → reason text, of the running generation.
-    reasons: BTreeMap<u32, String>,
+    /// Counter slot → reason, of the running generation.
+    reasons: BTreeMap<u32, Reason>,
     /// Conntrack timeouts of the running generation.
     config: Option<GenConfig>,
 }
@@ -77,95 +76,16 @@ impl KernelEnforcer {
             .as_mut()
             .ok_or_else(|| "the data plane is not loaded".to_owned())
     }
-
-    /// Interfaces with a pinned link (`<pin>/links/<ifname>-xdp|-tc`).
-    fn pinned_interfaces(&self) -> BTreeSet<String> {
-        let Ok(entries) = fs::read_dir(self.pin_dir.join(pins::LINKS_DIR)) else {
-            return BTreeSet::new();
-        };
-        entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix("-xdp")
-                    .or_else(|| name.strip_suffix("-tc"))
-                    .map(str::to_owned)
-            })
-            .collect()
-    }
 }
 
 fn ifindex_of(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
-fn state_name(state: u8) -> &'static str {
-    match state {
-        CT_TCP_SYN => "tcp_syn",
-        CT_TCP_ESTABLISHED => "tcp_established",
-        CT_TCP_CLOSING => "tcp_closing",
-        CT_UDP => "udp",
-        CT_UDP_STREAM => "udp_stream",
-        CT_ICMP => "icmp",
-        CT_OTHER => "other",
-        _ => "unknown",
-    }
-}
-
-fn timeout_ns(config: &GenConfig, state: u8) -> u64 {
-    match state {
-        CT_TCP_SYN => config.tcp_syn_ns,
-        CT_TCP_ESTABLISHED => config.tcp_established_ns,
-        CT_TCP_CLOSING => config.tcp_closing_ns,
-        CT_UDP => config.udp_ns,
-        CT_UDP_STREAM => config.udp_stream_ns,
-        CT_ICMP => config.icmp_ns,
-        _ => config.other_ns,
-    }
-}
-
-fn addr_bytes(addr: std::net::IpAddr) -> (u8, [u8; 16]) {
-    match addr {
-        std::net::IpAddr::V4(a) => {
-            let mut out = [0u8; 16];
-            out[..4].copy_from_slice(&a.octets());
-            (FAMILY_V4, out)
-        }
-        std::net::IpAddr::V6(a) => (FAMILY_V6, a.octets()),
-    }
-}
-
-/// The conntrack key of `packet` at `ifindex`, built as the data plane
-/// builds it (`filter-ebpf/src/conntrack.rs`, `make_key`): the smaller
-/// endpoint (address as a big-endian number, then port) is `a`.
-fn ct_key(ifindex: u32, packet: &Packet) -> CtKey {
-    let (family, src) = addr_bytes(packet.src);
-    let (_, dst) = addr_bytes(packet.dst);
-    let (s, d) = (u128::from_be_bytes(src), u128::from_be_bytes(dst));
-    let mut key = CtKey {
-        ifindex,
-        family,
-        proto: packet.proto,
-        ..CtKey::default()
-    };
-    if s < d || (s == d && packet.src_port <= packet.dst_port) {
-        (key.addr_a, key.port_a, key.addr_b, key.port_b) =
-            (src, packet.src_port, dst, packet.dst_port);
-    } else {
-        (key.addr_a, key.port_a, key.addr_b, key.port_b) =
-            (dst, packet.dst_port, src, packet.src_port);
-    }
-    key
-}
-
 impl KernelEnforcer {
     /// What the running generation's counter slots mean, and its timeouts.
     fn learn(&mut self, plan: &compile::Compiled) {
-        self.reasons = plan
-            .slot_reasons
-            .iter()
-            .map(|(slot, reason)| (*slot, reason.to_string()))
-            .collect();
+        self.reasons = plan.slot_reasons.clone();
         self.config = Some(plan.config);
     }
 }
@@ -185,7 +105,7 @@ impl Enforcer for KernelEnforcer {
     }
 
     fn attached(&self) -> BTreeSet<String> {
-        let mut out = self.pinned_interfaces();
+        let mut out = pins::pinned_interfaces(&self.pin_dir);
         if let Some(d) = &self.dataplane {
             out.extend(d.attachments().into_iter().map(|a| a.ifname));
         }
@@ -196,21 +116,15 @@ impl Enforcer for KernelEnforcer {
         &self,
         generation: u32,
         ruleset: &Ruleset,
-        slots: &Value,
+        slots: &SlotTable,
     ) -> Result<Compiled<Self::Plan>, EnforceError> {
-        let error = |message: String| EnforceError::Compile {
-            generation,
-            message,
-        };
-        let mut table: SlotTable = if slots.is_null() {
-            SlotTable::default()
-        } else {
-            serde_json::from_value(slots.clone())
-                .map_err(|e| error(format!("the saved slot table does not read back: {e}")))?
-        };
-        let plan = compile::compile(ruleset, generation, &ifindex_of, &mut table)
-            .map_err(|e| error(e.to_string()))?;
-        let slots = serde_json::to_value(&table).map_err(|e| error(e.to_string()))?;
+        let mut slots = slots.clone();
+        let plan = compile::compile(ruleset, generation, &ifindex_of, &mut slots).map_err(|e| {
+            EnforceError::Compile {
+                generation,
+                message: e.to_string(),
+            }
+        })?;
         Ok(Compiled { plan, slots })
     }
 
@@ -297,7 +211,7 @@ impl Enforcer for KernelEnforcer {
             };
             hooks.insert(a.ifname, vec![xdp.to_owned(), "tc".to_owned()]);
         }
-        for ifname in self.pinned_interfaces() {
+        for ifname in pins::pinned_interfaces(&self.pin_dir) {
             hooks
                 .entry(ifname)
                 .or_insert_with(|| vec!["xdp (pinned)".to_owned(), "tc (pinned)".to_owned()]);
@@ -320,7 +234,7 @@ impl Enforcer for KernelEnforcer {
         })
     }
 
-    fn counters(&self) -> Result<Vec<RuleCounter>, EnforceError> {
+    fn counters(&self) -> Result<Vec<ReasonCounter>, EnforceError> {
         let Some(dataplane) = &self.dataplane else {
             return Ok(Vec::new());
         };
@@ -334,8 +248,8 @@ impl Enforcer for KernelEnforcer {
             .iter()
             .map(|(slot, reason)| {
                 let c = counted.get(slot).copied().unwrap_or_default();
-                RuleCounter {
-                    rule: reason.clone(),
+                ReasonCounter {
+                    reason: reason.clone(),
                     packets: c.packets,
                     bytes: c.bytes,
                     last_hit: c
@@ -359,7 +273,8 @@ impl Enforcer for KernelEnforcer {
         let Some(ifindex) = ifindex_of(interface) else {
             return Ok(None);
         };
-        let key = ct_key(ifindex, packet);
+        let (conn, _) = ConnKey::of(interface, packet, (packet.src_port, packet.dst_port));
+        let key = kernel_key(ifindex, &conn);
         let Some(entry): Option<CtEntry> = dataplane
             .lookup_conntrack(&key)
             .map_err(|e| EnforceError::Read(chain(&e)))?
@@ -368,23 +283,17 @@ impl Enforcer for KernelEnforcer {
         };
         // An entry idle past its timeout counts as absent (the data plane
         // deletes it on the next packet).
-        if let Some(config) = &self.config {
-            let now = KtimeClock::now();
-            let last_seen = now.to_system_time(entry.last_seen_ns);
-            let idle = last_seen
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_nanos() as u64);
-            if idle > timeout_ns(config, entry.state) {
-                return Ok(None);
-            }
+        let idle = KtimeClock::now().age(entry.last_seen_ns);
+        let timeout = GenConfig::timeout_ns(self.config.as_ref(), entry.state);
+        if u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX) > timeout {
+            return Ok(None);
         }
         Ok(Some(TrackedConnection {
-            state: state_name(entry.state).to_owned(),
+            state: ct_state_name(entry.state).to_owned(),
             rule: self
                 .reasons
                 .get(&entry.rule_slot)
-                .cloned()
-                .unwrap_or_else(|| format!("slot {}", entry.rule_slot)),
+                .map_or_else(|| format!("slot {}", entry.rule_slot), Reason::to_string),
             generation: entry.generation,
             packets: entry.packets.iter().sum(),
             bytes: entry.bytes.iter().sum(),
@@ -411,42 +320,17 @@ impl Enforcer for KernelEnforcer {
         Ok(interfaces)
     }
 
-    fn take_flow_events(&mut self) -> Option<aya::maps::Map> {
-        self.dataplane
-            .as_mut()?
-            .take_map(filter_common::names::EVENTS)
+    fn take_flow_events(&mut self) -> Option<FlowEvents> {
+        match self.dataplane.as_mut()?.take_flow_events() {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!("flow log: {}", chain(&e));
+                None
+            }
+        }
     }
 
-    fn slot_reasons(&self) -> BTreeMap<u32, String> {
+    fn slot_reasons(&self) -> BTreeMap<u32, Reason> {
         self.reasons.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conntrack_keys_meet_from_both_directions() {
-        let p = Packet {
-            src: std::net::IpAddr::from([198, 51, 100, 7]),
-            dst: std::net::IpAddr::from([192, 0, 2, 10]),
-            proto: 6,
-            src_port: 40000,
-            dst_port: 80,
-            icmp_type: 0,
-        };
-        let reply = Packet {
-            src: p.dst,
-            dst: p.src,
-            src_port: p.dst_port,
-            dst_port: p.src_port,
-            ..p
-        };
-        let (a, b) = (ct_key(3, &p), ct_key(3, &reply));
-        assert_eq!(a, b);
-        assert_eq!(a.addr_a[..4], [192, 0, 2, 10]);
-        assert_eq!((a.port_a, a.port_b), (80, 40000));
-        assert_eq!(a.family, FAMILY_V4);
     }
 }

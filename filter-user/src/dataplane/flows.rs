@@ -1,14 +1,16 @@
-//! Reading the data plane for the flow log: the pinned maps (a whole map
-//! per system call batch) and the events of the ring buffer.
+//! What the data plane tells the flow log (SPEC §7): the pinned maps it
+//! counts flows in, read a whole map per system call batch
+//! ([`scan_flow_maps`]), and the events of its ring buffer
+//! ([`FlowEvents`]).
 use std::{
     io,
     mem::size_of,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     path::Path,
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData},
+    maps::{HashMap, Map, MapData, MapError, RingBuf},
     Pod,
 };
 use filter_common::{
@@ -16,24 +18,22 @@ use filter_common::{
     RejectKey, FLOW_EV_CT_CUT, FLOW_EV_CT_END, FLOW_EV_CT_NEW, FLOW_EV_REJECT_NEW,
 };
 
-use super::window::Scan;
-use crate::dataplane::sys::{for_each_batched, percpu_array_lookup_batch};
+use super::sys::{for_each_batched, percpu_array_lookup_batch};
+use crate::clock::ktime_now;
 
-/// The data plane's clock now: `bpf_ktime_get_coarse_ns()` is
-/// `CLOCK_MONOTONIC_COARSE`, which the kernel reads off the same timekeeper
-/// tick. Read on the same clock, an entry created after this call never
-/// carries an earlier time stamp (the scan's "created meanwhile" check and
-/// the collector's baseline rely on that); `CLOCK_MONOTONIC` runs up to a
-/// tick ahead of it.
-pub fn ktime_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out pointer; CLOCK_MONOTONIC_COARSE always
-    // exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+/// The flow-counting maps as one scan read them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowScan {
+    /// The data plane's clock ([`ktime_now`]) when the scan started: an
+    /// incarnation created before and not seen was gone before the scan
+    /// ended.
+    pub started_ns: u64,
+    pub ct: Vec<(CtKey, CtEntry)>,
+    pub rejects: Vec<(RejectKey, RejectEntry)>,
+    /// `FILTER_FLOWLOSS`, summed over CPUs, by ENI index.
+    pub loss: Vec<(u32, FlowLoss)>,
+    /// (interface index, ENI index) of every `FILTER_ENIS` entry.
+    pub enis: Vec<(u32, u32)>,
 }
 
 /// A pinned map, or `None` when it is not pinned (the data plane was
@@ -52,7 +52,7 @@ fn open(pin_dir: &Path, name: &str) -> io::Result<Option<MapData>> {
 
 /// Reads the maps the flow log needs from `pin_dir`: `None` when the data
 /// plane is not pinned there.
-pub fn scan(pin_dir: &Path) -> io::Result<Option<Scan>> {
+pub fn scan_flow_maps(pin_dir: &Path) -> io::Result<Option<FlowScan>> {
     let started_ns = ktime_now();
     let (Some(ct), Some(rejects), Some(loss), Some(enis)) = (
         open(pin_dir, names::CT)?,
@@ -62,9 +62,9 @@ pub fn scan(pin_dir: &Path) -> io::Result<Option<Scan>> {
     ) else {
         return Ok(None);
     };
-    let mut scan = Scan {
+    let mut scan = FlowScan {
         started_ns,
-        ..Scan::default()
+        ..FlowScan::default()
     };
     read_hash::<CtKey, CtEntry>(ct, names::CT, |k, v| scan.ct.push((k, v)))?;
     read_hash::<RejectKey, RejectEntry>(rejects, names::REJECTS, |k, v| scan.rejects.push((k, v)))?;
@@ -134,6 +134,33 @@ fn hash_batch<K: Pod, V: Pod>(fd: BorrowedFd<'_>, mut f: impl FnMut(K, V)) -> io
         };
         f(k, v);
     })
+}
+
+/// The data plane's event ring buffer (`FILTER_EVENTS`). Readable (for
+/// `AsyncFd`) when it holds events.
+pub struct FlowEvents {
+    ring: RingBuf<MapData>,
+}
+
+impl FlowEvents {
+    pub(super) fn new(map: Map) -> Result<Self, MapError> {
+        Ok(Self {
+            ring: RingBuf::try_from(map)?,
+        })
+    }
+
+    /// The next event without waiting: `None` when the ring is empty,
+    /// `Some(None)` for a record this build does not know (skip it).
+    pub fn take(&mut self) -> Option<Option<Event>> {
+        let item = self.ring.next()?;
+        Some(decode(&item))
+    }
+}
+
+impl AsRawFd for FlowEvents {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
 }
 
 /// One ring-buffer event.

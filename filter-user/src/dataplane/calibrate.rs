@@ -1,6 +1,7 @@
 //! Calibrating the data plane's clock (ARCHITECTURE.md, "Clock"): once per
 //! boot, `FILTER_CLOCK` learns how many nanoseconds a jiffy is and where
-//! jiffies sit on the `CLOCK_MONOTONIC` time line.
+//! jiffies sit on the `CLOCK_MONOTONIC` time line. Reading the clock is
+//! `crate::clock`.
 use std::time::{Duration, Instant};
 
 use aya::{

@@ -1,0 +1,122 @@
+//! Start-up: `--ruleset`, or the saved generation taken over from the
+//! pinned data plane (tracked connections survive), or applied again.
+use std::sync::Arc;
+
+use super::{
+    apply, Core, Daemon, DaemonError, Enforcer, GenerationRecord, Origin, Running, Started,
+};
+use crate::ruleset::Ruleset;
+
+impl<E: Enforcer> Daemon<E> {
+    /// Brings enforcement up at start (blocking): applies `ruleset` (the
+    /// text of `--ruleset`) when given; otherwise restores the newest saved
+    /// generation, taking it over as it is when the pinned data plane still
+    /// runs it, so tracked connections survive a restart.
+    ///
+    /// Only a rejected or failing `--ruleset` is an error: a saved
+    /// generation that no longer restores (an interface went away) is
+    /// logged and shown by `status`, and the daemon serves anyway.
+    pub fn start(&self, ruleset: Option<String>) -> Result<Started, DaemonError> {
+        if let Some(document) = ruleset {
+            let parsed = self
+                .validator
+                .load(&document)
+                .map_err(DaemonError::Invalid)?;
+            let result = self.commit(&mut self.core(), document, parsed, false, Origin::Startup)?;
+            return Ok(Started::Applied(result.generation));
+        }
+        match self.restore() {
+            Ok(started) => Ok(started),
+            Err(e) => {
+                let message = match &e {
+                    DaemonError::Invalid(errors) => format!("{e}: {}", errors.join("; ")),
+                    _ => e.to_string(),
+                };
+                tracing::error!("restoring the saved generation failed: {message}");
+                *self
+                    .restore_error
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+                Ok(Started::RestoreFailed(message))
+            }
+        }
+    }
+
+    /// Enforces a saved document again, as a new generation: the data plane
+    /// does not run it (fresh maps), or not as the interfaces are now.
+    fn restore_as_new(
+        &self,
+        core: &mut Core<E>,
+        record: GenerationRecord,
+        ruleset: Ruleset,
+    ) -> Result<Started, DaemonError> {
+        let from = record.generation;
+        let result = self.commit(
+            core,
+            record.document,
+            ruleset,
+            false,
+            Origin::Restore { from },
+        )?;
+        Ok(Started::Restored {
+            from,
+            generation: result.generation,
+        })
+    }
+
+    fn restore(&self) -> Result<Started, DaemonError> {
+        let mut core = self.core();
+        if core.store.is_detached() {
+            return Ok(Started::Nothing);
+        }
+        let (newest, skipped) = core.store.newest()?;
+        for e in skipped {
+            tracing::warn!("skipping an unreadable saved generation: {e}");
+        }
+        let Some(record) = newest else {
+            return Ok(Started::Nothing);
+        };
+        let ruleset = self
+            .validator
+            .load(&record.document)
+            .map_err(DaemonError::Invalid)?;
+        if core.enforcer.running_generation() != Some(record.generation) {
+            return self.restore_as_new(&mut core, record, ruleset);
+        }
+        // The data plane runs this very generation: take it over.
+        let compiled = core
+            .enforcer
+            .compile(record.generation, &ruleset, &record.slots)?;
+        let wanted = apply::interfaces(&ruleset);
+        let attached = core.enforcer.attached();
+        for interface in &wanted {
+            // Takes over the pinned links (and puts back any that went
+            // missing while the daemon was away).
+            core.enforcer.attach(interface)?;
+        }
+        if let Err(e) = core.enforcer.adopt(&compiled.plan) {
+            // The pinned generation does not guard the interfaces as they
+            // are now (one was made again, with a new index, while the
+            // daemon was away): enforce the document again, as a new
+            // generation, rather than leave an interface unguarded.
+            tracing::warn!("not taking over generation {}: {e}", record.generation);
+            return self.restore_as_new(&mut core, record, ruleset);
+        }
+        for interface in attached.difference(&wanted) {
+            if let Err(e) = core.enforcer.detach(interface) {
+                tracing::warn!("{e}");
+            }
+        }
+        // The slot table as saved: compiling the same generation again
+        // gives every rule the slot it has.
+        core.slots = record.slots;
+        self.set_running(Some(Arc::new(Running {
+            generation: record.generation,
+            applied_at: record.applied_at,
+            document: record.document,
+            ruleset: Arc::new(ruleset),
+        })));
+        self.publish_flows(&mut core);
+        Ok(Started::Adopted(record.generation))
+    }
+}

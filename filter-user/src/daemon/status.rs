@@ -1,0 +1,78 @@
+//! `status`, `get` and `version`: what runs, read-only.
+use std::sync::Arc;
+
+use super::{Daemon, DaemonError, Enforcer};
+use crate::api::{
+    DaemonInfo, EniStatus, GetResult, Method, StatusResult, VersionResult, PROTOCOL_VERSION,
+};
+
+impl<E: Enforcer> Daemon<E> {
+    /// `get`: the running document.
+    pub fn get(&self) -> Result<GetResult, DaemonError> {
+        let running = self.running().ok_or(DaemonError::NoGeneration)?;
+        Ok(GetResult {
+            generation: running.generation,
+            applied_at: running.applied_at,
+            document: running.document.clone(),
+        })
+    }
+
+    /// `status`.
+    pub async fn status(self: &Arc<Self>) -> Result<StatusResult, DaemonError> {
+        let dataplane = self.blocking(|d| Ok(d.core().enforcer.status()?)).await?;
+        let running = self.running();
+        let enis = running
+            .as_ref()
+            .map(|r| {
+                r.ruleset
+                    .enis
+                    .iter()
+                    .map(|eni| EniStatus {
+                        id: eni.id.clone(),
+                        interface: eni.interface.clone(),
+                        attach_mode: eni.mode,
+                        vswitch: r
+                            .ruleset
+                            .vswitches
+                            .get(eni.vswitch)
+                            .map(|v| v.id.clone())
+                            .unwrap_or_default(),
+                        hooks: dataplane
+                            .hooks
+                            .get(&eni.interface)
+                            .cloned()
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(StatusResult {
+            generation: running.as_ref().map(|r| r.generation),
+            applied_at: running.as_ref().map(|r| r.applied_at),
+            enis,
+            conntrack: dataplane.conntrack,
+            stats: dataplane.stats,
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                pid: std::process::id(),
+                started_at: self.started_at,
+                state_dir: self.config.state_dir.display().to_string(),
+                pin_dir: self.config.pin_dir.display().to_string(),
+            },
+            restore_error: self
+                .restore_error
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        })
+    }
+
+    /// `version`.
+    pub fn version(&self) -> VersionResult {
+        VersionResult {
+            daemon: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: PROTOCOL_VERSION,
+            methods: Method::ALL.iter().map(|m| m.as_str().to_owned()).collect(),
+        }
+    }
+}
