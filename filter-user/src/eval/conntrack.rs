@@ -1,63 +1,11 @@
-//! Connection tracking (SPEC §3.1) on top of the stateless evaluator: the
-//! reference model of the whole per-packet pipeline, state included.
-//!
-//! [`evaluate`](super::evaluate) answers for the first packet of a
-//! connection. A [`Tracker`] answers for a *sequence* of packets: it keeps
-//! the connection table and the fragment memory the data plane keeps, with
-//! an explicit clock, so that the kernel (`filter-ebpf`) can be checked
-//! against it packet by packet, and its `FILTER_CT` against
-//! [`Tracker::connections`].
-//!
-//! It follows the pipeline of `docs/ARCHITECTURE.md` ("Pipeline",
-//! "Connection tracking"), one step per line of [`Tracker::process`]:
-//!
-//! ```text
-//! IPv6 neighbour discovery              → pass
-//! later fragment                        → the first fragment's verdict (none: drop)
-//! ingress: NACL                         drop → drop
-//! tracked (either direction)            → accept (tracked)
-//!     generation changed, on_change: revalidate → security groups in the
-//!     connection's original orientation: drop cuts the entry and drops,
-//!     accept records the new rule and generation; keep → new generation
-//! ICMP error quoting a tracked connection → accept (related)
-//! security groups                       drop → drop
-//! egress: NACL                          drop → drop
-//! accept → account the tracked connection, or create its entry
-//! first fragment → remember the verdict for the later ones
-//! ```
-//!
-//! # Keys
-//!
-//! One table per interface (the kernel keys by ifindex: [`ConnKey::interface`]
-//! is the ENI's `interface`, which stays the same across generations while
-//! the ENI's index in the rule set need not). Within it a connection is its
-//! protocol and its two endpoints, the smaller one (address as a number, then
-//! port) first, so both directions meet (`CtKey`). Ports are the TCP or UDP
-//! ports, the identifier (in both) for ICMP echo requests and replies, and 0
-//! for everything else: all other ICMP messages, GRE and other protocols
-//! between two addresses share one entry.
-//!
-//! # States
-//!
-//! TCP: a SYN (without ACK) creates `SYN`; the first packet from the other
-//! side makes it `ESTABLISHED`; a FIN or RST (either side, from any state)
-//! makes it `CLOSING`. Only a segment with SYN opens a connection: one
-//! without SYN that no entry tracks is passed or dropped by the rules like a
-//! first packet but creates no entry (no pickup mid-stream, so a connection
-//! cut by a revalidation cannot come back in the other orientation when its
-//! other end sends). A first SYN with FIN or RST creates `CLOSING`, a
-//! SYN-ACK `ESTABLISHED`. UDP: one-way
-//! until the other side answers, then a stream. ICMP and the rest have one
-//! state each. Each state has its idle timeout from the running rule set's
-//! `conntrack` section (a timeout of 0 means the SPEC default, as in the
-//! kernel); an entry idle past it counts as absent and is removed when next
-//! looked up. There is no size limit here: the model never evicts.
-//!
-//! # Not modelled
-//!
-//! Frames that are not IP (they pass before anything here), malformed
-//! packets (the parser's business, SPEC §3.2), interfaces that are not
-//! guarded, and the LRU eviction of a full table.
+//! Connection tracking (SPEC §3.1) in the reference evaluator. A [`Tracker`]
+//! keeps the connection table and the fragment memory the data plane keeps,
+//! with an explicit clock, so the kernel can be checked against it packet by
+//! packet, and its `FILTER_CT` against [`Tracker::connections`].
+//! [`Tracker::process`] takes the steps of ARCHITECTURE.md "Pipeline" in
+//! order; keys and states are "Connection tracking" there. Not modelled:
+//! frames that are not IP, malformed packets, unguarded interfaces, and the
+//! LRU eviction of a full table (this table never evicts).
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
@@ -196,7 +144,7 @@ impl Datagram {
         self
     }
 
-    /// The conntrack ports: see the module docs ("Keys").
+    /// The conntrack ports: see [`ConnKey`].
     pub fn ct_ports(&self) -> (u16, u16) {
         ct_ports(&self.header, self.icmp_id)
     }
@@ -278,7 +226,13 @@ impl Outcome {
     }
 }
 
-/// A connection's key: see the module docs ("Keys").
+/// A connection's key. One table per interface (the kernel keys by ifindex;
+/// the ENI's `interface` stays the same across generations while its index
+/// in the rule set need not). Within it a connection is its protocol and its
+/// two endpoints, the smaller first, so both directions meet (`CtKey`).
+/// Ports are the TCP or UDP ports, the echo identifier (in both) for ICMP
+/// echo requests and replies, and 0 for everything else: all other ICMP
+/// messages, GRE and other protocols between two addresses share one entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     /// The ENI's interface (the kernel's ifindex).
@@ -344,7 +298,13 @@ fn addr_number(addr: IpAddr) -> u128 {
     }
 }
 
-/// Connection states (SPEC §3.1), each with its own timeout.
+/// Connection states (SPEC §3.1), each with its own timeout. TCP: a SYN
+/// (without ACK) creates `TcpSyn`, the first packet from the other side makes
+/// it `TcpEstablished`, a FIN or RST (either side, any state) `TcpClosing`; a
+/// first SYN with FIN or RST creates `TcpClosing`, a SYN-ACK
+/// `TcpEstablished`. UDP is `Udp` until the other side answers, then
+/// `UdpStream`. An entry idle past its state's timeout counts as absent and
+/// is removed when next looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnState {
@@ -800,7 +760,8 @@ fn reversed(header: &Packet) -> Packet {
 }
 
 /// Whether an accepted packet that no entry tracks opens a connection: any
-/// but TCP, and TCP only with SYN (see the module docs).
+/// but TCP, and TCP only with SYN (no pickup mid-stream: ARCHITECTURE.md
+/// "Connection tracking").
 fn opens(proto: u8, flags: u8) -> bool {
     proto != PROTO_TCP || flags & tcp_flags::SYN != 0
 }
