@@ -1,14 +1,8 @@
-//! The compiler's prefix tables, laid out as the sorted ranges the kernel
-//! searches (`filter_common::ranges`, ARCHITECTURE.md "Sorted ranges").
-//!
-//! Every prefix table (one per table and protocol class for ports, one per
-//! table or rule set and family for addresses) becomes one [`Run`] of
-//! [`Bound`]s: the disjoint ranges its prefixes cut the key space into,
-//! each with the value of the longest prefix covering it, neighbours of
-//! equal value merged. The first range starts at key 0 and keys the
-//! "nothing" value, so every key lies in exactly one range. Prefixes of one
-//! table either nest or are disjoint, so one sweep with a stack of the
-//! prefixes still open does it.
+//! The compiler's prefix tables laid out as the sorted ranges the kernel
+//! binary-searches (`filter_common::ranges`): a few inlined array reads per
+//! lookup instead of an LPM trie walk. Prefixes of one table either nest or
+//! are disjoint, so one sweep with a stack of open prefixes builds each
+//! [`Run`]. Design: ARCHITECTURE.md, "Sorted ranges".
 use std::collections::BTreeMap;
 
 use filter_common::{

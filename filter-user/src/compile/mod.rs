@@ -1,12 +1,6 @@
-//! The rule compiler: `Ruleset` → the contents of the data plane maps.
-//!
-//! The design is `docs/ARCHITECTURE.md`: per table, the rules are cut into
-//! destination-port (and, when used, source-port and local-address) classes,
-//! equal classes share one rule set, and each rule set becomes one table of
-//! remote-address prefixes whose values already name the strongest rule.
-//! [`layout`] turns these prefix tables into the sorted ranges the kernel
-//! searches. A first packet then costs a handful of lookups and binary
-//! searches whatever the rule count.
+//! The rule compiler: `Ruleset` → the contents of the data plane maps, laid
+//! out so that a first packet costs a handful of lookups whatever the rule
+//! count (ARCHITECTURE.md, "Classifying a packet against a table").
 //!
 //! - [`compile`] builds a [`Compiled`] generation; [`SlotTable`] keeps rule
 //!   counter slots and ENI indices stable across generations.

@@ -1,20 +1,8 @@
 //! Stable numbers across generations: rule-counter slots (`FILTER_RSTATS`)
-//! keyed by the reason text, and ENI indices keyed by the ENI id.
-//!
-//! A rule keeps its slot as long as some generation keeps the rule, so
-//! `filterctl counters` keeps counting through applies.
-//!
-//! A number that a generation stops using is handed out again as late as
-//! possible: never-used numbers go first, and freed ones only once those run
-//! out, oldest first. Two things still hold a number after its rule is gone:
-//! the generation being replaced, which runs (and counts) until the switch,
-//! and tracked connections, whose `CtEntry::rule_slot` names the rule that
-//! admitted them for as long as they live (under `on_change: keep`, for
-//! ever). Reusing late keeps both naming the right rule; the numbers a
-//! generation stops using cool for at least one compile regardless.
-//!
-//! The daemon persists the table (serde) next to the generations, so a
-//! restarted daemon gives every rule the slot it had.
+//! keyed by the reason text and ENI indices keyed by the ENI id, so counters
+//! go on through applies and, with the table persisted by the daemon, through
+//! a restart. Freed numbers are reused as late as possible; why:
+//! ARCHITECTURE.md, "Counter slots" and "Connection tracking".
 use std::collections::VecDeque;
 
 use filter_common::{

@@ -1,19 +1,7 @@
-//! Which tables a rule set needs, and the rules of each in strength order.
-//!
-//! A security-group table is the union of the rules of a set of groups in one
-//! direction; ENIs with the same groups share it. A NACL table is one ACL
-//! direction seen from one vSwitch, whose own CIDRs skip the ACL (so it is
-//! per vSwitch, not per ACL).
-//!
-//! Rule ids ([`RuleBox`] indices) are handed out in strength order within
-//! every table, so "the strongest of a set" is its smallest id:
-//! - security groups: (priority, drop before accept, group position, rule
-//!   index). The last two only pick which of several equally strong rules
-//!   names the verdict: the first in the order of the ENI's
-//!   `security_group_ids`, then document order, as `crate::eval` does. That
-//!   order is part of what a table is, so security-group rules get their ids
-//!   per table: ENIs listing the same groups in the same order share one.
-//! - NACLs: the vSwitch skip entry, then the entries in document order.
+//! Which tables a rule set needs, and the rules of each in strength order,
+//! so that "the strongest of a set" is its smallest [`RuleBox`] index. What
+//! a table is and the order: ARCHITECTURE.md, "Classifying a packet against
+//! a table" and "How the compiler cuts a table".
 use std::collections::{BTreeMap, HashMap};
 
 use filter_common::{

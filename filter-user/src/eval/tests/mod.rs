@@ -2,6 +2,7 @@
 //! of SPEC §2.2–§2.5 and §3 that concerns evaluation. Rule sets are built
 //! directly as typed [`crate::ruleset::Ruleset`]s by [`builder`].
 mod builder;
+mod conntrack;
 mod nacl;
 mod pipeline;
 mod sg;
