@@ -10,11 +10,13 @@
 pub mod api;
 pub mod cli;
 pub mod compile;
+pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod eval;
 pub mod flowlog;
 pub mod model;
 pub mod ruleset;
+pub mod systemd;
 pub mod validate;
 pub mod verdict;
