@@ -8,14 +8,18 @@
 //! daemon, the socket API, the flow log ([`flowlog`]) and the two thin
 //! binaries make the product.
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod compile;
+pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod digest;
 pub mod eval;
 pub mod flowlog;
 pub mod model;
 pub mod ruleset;
+pub mod systemd;
 pub mod validate;
 pub mod verdict;

@@ -119,6 +119,8 @@ pub struct DaemonOptions {
     pub ruleset: Option<Value>,
     /// More flags, e.g. `["--capture-window", "1s"]`.
     pub args: Vec<String>,
+    /// More environment, e.g. `NOTIFY_SOCKET`.
+    pub env: Vec<(String, String)>,
 }
 
 /// The paths of one daemon.
@@ -269,6 +271,7 @@ impl DaemonGuard {
             cmd.arg("--ruleset").arg(path);
         }
         cmd.args(&self.options.args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -6,6 +6,7 @@
 //! `FILTER_BPF_TOOLCHAIN` (read by `filter-user/build.rs`).
 mod bench;
 mod demo;
+mod dist;
 mod lint;
 mod run;
 mod setup;
@@ -58,6 +59,13 @@ enum Command {
     /// Benchmarks: the rule compiler, then (as root) the data plane
     /// against the empty program, nftables and iptables.
     Bench(bench::Options),
+    /// The Debian package (filterd, filterctl, the unit, the default
+    /// config, man pages, completions) in target/dist.
+    Dist {
+        /// `release`, or `dev` for a quick test package.
+        #[arg(long, default_value = "release")]
+        profile: String,
+    },
     /// The demo: a small cloud in network namespaces, guarded by filterd.
     Demo {
         /// End after the traffic script instead of tailing the flow log
@@ -98,6 +106,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             test::test(&toolchain, &test::Options { unprivileged, args })
         }
         Command::Bench(opts) => bench::bench(&toolchain, &opts),
+        Command::Dist { profile } => dist::dist(&toolchain, &dist::Options { profile }).map(drop),
         Command::Demo { no_follow } => demo::demo(&toolchain, &demo::Options { no_follow }),
     }
 }

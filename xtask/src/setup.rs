@@ -10,6 +10,8 @@
 //! 2. The tools the tests drive (`ip`, `tc`, `ping`, `nc`/`socat`, `nft`,
 //!    `iptables`, `nsenter`), from Debian packages when missing.
 //! 3. bpffs mounted at `/sys/fs/bpf`.
+//! 4. The packaging tools (`cargo xtask dist` and its test): `cargo-deb`
+//!    from crates.io, `man` and `systemd-analyze` from Debian packages.
 //!
 //! Installing needs root; checking does not. Without root, a missing
 //! toolchain is an error and missing test tools or bpffs are warnings
@@ -52,6 +54,11 @@ const TEST_TOOLS: &[(&[&str], &str)] = &[
     (&["nft"], "nftables"),
     (&["iptables"], "iptables"),
     (&["nsenter"], "util-linux"),
+    // The package test: `man filterd`, `systemd-analyze verify` on the unit.
+    (&["man"], "man-db"),
+    (&["systemd-analyze"], "systemd"),
+    // `cargo xtask dist` strips the binaries it packs.
+    (&["strip"], "binutils"),
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -90,6 +97,7 @@ pub fn setup() -> Result<Toolchain> {
     clippy(&toolchain, &mut apt)?;
     test_tools(&mut apt)?;
     bpffs()?;
+    cargo_deb()?;
     Ok(toolchain)
 }
 
@@ -323,7 +331,8 @@ fn test_tools(apt: &mut Apt) -> Result<()> {
     if packages.is_empty() {
         say(
             "test tools",
-            "already installed (ip, tc, ping, nc/socat, nft, iptables, nsenter)",
+            "already installed (ip, tc, ping, nc/socat, nft, iptables, nsenter, man, \
+             systemd-analyze, strip)",
         );
         return Ok(());
     }
@@ -346,6 +355,24 @@ fn test_tools(apt: &mut Apt) -> Result<()> {
             missing_cmds.join(", ")
         ),
     );
+    Ok(())
+}
+
+/// `cargo deb`, for `cargo xtask dist` (and so the package test).
+fn cargo_deb() -> Result<()> {
+    if probe(&mut cargo(["deb", "--version"])).is_some() {
+        say("cargo-deb", "already installed");
+        return Ok(());
+    }
+    if !is_root() {
+        warn(
+            "cargo-deb",
+            "missing: `cargo xtask dist` will fail (`cargo install cargo-deb --locked`)",
+        );
+        return Ok(());
+    }
+    run(&mut cargo(["install", "cargo-deb", "--locked"]))?;
+    say("cargo-deb", "installed from crates.io");
     Ok(())
 }
 

@@ -6,12 +6,14 @@
 //! 3. Namespace end-to-end tests (`tests/`).
 //!
 //! Tiers 2 and 3 are the `filter-tests` crate's integration tests; they need
-//! root. The output ends with cargo's own result lines.
+//! root. Before them, a test package is built (`FILTER_DEB`, for
+//! `tests/tests/package.rs`). The output ends with cargo's own result lines.
 use std::{path::Path, thread};
 
 use anyhow::{bail, Result};
 
 use crate::{
+    dist,
     run::{cargo, is_root, run, workspace_root},
     setup::Toolchain,
 };
@@ -71,6 +73,15 @@ pub fn test(toolchain: &Toolchain, opts: &Options) -> Result<()> {
     // The daemon end-to-end tests run the real filterd and filterctl
     // (`filter_tests::daemon`), which `cargo test` does not build for them.
     run(cargo(["build", "-p", "filter-user", "--bins"]).envs(env.clone()))?;
+    // The package test installs a .deb (`tests/tests/package.rs`): built
+    // once here from those same debug binaries, seconds instead of the
+    // minutes of a release build.
+    let deb = dist::dist(
+        toolchain,
+        &dist::Options {
+            profile: "dev".to_owned(),
+        },
+    )?;
     run(cargo([
         "test",
         "-p",
@@ -82,7 +93,8 @@ pub fn test(toolchain: &Toolchain, opts: &Options) -> Result<()> {
     ])
     .arg(format!("--test-threads={threads}"))
     .args(&opts.args)
-    .envs(env))
+    .envs(env)
+    .env("FILTER_DEB", deb))
 }
 
 fn has_integration_tests(dir: &Path) -> bool {

@@ -1,83 +1,103 @@
-//! `filterd`: the daemon (SPEC §4). Everything but the flags and the
-//! signals lives in `filter::daemon`.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+//! `filterd`: the daemon (SPEC §4, §8). The flags and the configuration
+//! file are `filter::config`; everything else but the signals lives in
+//! `filter::daemon`. Exit codes: 0 clean stop, 2 usage or configuration
+//! error, 1 anything else.
+use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use filter::{
-    api::DEFAULT_SOCKET,
+    config::{self, Command, LogFormat, Settings, EXIT_USAGE},
     daemon::{
-        auth::Access, library::LibraryValidator, parse_capture_window, serve, socket, Daemon,
-        DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
+        auth::Access, library::LibraryValidator, serve, socket, Daemon, DaemonConfig, DaemonError,
+        DirLocks, ServerConfig, Started,
     },
-    dataplane::KernelEnforcer,
-    flowlog::{FlowLog, FlowLogConfig, DEFAULT_KEEP_FILES},
+    dataplane::{detach_all_pinned, KernelEnforcer},
+    flowlog::{FlowLog, FlowLogConfig},
+    systemd,
 };
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
 };
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "filterd",
-    version,
-    about = "The filter daemon: enforces security groups and network ACLs with eBPF"
-)]
-struct Args {
-    /// The API socket (created fresh, mode 0660).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// Where applied generations are saved (the last 10 are kept).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/filterd")]
-    state_dir: PathBuf,
-    /// Where programs, links and maps are pinned (in bpffs).
-    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/filterd")]
-    pin_dir: PathBuf,
-    /// The flow-log file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/var/log/filterd/flows.log"
-    )]
-    flow_log: PathBuf,
-    /// Flow-log capture window: 60s, 1m, ... (1s to 10m). A document's
-    /// flow_log.capture_window_s wins.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_capture_window)]
-    capture_window: Duration,
-    /// Rotate the flow-log file when it would grow past this size (bytes,
-    /// or with a K, M or G suffix).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
-    flow_log_max_size: u64,
-    /// How many rotated flow-log files to keep (FILE.1 is the newest).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_FILES)]
-    flow_log_keep: usize,
-    /// The group (name or gid) that owns the socket; its members may apply,
-    /// roll back and detach, as root may.
-    #[arg(long, value_name = "GROUP")]
-    socket_group: Option<String>,
-    /// Apply this document at start instead of restoring the saved
-    /// generation.
-    #[arg(long, value_name = "FILE")]
-    ruleset: Option<PathBuf>,
+fn main() -> ExitCode {
+    let (args, matches) = match config::parse_args() {
+        Ok(parsed) => parsed,
+        // --help and --version exit 0, usage errors 2.
+        Err(e) => e.exit(),
+    };
+    let settings = match config::load(&args, &matches) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("filterd: configuration error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if args.print_config {
+        return match config::to_toml(&settings) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("filterd: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
+    }
+    init_logging(settings.log_format);
+    let result = match args.command {
+        Some(Command::Cleanup { pin_dir }) => cleanup(&pin_dir.unwrap_or(settings.pin_dir)),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|runtime| runtime.block_on(run(settings))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+/// Logs on stderr: colour only when stderr is a terminal; `json` writes
+/// one object per line. `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// `filterd cleanup`: removes every pinned link, program and map (SPEC §8).
+fn cleanup(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let report = detach_all_pinned(pin_dir)
+        .with_context(|| format!("removing what is pinned in {}", pin_dir.display()))?;
+    for link in &report.links {
+        tracing::info!("detached {}", link.display());
+    }
+    if report.removed_dir {
+        tracing::info!(
+            "removed {} ({} links); nothing filterd pinned is left",
+            pin_dir.display(),
+            report.links.len()
+        );
+    } else {
+        tracing::info!("{} does not exist; nothing to remove", pin_dir.display());
+    }
+    Ok(())
+}
+
+async fn run(args: Settings) -> anyhow::Result<()> {
     let gid = args
         .socket_group
         .as_deref()
@@ -104,7 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut flow_config = FlowLogConfig::new(&args.pin_dir, &config.flow_log);
     flow_config.capture_window = config.capture_window;
-    flow_config.file.max_bytes = args.flow_log_max_size;
+    flow_config.file.max_bytes = args.flow_log_max_size.0;
     flow_config.file.keep = args.flow_log_keep;
     let (flow_log, collector) = FlowLog::new(flow_config);
     let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
@@ -141,7 +161,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let collector = tokio::spawn(collector.run(async move {
         let _ = flows_stopped.wait_for(|stop| *stop).await;
     }));
-    serve(listener, Arc::new(daemon), server, shutdown_signal()).await;
+    // Enforcing (or waiting for a first apply) and bound: the socket
+    // queues connections from here on.
+    let daemon = Arc::new(daemon);
+    systemd::ready(daemon.running().map(|r| r.generation));
+    serve(listener, daemon, server, async {
+        shutdown_signal().await;
+        systemd::stopping();
+    })
+    .await;
     let _ = stop_flows.send(true);
     if let Err(e) = collector.await {
         tracing::error!("the flow-log collector failed: {e}");
@@ -150,31 +178,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(bound);
     tracing::info!("stopped; the pinned data plane keeps enforcing");
     Ok(())
-}
-
-/// `--flow-log-max-size`: bytes, or with a K, M or G suffix (powers of
-/// 1024).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
-        _ => (t, 'B'),
-    };
-    let shift = match unit {
-        'B' => 0,
-        'K' => 10,
-        'M' => 20,
-        'G' => 30,
-        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 4096, 512K or 64M"))?;
-    match n.checked_mul(1 << shift) {
-        Some(0) => Err("the size must be above 0".to_owned()),
-        Some(v) => Ok(v),
-        None => Err(format!("{text:?} is too large")),
-    }
 }
 
 async fn shutdown_signal() {

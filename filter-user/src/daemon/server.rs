@@ -43,6 +43,7 @@ use crate::api::{
     Method, NoParams, Request, Response, RollbackParams, DEFAULT_MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
 };
+use crate::audit::Audit;
 
 /// Limits of the server.
 #[derive(Clone, Debug)]
@@ -397,12 +398,17 @@ async fn call<E: Enforcer>(
         }
     }
     match method {
-        Method::Apply => to_value(daemon.apply(decode::<ApplyParams>(method, params)?).await),
-        Method::Rollback => to_value(
-            daemon
-                .rollback(decode::<RollbackParams>(method, params)?)
-                .await,
-        ),
+        // The audit log (SPEC §8) records every apply, rollback and detach.
+        Method::Apply => {
+            let params = decode::<ApplyParams>(method, params)?;
+            let audit = Audit::apply(peer, &params);
+            to_value(audit.record(daemon.apply(params).await, daemon.running()))
+        }
+        Method::Rollback => {
+            let params = decode::<RollbackParams>(method, params)?;
+            let audit = Audit::rollback(peer);
+            to_value(audit.record(daemon.rollback(params).await, daemon.running()))
+        }
         Method::Get => {
             decode::<NoParams>(method, params)?;
             to_value(daemon.get())
@@ -423,7 +429,8 @@ async fn call<E: Enforcer>(
         ),
         Method::Detach => {
             decode::<NoParams>(method, params)?;
-            to_value(daemon.detach().await)
+            let audit = Audit::detach(peer, daemon.running());
+            to_value(audit.record(daemon.detach().await, None))
         }
         Method::Flows => {
             let params = decode::<FlowsParams>(method, params)?;
