@@ -1,5 +1,5 @@
 //! The README's example rule set is a valid document.
-use filter::validate::{load, AnyInterface};
+use filter::validate::load;
 
 const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
 
@@ -15,7 +15,7 @@ fn readme_rule_set_validates() {
     let Some(doc) = first_block(README, "json") else {
         panic!("README.md has no ```json block");
     };
-    if let Err(errors) = load(doc, &AnyInterface) {
+    if let Err(errors) = load(doc) {
         panic!("the README's rule set does not validate:\n{errors}");
     }
 }

@@ -56,7 +56,7 @@ use filter::{
         SecurityGroupRule, VSwitch, Vpc,
     },
     ruleset::{AttachMode, Direction, Ruleset},
-    validate::{validate, AnyInterface},
+    validate::validate,
     verdict::{Packet, Reason, Verdict},
 };
 use filter_common::{
@@ -547,7 +547,7 @@ fn random_document(rng: &mut Rng) -> Document {
 }
 
 fn check_document(doc: &Document) -> Result<Ruleset> {
-    validate(doc, &AnyInterface).map_err(|e| {
+    validate(doc).map_err(|e| {
         anyhow!(
             "the generated document does not validate (a bug in this test): {e:?}\n{}",
             serde_json::to_string_pretty(doc).unwrap_or_default()

@@ -60,7 +60,7 @@ use filter::{
     compile::{compile, Compiled, SlotTable},
     dataplane::{Dataplane, GenerationMaps},
     ruleset::Ruleset,
-    validate::{load, AnyInterface},
+    validate::load,
 };
 use filter_common::{
     stat_is_drop, CtEntry, CtKey, CT_TCP_ESTABLISHED, DIR_INGRESS, PROTO_TCP, PROTO_UDP,
@@ -951,8 +951,7 @@ impl World {
 }
 
 fn ruleset(doc: &Value) -> Result<Ruleset> {
-    load(&doc.to_string(), &AnyInterface)
-        .map_err(|e| anyhow!("the test's document does not validate: {e:?}"))
+    load(&doc.to_string()).map_err(|e| anyhow!("the test's document does not validate: {e:?}"))
 }
 
 /// The counter slot of the rule (or other reason) `reason` in `plan`.

@@ -34,7 +34,7 @@ use filter::{
     dataplane::{Dataplane, GenerationMaps},
     eval::conntrack::{Datagram, Fragment, Quote, Tracker},
     ruleset::{AttachMode, Direction, Ruleset},
-    validate::{load, AnyInterface},
+    validate::load,
     verdict::{Packet, Verdict},
 };
 use filter_common::{
@@ -1470,8 +1470,7 @@ fn ruleset(doc: &Value, mode: &str) -> Result<Ruleset> {
     if let Some(eni) = doc["enis"].get_mut(0) {
         eni["attach_mode"] = json!(mode);
     }
-    load(&doc.to_string(), &AnyInterface)
-        .map_err(|e| anyhow!("the fixture's document does not validate: {e:?}"))
+    load(&doc.to_string()).map_err(|e| anyhow!("the fixture's document does not validate: {e:?}"))
 }
 
 /// The hook that sees ENI direction `dir` (SPEC §2.4).

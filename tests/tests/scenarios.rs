@@ -927,7 +927,7 @@ fn examples_validate() -> Result<()> {
         seen += 1;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let text = std::fs::read_to_string(&path)?;
-        if let Err(errors) = filter::validate::load(&text, &filter::validate::AnyInterface) {
+        if let Err(errors) = filter::validate::load(&text) {
             bail!("examples/{name} does not validate:\n{errors}");
         }
         ensure!(

@@ -23,10 +23,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, Result};
-use filter::{
-    ruleset::Ruleset,
-    validate::{load, AnyInterface},
-};
+use filter::{ruleset::Ruleset, validate::load};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
@@ -256,7 +253,7 @@ pub fn generate(rules: usize, iface: &str, mode: &str) -> Result<Bench> {
                   "security_group_ids": group_ids}],
     });
     let validate = |doc: &Value| {
-        load(&doc.to_string(), &AnyInterface)
+        load(&doc.to_string())
             .map_err(|e| anyhow!("the generated document does not validate: {e:?}"))
     };
     Ok(Bench {

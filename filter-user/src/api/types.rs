@@ -321,6 +321,19 @@ pub struct EniStatus {
     pub vswitch: String,
     /// Where the programs are attached on the interface (`xdp`, `tc`).
     pub hooks: Vec<String>,
+    /// `pending`: the interface does not exist (yet), or is not guarded
+    /// under its index now; it is guarded as soon as it appears (SPEC §2.4).
+    #[serde(default)]
+    pub state: EniState,
+}
+
+/// Whether an ENI's interface is guarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EniState {
+    #[default]
+    Attached,
+    Pending,
 }
 
 /// How full a map is.
@@ -366,6 +379,9 @@ pub struct StatusResult {
     /// not (the pinned data plane keeps enforcing what it had).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_error: Option<String>,
+    /// A pending ENI or a failed restore (`filterctl status` exits 3).
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 /// A tracked connection in the data plane's conntrack table.

@@ -11,7 +11,7 @@ use filter::{
         auth::Access, library::LibraryValidator, serve, socket, Daemon, DaemonConfig, DaemonError,
         DirLocks, ServerConfig, Started,
     },
-    dataplane::{detach_all_pinned, KernelEnforcer},
+    dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents},
     flowlog::{FlowLog, FlowLogConfig},
     systemd,
 };
@@ -129,6 +129,9 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let (flow_log, collector) = FlowLog::new(flow_config);
     let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
         .with_flow_source(flow_log);
+    // Before the start, so that no interface appears unseen in between
+    // (SPEC §2.4: pending ENIs are guarded as their interfaces appear).
+    let links = LinkEvents::subscribe().context("subscribing to the kernel's link events")?;
     match daemon.start(ruleset) {
         Ok(Started::Applied(g)) => tracing::info!("--ruleset enforced as generation {g}"),
         Ok(Started::Adopted(g)) => {
@@ -164,6 +167,10 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     // Enforcing (or waiting for a first apply) and bound: the socket
     // queues connections from here on.
     let daemon = Arc::new(daemon);
+    let mut links_stopped = stop_flows.subscribe();
+    let links = tokio::spawn(Arc::clone(&daemon).follow_links(links, async move {
+        let _ = links_stopped.wait_for(|stop| *stop).await;
+    }));
     systemd::ready(daemon.running().map(|r| r.generation));
     serve(listener, daemon, server, async {
         shutdown_signal().await;
@@ -171,6 +178,9 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     })
     .await;
     let _ = stop_flows.send(true);
+    if let Err(e) = links.await {
+        tracing::error!("following the interfaces failed: {e}");
+    }
     if let Err(e) = collector.await {
         tracing::error!("the flow-log collector failed: {e}");
     }

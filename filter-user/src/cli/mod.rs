@@ -29,6 +29,8 @@ use crate::{
 
 /// Exit code of a command that failed.
 pub const EXIT_FAILURE: u8 = 1;
+/// `filterctl status` on a degraded host (SPEC §8).
+pub const EXIT_DEGRADED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -195,7 +197,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match execute(&cli).await {
         Ok((json, human)) => {
             let text = if cli.json { pretty(&json) } else { human };
+            // SPEC §8: a degraded host (a pending ENI, a failed restore).
+            let degraded = matches!(cli.command, Command::Status)
+                && json.get("degraded") == Some(&Value::Bool(true));
             match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) if degraded => EXIT_DEGRADED,
                 Ok(()) => 0,
                 Err(_) => EXIT_FAILURE,
             }

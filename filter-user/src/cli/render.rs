@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use crate::{
     api::{
-        ApplyResult, CountersResult, DetachResult, ExplainResult, FlowRecord, GetResult, GroupStep,
-        NaclStep, StatusResult, TraceStep, VersionResult,
+        ApplyResult, CountersResult, DetachResult, EniState, ExplainResult, FlowRecord, GetResult,
+        GroupStep, NaclStep, StatusResult, TraceStep, VersionResult,
     },
     ruleset::{Action, AttachMode},
     verdict::{Decision, Verdict},
@@ -194,10 +194,9 @@ pub fn status(r: &StatusResult) -> String {
         .enis
         .iter()
         .map(|e| {
-            let hooks = if e.hooks.is_empty() {
-                "NOT ATTACHED".to_owned()
-            } else {
-                e.hooks.join(",")
+            let hooks = match e.state {
+                EniState::Pending => "PENDING (no interface yet)".to_owned(),
+                EniState::Attached => e.hooks.join(","),
             };
             vec![
                 e.id.clone(),

@@ -60,7 +60,12 @@ pub struct Compiled {
     pub generation: u32,
     /// `FILTER_CONFIG[generation & 1]`.
     pub config: GenConfig,
+    /// The ENIs whose interface exists now, by its index.
     pub enis: Vec<(EniKey, EniConfig)>,
+    /// Every ENI's interface and its `FILTER_ENIS` value, pending ENIs
+    /// (no such interface yet, SPEC §2.4) included: the value written when
+    /// the interface appears.
+    pub interfaces: Vec<(String, EniConfig)>,
     pub tables: Vec<(u32, TableMeta)>,
     pub dport: Vec<LpmEntry<PortKeyData, u32>>,
     pub sport: Vec<LpmEntry<PortKeyData, u32>>,
@@ -89,8 +94,6 @@ pub struct Compiled {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
-    #[error("enis: {eni}: interface {interface:?} does not exist on this host")]
-    MissingInterface { eni: String, interface: String },
     #[error("enis: {eni} and {other} are the same interface (ifindex {ifindex})")]
     SameInterface {
         eni: String,
@@ -197,6 +200,7 @@ pub fn compile(
     }
 
     let mut enis = Vec::with_capacity(rs.enis.len());
+    let mut interfaces = Vec::with_capacity(rs.enis.len());
     let mut eni_index = Vec::with_capacity(rs.enis.len());
     for (((eni, tables), ifindex), &index) in rs
         .enis
@@ -216,13 +220,10 @@ pub fn compile(
             sg_table: tables.sg.map(table_id),
             nacl_table: tables.nacl.map_or([ID_NONE; 2], |t| t.map(table_id)),
         };
-        enis.push((
-            EniKey {
-                slot,
-                ifindex: *ifindex,
-            },
-            config,
-        ));
+        if let Some(ifindex) = *ifindex {
+            enis.push((EniKey { slot, ifindex }, config));
+        }
+        interfaces.push((eni.interface.clone(), config));
         eni_index.push((index, eni.id.clone()));
     }
 
@@ -248,6 +249,7 @@ pub fn compile(
         generation,
         config: rs.conntrack.gen_config(),
         enis,
+        interfaces,
         tables: entries.tables,
         dport: entries.dport,
         sport: entries.sport,
@@ -271,23 +273,24 @@ fn limit(what: &'static str, count: usize, limit: usize) -> Result<(), CompileEr
     Ok(())
 }
 
+/// The index of every ENI's interface, `None` for one that does not exist
+/// (the ENI is pending). Two ENIs on one interface are an error.
 fn resolve_interfaces(
     rs: &Ruleset,
     ifindex_of: &dyn Fn(&str) -> Option<u32>,
-) -> Result<Vec<u32>, CompileError> {
+) -> Result<Vec<Option<u32>>, CompileError> {
     let mut seen: HashMap<u32, &str> = HashMap::new();
     let mut out = Vec::with_capacity(rs.enis.len());
     for eni in &rs.enis {
-        let ifindex = ifindex_of(&eni.interface).ok_or_else(|| CompileError::MissingInterface {
-            eni: eni.id.clone(),
-            interface: eni.interface.clone(),
-        })?;
-        if let Some(other) = seen.insert(ifindex, &eni.id) {
-            return Err(CompileError::SameInterface {
-                eni: eni.id.clone(),
-                other: other.to_string(),
-                ifindex,
-            });
+        let ifindex = ifindex_of(&eni.interface);
+        if let Some(ifindex) = ifindex {
+            if let Some(other) = seen.insert(ifindex, &eni.id) {
+                return Err(CompileError::SameInterface {
+                    eni: eni.id.clone(),
+                    other: other.to_string(),
+                    ifindex,
+                });
+            }
         }
         out.push(ifindex);
     }

@@ -93,7 +93,7 @@ impl<E: Enforcer> Daemon<E> {
             dry_run,
             rolled_back_to: None,
             warnings: self.validator.warnings(&ruleset),
-            notices: Vec::new(),
+            notices: self.validator.notices(&ruleset),
             changes: summarize(previous.as_ref().map(|r| &*r.ruleset), &ruleset),
         };
         if dry_run {
@@ -167,12 +167,15 @@ fn enforce<E: Enforcer>(
     // again under its name (a restarted VM's tap) gets the programs back.
     // Only those that join are detached again on failure.
     for interface in wanted {
-        if let Err(e) = enforcer.attach(interface) {
-            undo(enforcer, &attached);
-            return Err(e);
-        }
-        if !before.contains(interface) {
-            attached.push(interface.clone());
+        match enforcer.attach(interface) {
+            Ok(true) if !before.contains(interface) => attached.push(interface.clone()),
+            // Attached already, or pending: the link watcher guards it
+            // when it appears (`links.rs`).
+            Ok(_) => {}
+            Err(e) => {
+                undo(enforcer, &attached);
+                return Err(e);
+            }
         }
     }
     if let Err(e) = enforcer.activate(plan) {

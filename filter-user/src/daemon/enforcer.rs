@@ -97,8 +97,23 @@ pub trait Enforcer: Send + 'static {
     ) -> Result<Compiled<Self::Plan>, EnforceError>;
 
     /// Attaches the programs to `interface` (XDP and TC), pinned. Attaching
-    /// an interface that is already attached succeeds.
-    fn attach(&mut self, interface: &str) -> Result<(), EnforceError>;
+    /// an interface that is already attached succeeds. `false`: there is no
+    /// such interface (yet); its ENI is pending (SPEC §2.4).
+    fn attach(&mut self, interface: &str) -> Result<bool, EnforceError>;
+
+    /// `interface` appeared or was made again (a link event): when it is
+    /// the interface of an ENI of the running generation, guard it under
+    /// its index now (the ENI's entry first, then the programs). `false`:
+    /// not an ENI's interface, or gone again.
+    fn guard(&mut self, interface: &str) -> Result<bool, EnforceError>;
+
+    /// `interface`, which had index `ifindex`, is gone: forget its ENI entry
+    /// and its dead links. Its ENI is pending until it comes back.
+    fn forget(&mut self, interface: &str, ifindex: u32) -> Result<(), EnforceError>;
+
+    /// [`Enforcer::guard`]s every interface of `wanted` that exists and is
+    /// not guarded under its index now; returns those it guarded.
+    fn reconcile(&mut self, wanted: &[String]) -> Result<Vec<String>, EnforceError>;
 
     /// Removes the programs from `interface` and their pins.
     fn detach(&mut self, interface: &str) -> Result<(), EnforceError>;

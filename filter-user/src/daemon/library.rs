@@ -13,7 +13,7 @@ pub struct LibraryValidator {
 }
 
 impl LibraryValidator {
-    /// Interfaces must exist on this host at apply time (SPEC §2.5).
+    /// ENIs whose interface is missing on this host are pending (SPEC §2.4).
     pub fn host() -> Self {
         Self::new(HostInterfaces)
     }
@@ -30,8 +30,12 @@ impl LibraryValidator {
 
 impl Validator for LibraryValidator {
     fn load(&self, document: &str) -> Result<Ruleset, Vec<String>> {
-        validate::load(document, &*self.env)
+        validate::load(document)
             .map_err(|errors| errors.into_iter().map(|e| e.to_string()).collect())
+    }
+
+    fn notices(&self, ruleset: &Ruleset) -> Vec<String> {
+        validate::pending_notices(ruleset, &*self.env)
     }
 
     fn warnings(&self, ruleset: &Ruleset) -> Vec<String> {

@@ -5,7 +5,8 @@
 //! - [`Daemon`]: the running generation, the state directory and the
 //!   [`Enforcer`]; one file per API call (`apply.rs`, `rollback.rs`,
 //!   `status.rs`, `explain.rs`, `counters.rs`, `detach.rs`, `flows.rs`) and
-//!   start-up (`restore.rs`). Applies are serialized and all-or-nothing.
+//!   start-up (`restore.rs`); interfaces that come and go (`links.rs`).
+//!   Applies are serialized and all-or-nothing.
 //! - [`server::serve`]: the socket server; callable from tests with any
 //!   listener and any shutdown future.
 //! - [`store`]: saved generations; [`lock`]: the directory locks;
@@ -21,6 +22,7 @@ pub mod enforcer;
 mod explain;
 mod flows;
 pub mod library;
+mod links;
 pub mod lock;
 mod restore;
 mod rollback;

@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use super::{Daemon, DaemonError, Enforcer};
 use crate::api::{
-    DaemonInfo, EniStatus, GetResult, Method, StatusResult, VersionResult, PROTOCOL_VERSION,
+    DaemonInfo, EniState, EniStatus, GetResult, Method, StatusResult, VersionResult,
+    PROTOCOL_VERSION,
 };
 
 impl<E: Enforcer> Daemon<E> {
@@ -27,26 +28,40 @@ impl<E: Enforcer> Daemon<E> {
                 r.ruleset
                     .enis
                     .iter()
-                    .map(|eni| EniStatus {
-                        id: eni.id.clone(),
-                        interface: eni.interface.clone(),
-                        attach_mode: eni.mode,
-                        vswitch: r
-                            .ruleset
-                            .vswitches
-                            .get(eni.vswitch)
-                            .map(|v| v.id.clone())
-                            .unwrap_or_default(),
-                        hooks: dataplane
+                    .map(|eni| {
+                        let hooks = dataplane
                             .hooks
                             .get(&eni.interface)
                             .cloned()
-                            .unwrap_or_default(),
+                            .unwrap_or_default();
+                        EniStatus {
+                            id: eni.id.clone(),
+                            interface: eni.interface.clone(),
+                            attach_mode: eni.mode,
+                            vswitch: r
+                                .ruleset
+                                .vswitches
+                                .get(eni.vswitch)
+                                .map(|v| v.id.clone())
+                                .unwrap_or_default(),
+                            state: if hooks.is_empty() {
+                                EniState::Pending
+                            } else {
+                                EniState::Attached
+                            },
+                            hooks,
+                        }
                     })
-                    .collect()
+                    .collect::<Vec<_>>()
             })
             .unwrap_or_default();
+        let restore_error = self
+            .restore_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(StatusResult {
+            degraded: restore_error.is_some() || enis.iter().any(|e| e.state == EniState::Pending),
             generation: running.as_ref().map(|r| r.generation),
             applied_at: running.as_ref().map(|r| r.applied_at),
             enis,
@@ -59,11 +74,7 @@ impl<E: Enforcer> Daemon<E> {
                 state_dir: self.config.state_dir.display().to_string(),
                 pin_dir: self.config.pin_dir.display().to_string(),
             },
-            restore_error: self
-                .restore_error
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            restore_error,
         })
     }
 

@@ -1,9 +1,9 @@
 //! How the daemon turns a document into a [`Ruleset`]: [`Validator`].
 //!
 //! The daemon does not call `crate::validate` directly so that what counts
-//! as "this interface exists" is the binary's choice (the host's interfaces
-//! for `filterd`, a fixed list in tests) and so that the daemon's tests do
-//! not depend on every validation rule. [`super::library::LibraryValidator`]
+//! as "this interface exists" (for the pending-ENI notices) is the binary's
+//! choice, and so that the daemon's tests do not depend on every validation
+//! rule. [`super::library::LibraryValidator`]
 //! is the real one.
 use crate::ruleset::Ruleset;
 
@@ -16,4 +16,9 @@ pub trait Validator: Send + Sync + 'static {
     /// Warnings about a valid rule set (shadow analysis: rules that can
     /// never decide), one per entry.
     fn warnings(&self, ruleset: &Ruleset) -> Vec<String>;
+
+    /// Notices about a valid rule set: its pending ENIs (SPEC §2.4).
+    fn notices(&self, _ruleset: &Ruleset) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -12,11 +12,11 @@ use std::{
 };
 
 use filter_common::{
-    ct_state_name, generation_slot, stat_is_drop, CtEntry, GenConfig, DEFAULT_CT_ENTRIES,
-    STAT_LABELS,
+    ct_state_name, generation_slot, stat_is_drop, CtEntry, EniConfig, EniKey, GenConfig,
+    DEFAULT_CT_ENTRIES, STAT_LABELS,
 };
 
-use super::{conntrack::kernel_key, pins, Dataplane, FlowEvents, GenerationMaps};
+use super::{conntrack::kernel_key, pins, Dataplane, DataplaneError, FlowEvents, GenerationMaps};
 use crate::{
     api::{MapFill, StatCounter, TrackedConnection},
     clock::KtimeClock,
@@ -49,6 +49,9 @@ pub struct KernelEnforcer {
     reasons: BTreeMap<u32, Reason>,
     /// Conntrack timeouts of the running generation.
     config: Option<GenConfig>,
+    /// The running generation and every ENI's `FILTER_ENIS` value by
+    /// interface, pending ones included: what `guard` writes.
+    interfaces: Option<(u32, BTreeMap<String, EniConfig>)>,
 }
 
 impl KernelEnforcer {
@@ -63,6 +66,7 @@ impl KernelEnforcer {
             dataplane: Some(dataplane),
             reasons: BTreeMap::new(),
             config: None,
+            interfaces: None,
         })
     }
 
@@ -87,6 +91,7 @@ impl KernelEnforcer {
     fn learn(&mut self, plan: &compile::Compiled) {
         self.reasons = plan.slot_reasons.clone();
         self.config = Some(plan.config);
+        self.interfaces = Some((plan.generation, plan.interfaces.iter().cloned().collect()));
     }
 }
 
@@ -128,14 +133,105 @@ impl Enforcer for KernelEnforcer {
         Ok(Compiled { plan, slots })
     }
 
-    fn attach(&mut self, interface: &str) -> Result<(), EnforceError> {
+    fn attach(&mut self, interface: &str) -> Result<bool, EnforceError> {
         let error = |message: String| EnforceError::Attach {
             interface: interface.to_owned(),
             message,
         };
         let dataplane = self.dataplane().map_err(error)?;
+        match dataplane.attach(interface) {
+            Ok(_) => Ok(true),
+            // Gone, or not there yet: pending.
+            Err(DataplaneError::UnknownInterface(_)) => Ok(false),
+            Err(e) => Err(error(chain(&e))),
+        }
+    }
+
+    fn guard(&mut self, interface: &str) -> Result<bool, EnforceError> {
+        let Some((generation, config)) = self
+            .interfaces
+            .as_ref()
+            .and_then(|(g, all)| Some((*g, *all.get(interface)?)))
+        else {
+            return Ok(false);
+        };
+        let Some(ifindex) = ifindex_of(interface) else {
+            return Ok(false);
+        };
+        let error = |message: String| EnforceError::Attach {
+            interface: interface.to_owned(),
+            message,
+        };
+        let dataplane = self.dataplane().map_err(error)?;
+        let slot = generation_slot(generation);
+        // The ENI's entry under an index it no longer has (the interface
+        // was made again) goes; then the entry under its index now, before
+        // the programs: a packet never meets the programs without its ENI.
+        let stale = dataplane
+            .read_enis(slot)
+            .map_err(|e| error(chain(&e)))?
+            .into_iter()
+            .filter(|(k, v)| v.eni_index == config.eni_index && k.ifindex != ifindex);
+        for (key, _) in stale {
+            dataplane.remove_eni(key).map_err(|e| error(chain(&e)))?;
+        }
         dataplane
-            .attach(interface)
+            .add_eni(EniKey { slot, ifindex }, config)
+            .map_err(|e| error(chain(&e)))?;
+        match dataplane.attach(interface) {
+            Ok(_) => Ok(true),
+            Err(DataplaneError::UnknownInterface(_)) => Ok(false),
+            Err(e) => Err(error(chain(&e))),
+        }
+    }
+
+    fn reconcile(&mut self, wanted: &[String]) -> Result<Vec<String>, EnforceError> {
+        let held: BTreeMap<String, u32> = match &self.dataplane {
+            Some(d) => d
+                .attachments()
+                .into_iter()
+                .map(|a| (a.ifname, a.ifindex))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let mut guarded = Vec::new();
+        for interface in wanted {
+            let now = ifindex_of(interface);
+            if now.is_some() && held.get(interface) != now.as_ref() && self.guard(interface)? {
+                guarded.push(interface.clone());
+            }
+        }
+        Ok(guarded)
+    }
+
+    fn forget(&mut self, interface: &str, ifindex: u32) -> Result<(), EnforceError> {
+        let Some((generation, config)) = self
+            .interfaces
+            .as_ref()
+            .and_then(|(g, all)| Some((*g, *all.get(interface)?)))
+        else {
+            return Ok(());
+        };
+        let error = |message: String| EnforceError::Detach {
+            interface: interface.to_owned(),
+            message,
+        };
+        let dataplane = self.dataplane().map_err(error)?;
+        let key = EniKey {
+            slot: generation_slot(generation),
+            ifindex,
+        };
+        let ours = dataplane
+            .read_enis(key.slot)
+            .map_err(|e| error(chain(&e)))?
+            .into_iter()
+            .any(|(k, v)| k == key && v.eni_index == config.eni_index);
+        if ours {
+            dataplane.remove_eni(key).map_err(|e| error(chain(&e)))?;
+        }
+        // Its links died with it; their pins go too.
+        dataplane
+            .detach(interface)
             .map(drop)
             .map_err(|e| error(chain(&e)))
     }
@@ -202,16 +298,24 @@ impl Enforcer for KernelEnforcer {
             // Detached: nothing attached, nothing counted.
             return Ok(DataplaneStatus::default());
         };
-        let read = |e: crate::dataplane::DataplaneError| EnforceError::Read(chain(&e));
+        let read = |e: DataplaneError| EnforceError::Read(chain(&e));
         let mut hooks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // Only what guards an interface under the index it has now: links
+        // of a deleted interface died with it.
         for a in dataplane.attachments() {
+            if ifindex_of(&a.ifname) != Some(a.ifindex) {
+                continue;
+            }
             let xdp = match a.xdp_mode {
                 aya::programs::XdpMode::Skb => "xdp (generic)",
                 _ => "xdp",
             };
             hooks.insert(a.ifname, vec![xdp.to_owned(), "tc".to_owned()]);
         }
-        for ifname in pins::pinned_interfaces(&self.pin_dir) {
+        for ifname in pins::pinned_interfaces(&self.pin_dir)
+            .into_iter()
+            .filter(|i| ifindex_of(i).is_some())
+        {
             hooks
                 .entry(ifname)
                 .or_insert_with(|| vec!["xdp (pinned)".to_owned(), "tc (pinned)".to_owned()]);
@@ -302,7 +406,7 @@ impl Enforcer for KernelEnforcer {
 
     fn detach_all(&mut self) -> Result<Vec<String>, EnforceError> {
         let mut interfaces: Vec<String> = self.attached().into_iter().collect();
-        let error = |e: crate::dataplane::DataplaneError| EnforceError::Detach {
+        let error = |e: DataplaneError| EnforceError::Detach {
             interface: "every interface".to_owned(),
             message: chain(&e),
         };
@@ -316,6 +420,7 @@ impl Enforcer for KernelEnforcer {
         }
         self.reasons.clear();
         self.config = None;
+        self.interfaces = None;
         interfaces.dedup();
         Ok(interfaces)
     }

@@ -611,6 +611,32 @@ impl Maps {
         Ok(n)
     }
 
+    /// Guards one more interface under the running generation: a pending
+    /// ENI's interface appeared, or one was made again with a new index
+    /// (SPEC §2.4). `FILTER_ENIS` first, then its array copy, as
+    /// `fill_slot` writes them.
+    pub(crate) fn add_eni(&mut self, key: EniKey, config: EniConfig) -> Result<()> {
+        self.enis
+            .insert(key, config, 0)
+            .map_err(|e| DataplaneError::map(names::ENIS, "adding an interface", e))?;
+        if let Some(index) = direct_index(&key) {
+            let live = EniConfig { live: 1, ..config };
+            write_array(&self.enis_direct, [(index, live)])
+                .map_err(|e| DataplaneError::map(names::ENIS_DIRECT, "adding an interface", e))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the ENI entry of an interface index that is gone: the array
+    /// copy first, then the entry (as `purge_slot` does), so a packet never
+    /// finds a copy without its twin.
+    pub(crate) fn remove_eni(&mut self, key: EniKey) -> Result<()> {
+        if let Some(index) = direct_index(&key) {
+            clear_array(names::ENIS_DIRECT, &self.enis_direct, &[index])?;
+        }
+        delete_keys(names::ENIS, &mut self.enis, &[key]).map(drop)
+    }
+
     /// The whole apply: check, clean the target slot, write it, switch,
     /// wait for running programs, delete the old slot.
     pub(crate) fn write_generation(&mut self, g: &GenerationMaps<'_>) -> Result<WriteSummary> {

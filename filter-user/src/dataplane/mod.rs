@@ -20,6 +20,7 @@ mod enforcer;
 mod error;
 mod flows;
 mod generation;
+mod links;
 mod maps;
 pub mod object;
 pub mod pins;
@@ -40,6 +41,7 @@ pub use enforcer::KernelEnforcer;
 pub use error::{DataplaneError, Result};
 pub use flows::{decode, scan_flow_maps, Event, FlowEvents, FlowScan};
 pub use generation::{GenerationMaps, LpmEntry, SlotContents, WriteSummary};
+pub use links::{LinkEvent, LinkEvents};
 pub use pins::{detach_all_pinned, ensure_bpffs, DetachReport};
 
 use attach::IfaceLinks;
@@ -147,6 +149,17 @@ impl Dataplane {
     /// The ENIs slot `slot` guards: their keys and configs.
     pub fn read_enis(&self, slot: u32) -> Result<Vec<(EniKey, EniConfig)>> {
         self.maps.read_enis(slot)
+    }
+
+    /// Adds one ENI entry to a slot (the running one: an interface that
+    /// appeared after the apply).
+    pub fn add_eni(&mut self, key: EniKey, config: EniConfig) -> Result<()> {
+        self.maps.add_eni(key, config)
+    }
+
+    /// Removes one ENI entry (an interface that is gone).
+    pub fn remove_eni(&mut self, key: EniKey) -> Result<()> {
+        self.maps.remove_eni(key)
     }
 
     /// The running generation, `FILTER_ACTIVE[0]` (0: none written yet).

@@ -12,7 +12,7 @@ use super::{
     limits,
     network::VSwitchFacts,
     refs::{Indexes, Kind},
-    values, Environment,
+    values,
 };
 use crate::{
     model::{Document, Eni},
@@ -33,7 +33,6 @@ pub(crate) struct EniContext<'a> {
     pub ix: &'a Indexes<'a>,
     pub vswitches: &'a [VSwitchFacts],
     pub groups: &'a [GroupFacts],
-    pub env: &'a dyn Environment,
 }
 
 pub(crate) fn check(cx: &EniContext, errs: &mut Errors) -> Vec<Option<ruleset::Eni>> {
@@ -67,7 +66,7 @@ fn check_eni<'d>(
 ) -> Option<ruleset::Eni> {
     cx.ix.enis.check_unique(errs, i);
     let id_ok = values::id(errs, &path.field("id"), &eni.id);
-    let interface_ok = interface(cx, eni, i, path, taken, errs);
+    let interface_ok = interface(eni, i, path, taken, errs);
     let mode = values::keyword(
         errs,
         &path.field("attach_mode"),
@@ -93,9 +92,9 @@ fn check_eni<'d>(
     })
 }
 
-/// A valid name, used by no other ENI, of an interface that exists.
+/// A valid name, used by no other ENI. (The interface need not exist yet:
+/// its ENI is then pending, SPEC §2.4.)
 fn interface<'d>(
-    cx: &EniContext,
     eni: &'d Eni,
     i: usize,
     path: &JsonPath,
@@ -115,10 +114,6 @@ fn interface<'d>(
         return false;
     }
     taken.interfaces.insert(&eni.interface, i);
-    if !cx.env.interface_exists(&eni.interface) {
-        errs.bad(&path, &eni.interface, "does not exist on this host");
-        return false;
-    }
     true
 }
 

@@ -40,7 +40,7 @@ pub use errors::{ValidationError, ValidationErrors};
 
 use errors::Errors;
 
-/// What validation needs to know about the host.
+/// What the host has, for the notices about pending ENIs.
 pub trait Environment {
     /// Whether a network interface of that name exists now.
     fn interface_exists(&self, name: &str) -> bool;
@@ -60,8 +60,8 @@ impl Environment for HostInterfaces {
     }
 }
 
-/// Accepts every interface name: for tests, and for checking a document
-/// meant for another host (`filterctl apply --dry-run`).
+/// Every interface name exists: for tests, and for a document meant for
+/// another host.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AnyInterface;
 
@@ -85,32 +85,46 @@ pub fn parse_document(text: &str) -> Result<Document, ValidationErrors> {
     }
 }
 
-/// Checks a document against SPEC §2 and the host, and builds the typed
-/// rule set: ids resolved to indices, text parsed, defaults applied.
-pub fn validate(doc: &Document, env: &dyn Environment) -> Result<Ruleset, ValidationErrors> {
-    check(doc, env, Errors::default())
+/// Checks a document against SPEC §2 and builds the typed rule set: ids
+/// resolved to indices, text parsed, defaults applied. Nothing here
+/// depends on the host: an interface that does not exist is no error, its
+/// ENI is pending ([`pending_notices`]).
+pub fn validate(doc: &Document) -> Result<Ruleset, ValidationErrors> {
+    check(doc, Errors::default())
+}
+
+/// One notice per ENI of `rs` whose interface does not exist in `env`
+/// (SPEC §2.4: it is guarded as soon as its interface appears).
+pub fn pending_notices(rs: &Ruleset, env: &dyn Environment) -> Vec<String> {
+    rs.enis
+        .iter()
+        .filter(|eni| !env.interface_exists(&eni.interface))
+        .map(|eni| {
+            format!(
+                "{}: interface {} does not exist yet; the ENI is pending and is guarded as soon \
+                 as the interface appears",
+                eni.id, eni.interface
+            )
+        })
+        .collect()
 }
 
 /// [`parse_document`] then [`validate`], reporting the mistakes of both in
 /// one go. (Only when an element could not be read at all — a wrong type,
 /// a missing field — are the semantic checks skipped, since its siblings'
 /// indices would be off.)
-pub fn load(text: &str, env: &dyn Environment) -> Result<Ruleset, ValidationErrors> {
+pub fn load(text: &str) -> Result<Ruleset, ValidationErrors> {
     let parsed = parse::parse(text);
     let mut errs = Errors::default();
     errs.extend(parsed.errors);
     if !parsed.complete {
         return Err(ValidationErrors(errs.into_sorted()));
     }
-    check(&parsed.doc, env, errs)
+    check(&parsed.doc, errs)
 }
 
-fn check(
-    doc: &Document,
-    env: &dyn Environment,
-    mut errs: Errors,
-) -> Result<Ruleset, ValidationErrors> {
-    let ruleset = checked(doc, env, &mut errs);
+fn check(doc: &Document, mut errs: Errors) -> Result<Ruleset, ValidationErrors> {
+    let ruleset = checked(doc, &mut errs);
     match ruleset {
         Some(ruleset) if errs.is_empty() => Ok(ruleset),
         _ => {
@@ -126,7 +140,7 @@ fn check(
     }
 }
 
-fn checked(doc: &Document, env: &dyn Environment, errs: &mut Errors) -> Option<Ruleset> {
+fn checked(doc: &Document, errs: &mut Errors) -> Option<Ruleset> {
     let ix = refs::Indexes::new(doc);
     let vpcs = network::vpcs(doc, &ix, errs);
     let vswitches = network::vswitches(doc, &ix, &vpcs, errs);
@@ -140,7 +154,6 @@ fn checked(doc: &Document, env: &dyn Environment, errs: &mut Errors) -> Option<R
             ix: &ix,
             vswitches: &vswitches,
             groups: &groups,
-            env,
         },
         errs,
     );

@@ -33,6 +33,8 @@ pub struct MemoryDataplane {
     pub log: Vec<String>,
     /// Attaching to these interfaces fails.
     pub fail_attach: BTreeSet<String>,
+    /// These interfaces do not exist: their ENIs are pending.
+    pub missing: BTreeSet<String>,
     /// Detaching from these interfaces fails.
     pub fail_detach: BTreeSet<String>,
     /// `activate` fails.
@@ -101,7 +103,7 @@ impl Enforcer for MemoryEnforcer {
         })
     }
 
-    fn attach(&mut self, interface: &str) -> Result<(), EnforceError> {
+    fn attach(&mut self, interface: &str) -> Result<bool, EnforceError> {
         let mut dp = self.dataplane();
         if dp.fail_attach.contains(interface) {
             return Err(EnforceError::Attach {
@@ -109,9 +111,38 @@ impl Enforcer for MemoryEnforcer {
                 message: "injected failure".to_owned(),
             });
         }
+        if dp.missing.contains(interface) {
+            return Ok(false);
+        }
         dp.log.push(format!("attach {interface}"));
         dp.attached.insert(interface.to_owned());
+        Ok(true)
+    }
+
+    fn guard(&mut self, interface: &str) -> Result<bool, EnforceError> {
+        self.attach(interface)
+    }
+
+    fn forget(&mut self, interface: &str, _ifindex: u32) -> Result<(), EnforceError> {
+        let mut dp = self.dataplane();
+        dp.log.push(format!("forget {interface}"));
+        dp.attached.remove(interface);
         Ok(())
+    }
+
+    fn reconcile(&mut self, wanted: &[String]) -> Result<Vec<String>, EnforceError> {
+        let unguarded: Vec<String> = {
+            let dp = self.dataplane();
+            wanted
+                .iter()
+                .filter(|i| !dp.attached.contains(*i) && !dp.missing.contains(*i))
+                .cloned()
+                .collect()
+        };
+        for interface in &unguarded {
+            self.attach(interface)?;
+        }
+        Ok(unguarded)
     }
 
     fn detach(&mut self, interface: &str) -> Result<(), EnforceError> {

@@ -652,15 +652,19 @@ fn slots_are_stable_and_fresh_slots_are_reported() {
 }
 
 #[test]
-fn missing_and_shared_interfaces_are_errors_and_change_no_slot() {
+fn a_missing_interface_is_pending_and_a_shared_one_an_error() {
     let mut rs = web();
     let mut slots = SlotTable::new();
-    let err = compile(&rs, 1, &|_| None, &mut slots);
-    assert!(
-        matches!(err, Err(CompileError::MissingInterface { .. })),
-        "{err:?}"
-    );
-    assert_eq!(slots, SlotTable::new());
+    // SPEC §2.4: no interface yet, so no FILTER_ENIS entry, but the value
+    // to write when it appears.
+    let pending = compile(&rs, 1, &|_| None, &mut slots).unwrap_or_else(|e| panic!("{e}"));
+    assert!(pending.enis.is_empty());
+    assert_eq!(pending.interfaces.len(), 1);
+    assert_eq!(pending.interfaces[0].0, rs.enis[0].interface);
+    let present = compile(&rs, 3, &|_| Some(7), &mut slots).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(present.enis.len(), 1);
+    assert_eq!(present.enis[0].1, present.interfaces[0].1);
+    let mut slots = SlotTable::new();
     eni(&mut rs, "eni-2", AttachMode::Tap, &["10.0.1.11"], &[0]);
     let err = compile(&rs, 1, &|_| Some(7), &mut slots);
     assert!(

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     eval::{conntrack::*, evaluate},
     ruleset::{ConntrackConfig, Direction, Ruleset},
-    validate::{load, AnyInterface},
+    validate::load,
     verdict::{Packet, Reason, Verdict},
 };
 
@@ -49,8 +49,7 @@ fn ruleset_of_kind(kind: &str, rules: Value, acl: Value, conntrack: Value) -> Ru
     if !conntrack.is_null() {
         doc["conntrack"] = conntrack;
     }
-    load(&doc.to_string(), &AnyInterface)
-        .unwrap_or_else(|e| panic!("test document: {e:?}\n{doc:#}"))
+    load(&doc.to_string()).unwrap_or_else(|e| panic!("test document: {e:?}\n{doc:#}"))
 }
 
 /// Egress TCP 80 and UDP 53 and ICMP echo to anyone; ingress TCP 22 from

@@ -2,7 +2,7 @@
 use super::*;
 use crate::{
     ruleset::AttachMode,
-    validate::{Environment, HostInterfaces},
+    validate::{pending_notices, Environment, HostInterfaces},
 };
 
 /// A host with exactly these interfaces.
@@ -58,14 +58,16 @@ fn duplicate_eni_id_and_interface() {
 }
 
 #[test]
-fn interface_must_exist_at_apply_time() {
-    let text = with_second_eni(|_| {});
-    let errors = load(&text, &Host(&["tap-web1"])).unwrap_err();
-    assert_eq!(
-        errors.to_string(),
-        r#"enis[1].interface: "tap-web2" does not exist on this host"#
+fn a_missing_interface_is_a_notice_not_an_error() {
+    // SPEC §2.4/§2.5: the ENI is pending, the document valid.
+    let ruleset = loaded(&with_second_eni(|_| {}));
+    let notices = pending_notices(&ruleset, &Host(&["tap-web1"]));
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].starts_with("eni-web2: interface tap-web2 does not exist yet"),
+        "{notices:?}"
     );
-    assert!(load(&text, &Host(&["tap-web1", "tap-web2"])).is_ok());
+    assert!(pending_notices(&ruleset, &Host(&["tap-web1", "tap-web2"])).is_empty());
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn spec_example_verbatim_lacks_only_sg_app() {
 fn parse_then_validate_equals_load() {
     let text = example().to_string();
     let doc = parse_document(&text).unwrap();
-    assert_eq!(validate(&doc, &AnyInterface).unwrap(), loaded(&text));
+    assert_eq!(validate(&doc).unwrap(), loaded(&text));
 }
 
 #[test]

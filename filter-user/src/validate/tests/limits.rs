@@ -10,7 +10,7 @@ fn example_doc() -> Document {
 }
 
 fn validation_errors(doc: &Document) -> Vec<ValidationError> {
-    validate(doc, &AnyInterface).unwrap_err().0
+    validate(doc).unwrap_err().0
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use super::{load, AnyInterface, ValidationError};
+use super::{load, ValidationError};
 use crate::ruleset::Ruleset;
 
 mod build;
@@ -80,14 +80,14 @@ fn edit_rule(i: usize, change: impl FnOnce(&mut Value)) -> String {
 }
 
 fn loaded(text: &str) -> Ruleset {
-    match load(text, &AnyInterface) {
+    match load(text) {
         Ok(ruleset) => ruleset,
         Err(errors) => panic!("expected the document to validate:\n{errors}"),
     }
 }
 
 fn errors(text: &str) -> Vec<ValidationError> {
-    match load(text, &AnyInterface) {
+    match load(text) {
         Ok(_) => panic!("expected errors, the document validated"),
         Err(errors) => errors.0,
     }
