@@ -339,6 +339,21 @@ impl DaemonGuard {
             .with_context(|| format!("`filterctl {}` printed no JSON:\n{text}", full.join(" ")))
     }
 
+    /// `filterctl --json status` on a host that may be degraded (exit 3,
+    /// SPEC §8): the status and whether it said degraded.
+    pub fn status_json(&self) -> Result<(Value, bool)> {
+        let out = self.ctl(&["--json", "status"])?;
+        let degraded = match out.status.code() {
+            Some(0) => false,
+            Some(3) => true,
+            _ => bail!("`filterctl --json status` failed: {out:?}"),
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let status = serde_json::from_str(&text)
+            .with_context(|| format!("`filterctl --json status` printed no JSON:\n{text}"))?;
+        Ok((status, degraded))
+    }
+
     /// `filterctl --json <args>`, which must fail with exit code 1: the
     /// `error` object it printed, and its stderr.
     pub fn ctl_json_err(&self, args: &[&str]) -> Result<(Value, String)> {
@@ -380,7 +395,7 @@ impl DaemonGuard {
 
     /// The running generation (`status`), `None` when nothing runs.
     pub fn generation(&self) -> Result<Option<u64>> {
-        Ok(self.ctl_json(&["status"])?["generation"].as_u64())
+        Ok(self.status_json()?.0["generation"].as_u64())
     }
 
     /// Whether the daemon process is still running.

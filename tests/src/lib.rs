@@ -6,6 +6,7 @@
 //! - [`netns`]: network namespaces, veth pairs and addresses per test,
 //!   removed on drop.
 //! - [`pins`]: a private bpffs directory per test, removed on drop.
+//! - [`tap`]: a tap interface with the test as its VM.
 //! - [`id`]: the unique names all of the above derive from a test's name,
 //!   and the check that nothing is left behind.
 //! - [`daemon`]: the real `filterd` in a namespace and the real
@@ -28,6 +29,7 @@ pub mod packet;
 pub mod pins;
 #[cfg(test)]
 mod readme;
+pub mod tap;
 pub mod traffic;
 
 use anyhow::{bail, Result};
