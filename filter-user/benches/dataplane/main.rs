@@ -353,7 +353,7 @@ fn lookup_table(l: &lookups::LookupCosts) {
     println!(
         "What one lookup costs: XDP programs that read a 44-byte key from the frame and look \
          it up, ns per packet net of the empty program run beside them (the fastest of {} runs \
-         of each; `filter-ebpf/src/lookup_cost.rs`):\n",
+         of each; `filter-ebpf/src/bench/lookup_cost.rs`):\n",
         lookups::LOOKUP_RUNS
     );
     println!("| lookup | ns |");

@@ -24,7 +24,7 @@
 //!   and update; repeated like the dropped first packet.
 //! - **without flow accounting**: the dropped first packet and the
 //!   established packet again, through the variants of
-//!   `filter-ebpf/src/unaccounted.rs` on the same maps, alternating run by
+//!   `filter-ebpf/src/bench/unaccounted.rs` on the same maps, alternating run by
 //!   run with the data plane's own programs; the difference is what the
 //!   flow log's per-packet accounting costs (issue 6).
 //!
@@ -59,7 +59,7 @@ use crate::{
 pub const NOOP_XDP: &str = "filter_noop_xdp";
 pub const NOOP_TC: &str = "filter_noop_tc";
 /// The pipeline without per-packet flow accounting
-/// (`filter-ebpf/src/unaccounted.rs`).
+/// (`filter-ebpf/src/bench/unaccounted.rs`).
 const UNACCOUNTED_XDP: &str = "filter_xdp_unaccounted";
 const UNACCOUNTED_TC: &str = "filter_tc_unaccounted";
 pub const XDP_PASS: u32 = 2;
@@ -196,14 +196,15 @@ impl Runner for Unaccounted<'_> {
     }
 }
 
-/// The empty programs (`filter-ebpf/src/noop.rs`), from the same object.
+/// The empty programs (`filter-ebpf/src/bench/noop.rs`), from the
+/// benchmark's object.
 pub struct Noop {
     ebpf: Ebpf,
 }
 
 impl Noop {
     pub fn load() -> Result<Self> {
-        let object = filter::dataplane::object::object()?;
+        let object = filter::dataplane::object::bench_object()?;
         // The object's maps come along; the empty programs use none, so the
         // big preallocated ones are made small.
         let mut ebpf = EbpfLoader::new()
@@ -386,7 +387,10 @@ pub struct Applied {
 
 impl Bench {
     pub fn new() -> Result<Self> {
-        let mut dp = Dataplane::load(None).context("loading the data plane")?;
+        // The benchmark's object: the data plane and its variants on one set
+        // of maps.
+        let object = filter::dataplane::object::bench_object()?;
+        let mut dp = Dataplane::load_object(object, None).context("loading the data plane")?;
         Unaccounted::load(&mut dp).context("loading the programs without flow accounting")?;
         Ok(Self {
             dp,
