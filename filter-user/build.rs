@@ -39,6 +39,9 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed={}", ebpf_dir.display());
 
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+        println!(
+            "cargo:warning=AYA_BUILD_SKIP=1: empty stand-in eBPF objects; nothing can load them"
+        );
         for (object, _) in OBJECTS {
             fs::write(out_dir.join(object), []).context("writing a stand-in eBPF object")?;
         }

@@ -51,10 +51,40 @@ use filter_common::{
     names, PROTO_TCP, STAT_ACCEPT_NEW, STAT_ACCEPT_TRACKED, STAT_COUNT, STAT_DROP_SG_RULE,
 };
 
-use crate::{
-    frame::{tcp4, ACK, PSH, SYN},
-    rules::{self, ENI_V4, PROBE_ACCEPT, PROBE_DROP, PROBE_PORT},
+use filter_tests::packet::{
+    tcp_flags::{ACK, PSH, SYN},
+    Ipv4, Pkt, Tcp,
 };
+
+use crate::rules::{self, ENI_V4, PROBE_ACCEPT, PROBE_DROP, PROBE_PORT};
+
+/// A well-formed Ethernet + IPv4 + TCP frame with `payload` bytes of data;
+/// an ACK acknowledges sequence 2000.
+fn tcp4(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    payload: usize,
+) -> Vec<u8> {
+    let ip = Ipv4 {
+        id: 1,
+        dont_fragment: true,
+        ..Ipv4::new(src.octets(), dst.octets())
+    };
+    let tcp = Tcp {
+        seq: 1000,
+        ack: if flags & ACK != 0 { 2000 } else { 0 },
+        ..Tcp::new(sport, dport).flags(flags)
+    };
+    Pkt::eth()
+        .push(ip)
+        .push(tcp)
+        .payload(&vec![0x5a; payload])
+        .build()
+        .bytes
+}
 
 pub const NOOP_XDP: &str = "filter_noop_xdp";
 pub const NOOP_TC: &str = "filter_noop_tc";
