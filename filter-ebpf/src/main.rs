@@ -16,9 +16,7 @@
 //! | `stats.rs` | counters |
 //! | `words.rs` | byte fields stored as whole words, for the loads that read them back |
 //! | `maps.rs` | the maps |
-//! | `noop.rs` | empty programs, the benchmarks' baseline |
-//! | `unaccounted.rs` | the pipeline without flow accounting, for the benchmark |
-//! | `lookup_cost.rs` | single map lookups, the benchmark's measure of the floor |
+//! | `bench/` | programs for the benchmark only (feature `bench`) |
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The BPF target has no compare-and-swap, so core offers no `fetch_add`;
@@ -26,21 +24,22 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+// The product object holds only what the daemon attaches or runs; the
+// benchmark's object (`--features bench`) adds its programs on top.
+#[cfg(feature = "bench")]
+mod bench;
 mod classify;
 mod clock;
 mod conntrack;
 mod flowlog;
 mod frag;
 mod frame;
-mod lookup_cost;
 mod maps;
-mod noop;
 mod parse;
 mod pipeline;
 mod ranges;
 mod stats;
 mod tc;
-mod unaccounted;
 mod words;
 mod xdp;
 

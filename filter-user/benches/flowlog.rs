@@ -1,7 +1,7 @@
 //! Flow-log event throughput (issue 6), as root: `cargo xtask bench`, or
 //! `cargo bench -p filter-user --bench flowlog`.
 //!
-//! `filter_flowlog_bench` (`filter-ebpf/src/flowlog.rs`) sends one
+//! `filter_flowlog_bench` (`filter-ebpf/src/bench/flowlog.rs`) sends one
 //! new-connection event per run through the data plane's own `ct_event`;
 //! BPF_PROG_TEST_RUN with `repeat` runs it back to back on CPU 0, while a
 //! thread on CPU 1 drains `FILTER_EVENTS` with the collector's own code
@@ -187,7 +187,7 @@ type Loaded = (aya::Ebpf, RingBuf<MapData>, PerCpuArray<MapData, FlowLoss>);
 /// A fresh copy of the object with the benchmark program loaded, its ring
 /// buffer and loss counters.
 fn load() -> Result<Loaded> {
-    let object = filter::dataplane::object::object()?;
+    let object = filter::dataplane::object::bench_object()?;
     // The object's big preallocated maps are made small: only the ring and
     // the loss counters are used.
     let mut ebpf = EbpfLoader::new()

@@ -46,7 +46,8 @@ pub fn clippy(toolchain: &Toolchain) -> Result<()> {
         .envs(toolchain.build_env())),
     )?;
     // Pass 2: the eBPF crate for bpfel, with the eBPF toolchain, in its own
-    // target directory so the two compilers never share fingerprints.
+    // target directory so the two compilers never share fingerprints; with
+    // the benchmark's programs (pass 1 covers the product's feature set).
     let mut ebpf = cmd("rustup");
     ebpf.args([
         "run",
@@ -55,6 +56,7 @@ pub fn clippy(toolchain: &Toolchain) -> Result<()> {
         "clippy",
         "-p",
         "filter-ebpf",
+        "--all-features",
     ])
     .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
     .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])

@@ -83,7 +83,12 @@ impl Dataplane {
     /// A program the verifier rejects fails with
     /// [`DataplaneError::Verifier`], which carries the verifier log.
     pub fn load(pins: Option<&Path>) -> Result<Self> {
-        let object = object::object()?;
+        Self::load_object(object::object()?, pins)
+    }
+
+    /// [`Self::load`] from another build of the object: the benchmark's
+    /// ([`object::bench_object`]), whose extra programs share these maps.
+    pub fn load_object(object: &[u8], pins: Option<&Path>) -> Result<Self> {
         let pin_dir = pins.map(PinDir::open).transpose()?;
         let mut loader = EbpfLoader::new();
         if let Some(dir) = &pin_dir {
@@ -254,7 +259,7 @@ impl Dataplane {
     }
 
     /// Another program of the object, by name, on this data plane's maps:
-    /// the benchmark's variants (`filter-ebpf/src/unaccounted.rs`). Not
+    /// the benchmark's variants (`filter-ebpf/src/bench/unaccounted.rs`). Not
     /// loaded until the caller loads it.
     pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {
         self.ebpf.program_mut(name)

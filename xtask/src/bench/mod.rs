@@ -2,7 +2,7 @@
 //!
 //! 1. The rule compiler (`filter-user/benches/compile.rs`): compile time
 //!    and map sizes at 10 to 100k rules. No privileges needed.
-//! 2. The data plane (`filter-user/benches/dataplane/`), as root:
+//! 2. The data plane (`tests/benches/dataplane/`), as root:
 //!    BPF_PROG_TEST_RUN ns per packet against the empty program, then real
 //!    traffic on a veth pair, filter against nftables, iptables and no
 //!    filter at the same rule counts. Its report (Markdown tables) is also
@@ -45,8 +45,9 @@ pub struct Options {
     pub args: Vec<String>,
 }
 
-/// Namespaces of the data-plane benchmark: `fbench-<pid>-<label>`.
-const NETNS_PREFIX: &str = "fbench-";
+/// Namespaces of the data-plane benchmark: `ft-bench-<pid>-<n>-<label>`
+/// (`filter_tests::id::TestId` of the test name `bench`).
+const NETNS_PREFIX: &str = "ft-bench-";
 const NETNS_DIR: &str = "/run/netns";
 
 pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
@@ -68,7 +69,7 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
         "xtask: bench 2/3: the data plane (BPF_PROG_TEST_RUN, then veth: filter, nftables, \
          iptables)"
     );
-    let mut dataplane = cargo(["bench", "-p", "filter-user", "--bench", "dataplane", "--"]);
+    let mut dataplane = cargo(["bench", "-p", "filter-tests", "--bench", "dataplane", "--"]);
     if opts.quick {
         dataplane.arg("--quick");
     }

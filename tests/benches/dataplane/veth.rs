@@ -13,19 +13,20 @@
 //! the rounds is reported: on a shared machine the load of the moment
 //! then weighs on every engine alike, and the ratios between engines hold
 //! better than the absolute numbers.
-use std::time::Instant;
+use std::{io::Write as _, process::Stdio, time::Instant};
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use aya::programs::{
     tc::{self, SchedClassifierLinkId},
     xdp::XdpLinkId,
     TcAttachType, XdpMode,
 };
 use filter::compile::{compile, SlotTable};
+use filter_tests::{cmd, netns::Netns};
 
 use crate::{
     netfilter,
-    netns::{run, Ns, Pair},
+    pair::Pair,
     rules,
     testrun::{self, Noop, Runner as _},
     traffic::{self, Timing},
@@ -189,7 +190,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 type NoopLinks = (XdpLinkId, SchedClassifierLinkId);
 
 /// A traffic load: client and server namespaces → its rate.
-type Load = fn(&Ns, &Ns, Timing) -> Result<f64>;
+type Load = fn(&Netns, &Netns, Timing) -> Result<f64>;
 
 /// Installs `engine` on the server's interface: (seconds the rule set took
 /// to install, what was installed).
@@ -241,7 +242,7 @@ fn install(
                 .map_err(|e| anyhow!("compiling: {e}"))?;
             let nft = netfilter::nft(&plan, iface)?;
             let start = Instant::now();
-            server.exec(&["nft", "-f", "-"], Some(nft.text.as_bytes()))?;
+            run_with_input(server, "nft", &["-f", "-"], &nft.text)?;
             Ok((
                 start.elapsed().as_secs_f64(),
                 format!("{} chains, {} elements", nft.chains, nft.elements),
@@ -255,8 +256,8 @@ fn install(
                 ("iptables-legacy-restore", "ip6tables-legacy-restore")
             };
             let start = Instant::now();
-            server.exec(&[v4], Some(ipt.v4.as_bytes()))?;
-            server.exec(&[v6], Some(ipt.v6.as_bytes()))?;
+            run_with_input(server, v4, &[], &ipt.v4)?;
+            run_with_input(server, v6, &[], &ipt.v6)?;
             Ok((
                 start.elapsed().as_secs_f64(),
                 format!("{} + {} (v6) rules", ipt.rules[0], ipt.rules[1]),
@@ -300,5 +301,35 @@ fn short(engine: Engine) -> &'static str {
 
 /// Whether the legacy (x_tables) iptables works in a namespace here.
 pub fn legacy_available() -> bool {
-    run(std::process::Command::new("sh").args(["-c", "command -v iptables-legacy-restore"])).is_ok()
+    cmd::run(cmd::tool("sh").args(["-c", "command -v iptables-legacy-restore"])).is_ok()
+}
+
+/// `program args` in `ns` with `input` on its stdin (a rule set for
+/// `nft -f -` or `iptables-restore`); fails with what it printed.
+fn run_with_input(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut command = ns.cmd(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = cmd::describe(&command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("running `{what}`"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .with_context(|| format!("writing to `{what}`"))?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "`{what}` failed ({}): {}",
+            out.status,
+            stderr.chars().take(2000).collect::<String>()
+        );
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! What one map lookup costs here (`filter-ebpf/src/lookup_cost.rs`),
+//! What one map lookup costs here (`filter-ebpf/src/bench/lookup_cost.rs`),
 //! net of the empty XDP program: the floor under the goals.
 //!
 //! The programs run on a private copy of the object's maps, at their real
@@ -88,7 +88,7 @@ fn frame(ifindex: u32) -> Vec<u8> {
 
 impl Lookups {
     pub fn load() -> Result<Self> {
-        let object = filter::dataplane::object::object()?;
+        let object = filter::dataplane::object::bench_object()?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::FRAGS, 1)
             .load(object)

@@ -24,7 +24,7 @@
 //!   and update; repeated like the dropped first packet.
 //! - **without flow accounting**: the dropped first packet and the
 //!   established packet again, through the variants of
-//!   `filter-ebpf/src/unaccounted.rs` on the same maps, alternating run by
+//!   `filter-ebpf/src/bench/unaccounted.rs` on the same maps, alternating run by
 //!   run with the data plane's own programs; the difference is what the
 //!   flow log's per-packet accounting costs (issue 6).
 //!
@@ -51,15 +51,45 @@ use filter_common::{
     names, PROTO_TCP, STAT_ACCEPT_NEW, STAT_ACCEPT_TRACKED, STAT_COUNT, STAT_DROP_SG_RULE,
 };
 
-use crate::{
-    frame::{tcp4, ACK, PSH, SYN},
-    rules::{self, ENI_V4, PROBE_ACCEPT, PROBE_DROP, PROBE_PORT},
+use filter_tests::packet::{
+    tcp_flags::{ACK, PSH, SYN},
+    Ipv4, Pkt, Tcp,
 };
+
+use crate::rules::{self, ENI_V4, PROBE_ACCEPT, PROBE_DROP, PROBE_PORT};
+
+/// A well-formed Ethernet + IPv4 + TCP frame with `payload` bytes of data;
+/// an ACK acknowledges sequence 2000.
+fn tcp4(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    payload: usize,
+) -> Vec<u8> {
+    let ip = Ipv4 {
+        id: 1,
+        dont_fragment: true,
+        ..Ipv4::new(src.octets(), dst.octets())
+    };
+    let tcp = Tcp {
+        seq: 1000,
+        ack: if flags & ACK != 0 { 2000 } else { 0 },
+        ..Tcp::new(sport, dport).flags(flags)
+    };
+    Pkt::eth()
+        .push(ip)
+        .push(tcp)
+        .payload(&vec![0x5a; payload])
+        .build()
+        .bytes
+}
 
 pub const NOOP_XDP: &str = "filter_noop_xdp";
 pub const NOOP_TC: &str = "filter_noop_tc";
 /// The pipeline without per-packet flow accounting
-/// (`filter-ebpf/src/unaccounted.rs`).
+/// (`filter-ebpf/src/bench/unaccounted.rs`).
 const UNACCOUNTED_XDP: &str = "filter_xdp_unaccounted";
 const UNACCOUNTED_TC: &str = "filter_tc_unaccounted";
 pub const XDP_PASS: u32 = 2;
@@ -196,14 +226,15 @@ impl Runner for Unaccounted<'_> {
     }
 }
 
-/// The empty programs (`filter-ebpf/src/noop.rs`), from the same object.
+/// The empty programs (`filter-ebpf/src/bench/noop.rs`), from the
+/// benchmark's object.
 pub struct Noop {
     ebpf: Ebpf,
 }
 
 impl Noop {
     pub fn load() -> Result<Self> {
-        let object = filter::dataplane::object::object()?;
+        let object = filter::dataplane::object::bench_object()?;
         // The object's maps come along; the empty programs use none, so the
         // big preallocated ones are made small.
         let mut ebpf = EbpfLoader::new()
@@ -386,7 +417,10 @@ pub struct Applied {
 
 impl Bench {
     pub fn new() -> Result<Self> {
-        let mut dp = Dataplane::load(None).context("loading the data plane")?;
+        // The benchmark's object: the data plane and its variants on one set
+        // of maps.
+        let object = filter::dataplane::object::bench_object()?;
+        let mut dp = Dataplane::load_object(object, None).context("loading the data plane")?;
         Unaccounted::load(&mut dp).context("loading the programs without flow accounting")?;
         Ok(Self {
             dp,

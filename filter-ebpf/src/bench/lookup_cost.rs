@@ -9,9 +9,8 @@
 //! program reads a 44-byte key from the frame (`KEY_OFFSET`) and answers
 //! pass for a hit, drop for a miss.
 //!
-//! The data plane never loads these: `filter-user` loads programs by name,
-//! and only the benchmark asks for these names. They run on private copies
-//! of the maps (the benchmark loads the object on its own).
+//! They run on private copies of the maps (the benchmark loads the object
+//! on its own).
 use core::mem::size_of;
 
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::Array, programs::XdpContext};
@@ -61,9 +60,8 @@ pub struct CostBucket {
     ways: [CostWay; COST_WAYS],
 }
 
-/// The array table: `COST_BUCKETS` buckets of `COST_WAYS` keys. Like every
-/// map of the object it is created wherever the object is loaded, the
-/// daemon included: 12 KiB, kept that small for that reason.
+/// The array table: `COST_BUCKETS` buckets of `COST_WAYS` keys, 12 KiB.
+/// Only in the benchmark's object.
 #[map]
 static FILTER_COST_TABLE: Array<CostBucket> = Array::with_max_entries(COST_BUCKETS, 0);
 

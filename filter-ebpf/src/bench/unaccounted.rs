@@ -5,8 +5,7 @@
 //! log's accounting costs per packet (issue 6): on an established packet
 //! the counters and flags of its conntrack entry, on a rejected one its
 //! `FILTER_REJECTS` flow. Verdicts, counters and conntrack states are the
-//! data plane's. The data plane never loads these: `filter-user` loads
-//! programs by name, and only the benchmark asks for these names.
+//! data plane's.
 use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},

@@ -4,8 +4,6 @@
 //! these measures what every program pays (the test-run loop, the context,
 //! the call) and the benchmark subtracts it from the data plane's time. On
 //! a veth pair they measure what attaching any XDP and TC program costs.
-//! The data plane never loads them: `filter-user` loads `filter_xdp` and
-//! `filter_tc` by name, and only the benchmark asks for these.
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
     macros::{classifier, xdp},

@@ -1,5 +1,5 @@
 //! Data-plane benchmarks (`cargo xtask bench`, which runs this as root;
-//! `cargo bench -p filter-user --bench dataplane` also works, as root).
+//! `cargo bench -p filter-tests --bench dataplane` also works, as root).
 //!
 //! 1. **BPF_PROG_TEST_RUN** (`testrun.rs`): ns per packet through the real
 //!    XDP and TC programs, minus the empty program measured in the same
@@ -19,10 +19,9 @@
 //! the path it names (verdicts, counters, a closed port is closed), never
 //! what the number is. Without `--bench` (as `cargo test --benches` runs
 //! it) it does nothing.
-mod frame;
 mod lookups;
 mod netfilter;
-mod netns;
+mod pair;
 mod rules;
 mod testrun;
 mod traffic;
@@ -110,7 +109,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    netns::sweep_stale();
+    filter_tests::id::sweep_stale();
     netfilter::check_flatten()?;
     environment();
     let mut noop = Noop::load().context("loading the empty programs")?;
@@ -148,7 +147,7 @@ fn environment() {
         .unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let version = |argv: &[&str]| {
-        netns::run(std::process::Command::new(argv[0]).args(&argv[1..]))
+        filter_tests::cmd::run(filter_tests::cmd::tool(argv[0]).args(&argv[1..]))
             .map(|v| v.lines().next().unwrap_or_default().trim().to_owned())
             .unwrap_or_else(|_| "not installed".into())
     };
@@ -353,7 +352,7 @@ fn lookup_table(l: &lookups::LookupCosts) {
     println!(
         "What one lookup costs: XDP programs that read a 44-byte key from the frame and look \
          it up, ns per packet net of the empty program run beside them (the fastest of {} runs \
-         of each; `filter-ebpf/src/lookup_cost.rs`):\n",
+         of each; `filter-ebpf/src/bench/lookup_cost.rs`):\n",
         lookups::LOOKUP_RUNS
     );
     println!("| lookup | ns |");
@@ -398,7 +397,7 @@ fn compare(args: &Args, noop: &mut Noop) -> Result<()> {
     let mut engines = Engines { noop, filter };
     let mut rows: Vec<Row> = Vec::new();
     for &n in &args.veth_sizes {
-        let bench = rules::generate(n, netns::SERVER_IF, "nic")?;
+        let bench = rules::generate(n, "bench0", "nic")?;
         let mut list = vec![Engine::None, Engine::Noop, Engine::Filter, Engine::Nft];
         if n <= args.iptables_max {
             list.push(Engine::Iptables);

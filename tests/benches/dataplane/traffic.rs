@@ -32,10 +32,9 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::{
-    netns::Ns,
-    rules::{BENCH_PORT, CLIENT_V4, ENI_V4},
-};
+use filter_tests::netns::Netns;
+
+use crate::rules::{BENCH_PORT, CLIENT_V4, ENI_V4};
 
 /// Warm-up and measured interval, and how many times each load is
 /// measured (the median is reported).
@@ -60,7 +59,7 @@ pub struct UdpStats {
 }
 
 impl UdpStats {
-    pub fn read(ns: &Ns) -> Result<Self> {
+    pub fn read(ns: &Netns) -> Result<Self> {
         let snmp = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
         let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
         let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
@@ -94,7 +93,7 @@ pub struct Sink {
 impl Sink {
     /// Binds the port; when `answer_first` the first datagram is answered
     /// (so the flow it belongs to counts as established everywhere).
-    pub fn start(server: &Ns, answer_first: bool) -> Result<Self> {
+    pub fn start(server: &Netns, answer_first: bool) -> Result<Self> {
         let sock = server.run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, BENCH_PORT)))??;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -129,17 +128,14 @@ impl Drop for Sink {
 /// Packets per second the server's stack delivered while `send` ran in the
 /// client namespace.
 fn udp_rate(
-    client: &Ns,
-    server: &Ns,
+    client: &Netns,
+    server: &Netns,
     timing: Timing,
     send: impl FnOnce(&AtomicBool) -> Result<u64> + Send,
 ) -> Result<f64> {
     let stop = AtomicBool::new(false);
     thread::scope(|s| -> Result<f64> {
-        let sender = s.spawn(|| -> Result<u64> {
-            client.enter()?;
-            send(&stop)
-        });
+        let sender = s.spawn(|| -> Result<u64> { client.run(|| send(&stop))? });
         let measured = per_second(timing, || Ok(UdpStats::read(server)?.delivered()));
         stop.store(true, Ordering::Relaxed);
         let sent = match sender.join() {
@@ -163,7 +159,7 @@ fn per_second(timing: Timing, count: impl Fn() -> Result<u64>) -> Result<f64> {
 }
 
 /// New flows per second (see the module comment).
-pub fn new_flows(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
+pub fn new_flows(client: &Netns, server: &Netns, timing: Timing) -> Result<f64> {
     let _sink = Sink::start(server, false)?;
     udp_rate(client, server, timing, |stop| {
         // SAFETY: plain socket(2); the fd is owned at once.
@@ -196,7 +192,7 @@ pub fn new_flows(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
 }
 
 /// Packets per second of one established UDP flow.
-pub fn established(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
+pub fn established(client: &Netns, server: &Netns, timing: Timing) -> Result<f64> {
     let _sink = Sink::start(server, true)?;
     let sock = client.run(|| UdpSocket::bind((CLIENT_V4, 0)))??;
     sock.connect((ENI_V4, BENCH_PORT))?;
@@ -227,7 +223,7 @@ pub fn established(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
 }
 
 /// Gbit/s of one TCP stream from the client to the server.
-pub fn tcp_stream(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
+pub fn tcp_stream(client: &Netns, server: &Netns, timing: Timing) -> Result<f64> {
     let listener = server.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, BENCH_PORT)))??;
     let received = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -293,7 +289,7 @@ pub fn tcp_stream(client: &Ns, server: &Ns, timing: Timing) -> Result<f64> {
 /// Whether datagrams to a port no rule opens get through: sends `count`
 /// and returns how many reached the server's stack (it has no socket on
 /// that port, so each one that passed counts as `NoPorts`).
-pub fn closed_port_passes(client: &Ns, server: &Ns, count: u64) -> Result<u64> {
+pub fn closed_port_passes(client: &Netns, server: &Netns, count: u64) -> Result<u64> {
     let before = UdpStats::read(server)?;
     let sock = client.run(|| UdpSocket::bind((CLIENT_V4, 0)))??;
     for _ in 0..count {

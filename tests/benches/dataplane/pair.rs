@@ -1,0 +1,46 @@
+//! Two namespaces joined by a veth pair, from the tests' harness
+//! (`filter_tests::netns`): names `ft-bench-<pid>-<n>-<tag>-{c,s}`, so a run
+//! killed before its guards dropped is swept by the next one (and by
+//! `cargo xtask bench` when the benchmark exits).
+use anyhow::Result;
+use filter_tests::{
+    id::TestId,
+    netns::{Netns, TestNet},
+};
+
+/// The client end has `192.0.2.1/24`, the server end (the guarded one)
+/// `192.0.2.2/24`. Dropping it deletes both namespaces.
+pub struct Pair {
+    pub client: Netns,
+    pub server: Netns,
+    pub server_if: String,
+    _net: TestNet,
+}
+
+impl Pair {
+    pub fn new(tag: &str) -> Result<Self> {
+        let mut net = TestNet::new(&TestId::new("bench"))?;
+        let client = net.netns(&format!("{tag}-c"))?;
+        let server = net.netns(&format!("{tag}-s"))?;
+        let veth = net.veth(&client, &server)?;
+        net.addr(&veth.a, "192.0.2.1/24")?;
+        net.addr(&veth.b, "192.0.2.2/24")?;
+        let server_if = veth.b.name;
+        // The new-flow traffic comes from many addresses of the client's
+        // subnet, which the server never answers: no reverse-path check.
+        server.run_ok(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            &format!("net.ipv4.conf.{server_if}.rp_filter=0"),
+        ])?;
+        Ok(Self {
+            client,
+            server,
+            server_if,
+            _net: net,
+        })
+    }
+}
