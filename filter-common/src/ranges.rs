@@ -14,8 +14,8 @@
 use crate::{assert_size, pod, SLOT_ID_BIT};
 
 /// Ranges of both generations: each may use half (`[0, n/2)` for slot 0).
-/// 48 MiB, allocated when the maps are created.
-pub const MAX_BOUNDS: u32 = 1 << 21;
+/// 96 MiB, allocated when the maps are created.
+pub const MAX_BOUNDS: u32 = 1 << 22;
 /// `FILTER_RULE_SETS` entries, both generations.
 pub const MAX_RULE_SETS: u32 = 1 << 20;
 /// Binary-search steps that always suffice: a run holds at most

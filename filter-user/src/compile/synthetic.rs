@@ -171,6 +171,7 @@ fn diverse(rules: usize, rng: &mut Rng) -> Vec<Value> {
             "id": format!("d{i}"), "direction": "ingress", "policy": rng.policy(),
             "priority": rng.priority(), "ip_protocol": protocol,
             "port_range": format!("{lo}/{hi}"), "source_cidr_ip": source,
+            "description": format!("tenant {} flow {i}", i % 97),
         }));
     }
     per_group
