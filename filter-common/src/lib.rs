@@ -100,7 +100,7 @@ pub const RULE_SLOT_PASS: u32 = 3;
 pub const RULE_SLOT_FIRST_DYNAMIC: u32 = 16;
 /// Size of the per-rule counter array: every rule of every group and NACL on
 /// the host, with room for the slots of one generation being replaced.
-pub const MAX_RULE_SLOTS: u32 = 1 << 18;
+pub const MAX_RULE_SLOTS: u32 = 1 << 19;
 
 /// Map capacities. The compiler checks a document against these before
 /// anything is written (SPEC §2.5: sizes that the maps can hold); two

@@ -14,10 +14,10 @@
 use crate::{assert_size, pod, SLOT_ID_BIT};
 
 /// Ranges of both generations: each may use half (`[0, n/2)` for slot 0).
-/// 48 MiB, allocated when the maps are created.
-pub const MAX_BOUNDS: u32 = 1 << 21;
+/// 96 MiB, allocated when the maps are created.
+pub const MAX_BOUNDS: u32 = 1 << 22;
 /// `FILTER_RULE_SETS` entries, both generations.
-pub const MAX_RULE_SETS: u32 = 1 << 16;
+pub const MAX_RULE_SETS: u32 = 1 << 20;
 /// Binary-search steps that always suffice: a run holds at most
 /// `MAX_BOUNDS / 2` bounds, and each step halves what is left.
 pub const SEARCH_STEPS: u32 = MAX_BOUNDS.trailing_zeros();

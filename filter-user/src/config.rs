@@ -19,7 +19,11 @@ use clap::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use crate::{api::DEFAULT_SOCKET, daemon::parse_capture_window, flowlog::DEFAULT_KEEP_FILES};
+use crate::{
+    api::{DEFAULT_MAX_REQUEST_SIZE, DEFAULT_SOCKET},
+    daemon::parse_capture_window,
+    flowlog::DEFAULT_KEEP_FILES,
+};
 
 /// Where `filterd` reads its settings when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/filterd/filterd.toml";
@@ -97,6 +101,11 @@ pub struct Settings {
     #[arg(long, value_name = "GROUP")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_group: Option<String>,
+    /// The longest request the socket reads (bytes, or with a K, M or G
+    /// suffix). An apply carries the whole document, about 170 bytes per
+    /// rule; a longer request gets an error that names this limit.
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_REQUEST_SIZE)]
+    pub max_request_size: Size,
     /// Apply this document at start instead of restoring the saved
     /// generation.
     #[arg(long, value_name = "FILE")]

@@ -90,6 +90,11 @@ impl Client {
         };
         write_frame(&mut self.writer, &request).await?;
         let response = self.read_response().await?;
+        // A request the daemon could not read (over its size limit, say)
+        // is answered with a null id: its error is the answer to this one.
+        if response.id.is_null() && !response.ok {
+            return response.into_result().map_err(ClientError::Api);
+        }
         if response.id != id {
             return Err(ClientError::Protocol(format!(
                 "response id {} for request id {id}",

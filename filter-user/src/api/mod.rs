@@ -32,9 +32,14 @@ pub use self::{explain::*, types::*};
 /// [`ErrorCode::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The largest request line the daemon reads (a rule-set document travels
-/// inside `apply`). A longer line gets [`ErrorCode::RequestTooLarge`].
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// The largest request line the daemon reads by default (`filterd
+/// --max-request-size`): a rule-set document travels inside `apply`, about
+/// 170 bytes per rule, so this fits a million rules. A longer line gets
+/// [`ErrorCode::RequestTooLarge`].
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+/// [`DEFAULT_MAX_REQUEST_BYTES`] as the flag and the configuration key
+/// write it.
+pub const DEFAULT_MAX_REQUEST_SIZE: &str = "256M";
 
 /// The default socket path (SPEC §4).
 pub const DEFAULT_SOCKET: &str = "/run/filterd/filterd.sock";

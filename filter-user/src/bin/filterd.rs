@@ -156,6 +156,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     tracing::info!("serving on {}", bound.path().display());
     let server = ServerConfig {
         access: Access::new(gid),
+        max_request_bytes: usize::try_from(args.max_request_size.0).unwrap_or(usize::MAX),
         ..ServerConfig::default()
     };
     // The flow log runs until the server has stopped, then closes the open

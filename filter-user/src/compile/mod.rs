@@ -19,6 +19,7 @@ mod rules;
 pub mod shadow;
 mod slots;
 mod stats;
+pub mod synthetic;
 mod tables;
 #[cfg(test)]
 mod tests;

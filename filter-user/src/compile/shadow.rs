@@ -12,14 +12,14 @@
 //!
 //! Only single-rule cover is found: a rule covered by the union of several
 //! stronger rules is not reported (that needs a box-union test).
-use std::{collections::HashMap, fmt, net::IpAddr};
+use std::{collections::HashMap, fmt, net::IpAddr, rc::Rc};
 
 use filter_common::{FAMILY_V4, PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
 
 use super::{
     prefix::{mask, Prefix},
-    rules::RuleBox,
+    rules::{ProtoSet, RuleBox},
     tables::{ranked_rules, sg_table_groups},
 };
 use crate::{
@@ -152,9 +152,17 @@ fn table_warnings<'a>(
             Candidate { rule, shape }
         })
         .collect();
-    // Remote prefix → the rules (by strength position) that name it.
+    // Remote prefix → the rules (by strength position) that name it, only
+    // the strongest of each shape: a later rule of the same shape covers
+    // what the first covers and is weaker, so it is never the strongest
+    // cover. Without this, rules sharing a peer (a prefix list named by
+    // thousands of rules) make the search quadratic.
+    let mut first_of_shape: HashMap<ShapeKey, usize> = HashMap::new();
     let mut by_prefix: HashMap<Prefix, Vec<usize>> = HashMap::new();
     for (pos, c) in rules.iter().enumerate() {
+        if *first_of_shape.entry(shape_key(&c.shape)).or_insert(pos) != pos {
+            continue;
+        }
         for p in c.shape.remote.iter() {
             by_prefix.entry(*p).or_default().push(pos);
         }
@@ -193,6 +201,13 @@ fn table_warnings<'a>(
         .into_iter()
         .map(|(r, s, kind)| (shape(r), shape(s), kind))
         .collect()
+}
+
+/// What decides which packets a rule matches.
+type ShapeKey = (ProtoSet, PortRange, PortRange, Option<Prefix>, Rc<[Prefix]>);
+
+fn shape_key(b: &RuleBox) -> ShapeKey {
+    (b.protos, b.dst, b.src, b.local, Rc::clone(&b.remote))
 }
 
 /// Every prefix that contains `p`, `p` included.

@@ -195,7 +195,8 @@ impl<E: Enforcer> Connection<E> {
                     ApiError::new(
                         ErrorCode::RequestTooLarge,
                         format!(
-                            "the request is {len} bytes, over the limit of {} bytes",
+                            "the request is {len} bytes, over filterd's limit of {} bytes \
+                             (--max-request-size, or max_request_size in its configuration)",
                             self.config.max_request_bytes
                         ),
                     ),

@@ -8,7 +8,8 @@ use aya::{
 };
 use filter_common::{
     names, Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry,
-    FragKey, GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta,
+    FragKey, GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, MAX_BOUNDS,
+    MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
 };
 
 use super::error::{DataplaneError, Result};
@@ -76,6 +77,12 @@ impl Maps {
         check::<u32, ClockConfig>(ebpf, names::CLOCK, false)?;
         check::<u32, GenConfig>(ebpf, names::CONFIG, false)?;
         check::<u32, TableMeta>(ebpf, names::TABLES, false)?;
+        // Arrays the compiler fills up to a size from filter-common: a pin
+        // made by a build with smaller ones would refuse its writes.
+        check_entries(ebpf, names::TABLES, MAX_TABLES)?;
+        check_entries(ebpf, names::RULE_SETS, MAX_RULE_SETS)?;
+        check_entries(ebpf, names::BOUNDS, MAX_BOUNDS)?;
+        check_entries(ebpf, names::RULE_STATS, MAX_RULE_SLOTS)?;
         check::<CellKey, u32>(ebpf, names::CELLS, false)?;
         check::<u32, RuleSetRuns>(ebpf, names::RULE_SETS, false)?;
         check::<u32, Bound>(ebpf, names::BOUNDS, false)?;
@@ -188,6 +195,29 @@ fn check<K: Pod, V: Pod>(ebpf: &Ebpf, name: &'static str, per_cpu: bool) -> Resu
                 expected: expected.to_string(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Checks that a map has the number of entries this build sizes it with.
+/// A pin of another size (made by an older build) is refused by name: the
+/// size of a map is fixed when it is created (docs/OPERATIONS.md, "Upgrade").
+fn check_entries(ebpf: &Ebpf, name: &'static str, expected: u32) -> Result<()> {
+    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+    let Some((data, _)) = data_and_type(map) else {
+        return Ok(());
+    };
+    let found = data
+        .info()
+        .map_err(|e| DataplaneError::map(name, "reading its kernel info", e))?
+        .max_entries();
+    if found != expected {
+        return Err(DataplaneError::PinnedLayout {
+            name,
+            what: "max entries",
+            found: found.to_string(),
+            expected: expected.to_string(),
+        });
     }
     Ok(())
 }

@@ -16,9 +16,10 @@ pub const PRIORITY: RangeInclusive<i64> = 1..=100;
 /// Ports in an `"a/b"` range (SPEC §2.2).
 pub const PORT: RangeInclusive<i64> = 1..=65_535;
 
-/// Rules of all the groups of one ENI together: the performance target of
-/// the compiler (issue 3).
-pub const MAX_RULES_PER_ENI: usize = 100_000;
+/// Rules of all the groups of one ENI together. No fixed limit may stop a
+/// valid document below a million rules (issue 18); what the maps hold is
+/// the compiler's to check, by what grew.
+pub const MAX_RULES_PER_ENI: usize = 1_000_000;
 
 /// Entries in one prefix list: Alibaba's largest `MaxEntries`.
 pub const MAX_PREFIX_LIST_ENTRIES: usize = 200;

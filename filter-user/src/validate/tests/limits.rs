@@ -54,8 +54,9 @@ fn rules_per_eni() {
     assert_eq!(
         errors[0].to_string(),
         format!(
-            "enis[0].security_group_ids: have {} rules together; an ENI has at most 100000",
-            2 * half
+            "enis[0].security_group_ids: have {} rules together; an ENI has at most {}",
+            2 * half,
+            l::MAX_RULES_PER_ENI
         )
     );
 }
