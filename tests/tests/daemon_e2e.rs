@@ -2517,3 +2517,91 @@ fn a_restart_without_the_interfaces_restores_and_waits_for_them() -> Result<()> 
         Ok(())
     })
 }
+
+/// A new `filterd` over pins of another layout (an upgrade, SPEC §8):
+/// the pins of two maps are swapped while no daemon runs, as a build with
+/// other map layouts would find them. The new daemon retires them, writes
+/// the saved generation into new maps and only then moves the links to its
+/// programs: a flood the rules drop never gets a datagram through, the
+/// allowed service works after, and the log says connections were not
+/// carried over.
+#[test]
+fn an_upgrade_over_another_layout_keeps_every_verdict() -> Result<()> {
+    e2e("d_upgrade", |id| {
+        let site = Site::new(id, 1)?;
+        let mut daemon = DaemonGuard::start(id, &site.host)?;
+        let inst = site.inst(0);
+        let g = generation(&daemon.apply(&doc(&[inst], web_rules()))?)?;
+        open(&site, ALLOWED4, inst.addr(false, 80))?;
+        daemon.terminate()?;
+        let pins = daemon.pin_dir().to_owned();
+        let (a, b) = (pins.join("FILTER_STATS"), pins.join("FILTER_FLOWLOSS"));
+        let tmp = pins.join("swap");
+        fs::rename(&a, &tmp)?;
+        fs::rename(&b, &a)?;
+        fs::rename(&tmp, &b)?;
+
+        let receiver = inst
+            .ns
+            .run(|| std::net::UdpSocket::bind("0.0.0.0:5353"))??;
+        receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let sender = site
+            .host
+            .run(|| std::net::UdpSocket::bind((ALLOWED4, 0)))??;
+        let target = inst.addr(false, 5353);
+        let stop = AtomicBool::new(false);
+        let (sent, received) = thread::scope(|s| -> Result<_> {
+            let flood = s.spawn(|| {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if sender.send_to(b"should never arrive", target).is_ok() {
+                        sent += 1;
+                    }
+                    if sent.is_multiple_of(16) {
+                        thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                sent
+            });
+            let count = s.spawn(|| {
+                let mut n = 0u64;
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if receiver.recv_from(&mut buf).is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            });
+            let restarted = daemon.restart();
+            thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::Relaxed);
+            let sent = flood.join().map_err(|_| anyhow!("the sender panicked"))?;
+            let received = count.join().map_err(|_| anyhow!("the receiver panicked"))?;
+            restarted?;
+            Ok((sent, received))
+        })?;
+        ensure!(sent > 1000, "only {sent} datagrams sent");
+        ensure!(
+            received == 0,
+            "{received} of {sent} datagrams got through during the upgrade"
+        );
+        let log = daemon.log();
+        ensure!(
+            log.contains("another build's layout")
+                && log.contains("tracked connections cannot be carried over"),
+            "{log}"
+        );
+        ensure!(
+            daemon.generation()? > Some(g),
+            "the saved generation was not restored"
+        );
+        ensure!(
+            !pins.join("retired").exists(),
+            "the old maps' pins are left"
+        );
+        assert_hooked(&site.host, &inst.guarded, true)?;
+        assert_web(&site, &daemon, 0)?;
+        Ok(())
+    })
+}

@@ -158,6 +158,9 @@ impl Dataplane {
     pub fn attach(&mut self, ifname: &str) -> Result<Attachment> {
         check_ifname(ifname)?;
         let ifindex = ifindex(ifname)?;
+        if let Some(held) = self.hold_back(ifname, ifindex) {
+            return Ok(held);
+        }
         if let Some(held) = self.links.remove(ifname) {
             if held.info.ifindex == ifindex {
                 let info = held.info.clone();
@@ -202,6 +205,31 @@ impl Dataplane {
             },
         );
         Ok(info)
+    }
+
+    /// During an upgrade ([`Dataplane::load_object`]), an interface whose
+    /// pinned links run the old build's programs keeps them until the new
+    /// maps hold a generation: moving it now would leave it unguarded.
+    fn hold_back(&mut self, ifname: &str, ifindex: u32) -> Option<Attachment> {
+        let root = self.pins.as_ref()?.root().to_owned();
+        let upgrade = self.upgrade.as_mut()?;
+        let pins = (
+            link_pin_path(&root, ifname, Hook::Xdp),
+            link_pin_path(&root, ifname, Hook::Tc),
+        );
+        if !pins.0.exists() && !pins.1.exists() {
+            return None;
+        }
+        if !upgrade.held_back.iter().any(|i| i == ifname) {
+            upgrade.held_back.push(ifname.to_owned());
+        }
+        Some(Attachment {
+            ifname: ifname.to_owned(),
+            ifindex,
+            xdp_mode: XdpMode::Default,
+            adopted: true,
+            pins: Some(pins),
+        })
     }
 
     /// Removes the data plane from `ifname` (both hooks, their pins).

@@ -58,6 +58,31 @@ pub struct Dataplane {
     /// Declared last: the directory stays locked until everything else is
     /// closed.
     pins: Option<PinDir>,
+    /// Set while an upgrade over another layout waits for its first
+    /// generation (see [`Dataplane::load_object`]).
+    upgrade: Option<Upgrade>,
+}
+
+/// An upgrade over pinned maps of another layout, until the first
+/// generation is written.
+#[derive(Debug, Default)]
+struct Upgrade {
+    /// Interfaces whose pinned links still run the old programs.
+    held_back: Vec<String>,
+}
+
+/// Opens the object: maps pinned under `pin_dir` adopted (checked against
+/// this build's layouts) or created and pinned.
+fn open(object: &[u8], pin_dir: Option<&PinDir>) -> Result<(Ebpf, Maps)> {
+    let mut loader = EbpfLoader::new();
+    if let Some(dir) = pin_dir {
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, dir.root().join(name));
+        }
+    }
+    let mut ebpf = loader.load(object).map_err(DataplaneError::Load)?;
+    let maps = Maps::take(&mut ebpf)?;
+    Ok((ebpf, maps))
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -88,32 +113,81 @@ impl Dataplane {
 
     /// [`Self::load`] from another build of the object: the benchmark's
     /// ([`object::bench_object`]), whose extra programs share these maps.
+    ///
+    /// Pinned maps of another build's layout (an upgrade, SPEC §8) are
+    /// retired rather than refused: this build starts on new maps while
+    /// the old programs go on enforcing with the old ones, and the pinned
+    /// links are moved to this build's programs only once a first
+    /// generation is written ([`Self::write_generation`]): no moment
+    /// unguarded. Tracked connections do not carry over.
     pub fn load_object(object: &[u8], pins: Option<&Path>) -> Result<Self> {
         let pin_dir = pins.map(PinDir::open).transpose()?;
-        let mut loader = EbpfLoader::new();
-        if let Some(dir) = &pin_dir {
-            for name in PINNED_MAPS {
-                loader.map_pin_path(name, dir.root().join(name));
+        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref()) {
+            Ok((ebpf, maps)) => (ebpf, maps, None),
+            Err(e @ (DataplaneError::PinnedLayout { .. } | DataplaneError::Load(_))) => {
+                let Some(dir) = &pin_dir else {
+                    return Err(e);
+                };
+                if !pins::retire_maps(dir.root(), PINNED_MAPS)? {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "the pinned maps in {} are of another build's layout ({e}); starting on new \
+                     maps, the old programs keep enforcing until the first generation is written; \
+                     tracked connections cannot be carried over",
+                    dir.root().display()
+                );
+                let (ebpf, maps) = open(object, Some(dir))?;
+                (ebpf, maps, Some(Upgrade::default()))
             }
-        }
-        let mut ebpf = loader.load(object).map_err(DataplaneError::Load)?;
-        let mut maps = Maps::take(&mut ebpf)?;
-        // Before any program of this build can run on these maps.
-        maps.restore_direct_enis()?;
-        // A failed calibration costs speed, not correctness: the programs
-        // fall back to the coarse clock.
-        if let Err(e) = calibrate::calibrate(&mut ebpf, &mut maps.clock) {
-            tracing::warn!(
-                "calibrating the data plane's clock failed ({e}); it reads the coarse clock"
-            );
-        }
-        load_programs(&mut ebpf, pin_dir.as_ref())?;
-        Ok(Self {
+            Err(e) => return Err(e),
+        };
+        let mut dataplane = Self {
             links: BTreeMap::new(),
             maps,
             ebpf,
             pins: pin_dir,
-        })
+            upgrade,
+        };
+        dataplane.prepare()?;
+        Ok(dataplane)
+    }
+
+    /// This build's steps on freshly opened maps, before any of its
+    /// programs runs.
+    fn prepare(&mut self) -> Result<()> {
+        self.maps.restore_direct_enis()?;
+        // A failed calibration costs speed, not correctness: the programs
+        // fall back to the coarse clock.
+        if let Err(e) = calibrate::calibrate(&mut self.ebpf, &mut self.maps.clock) {
+            tracing::warn!(
+                "calibrating the data plane's clock failed ({e}); it reads the coarse clock"
+            );
+        }
+        load_programs(&mut self.ebpf, self.pins.as_ref())
+    }
+
+    /// Moves the interfaces held back by an upgrade to this build's
+    /// programs, now that their maps hold a generation, and lets the old
+    /// maps go.
+    fn finish_upgrade(&mut self) {
+        let Some(upgrade) = self.upgrade.take() else {
+            return;
+        };
+        for ifname in upgrade.held_back {
+            match self.attach(&ifname) {
+                Ok(_) => tracing::info!("{ifname}: now on this build's programs"),
+                Err(e) => tracing::error!(
+                    "{ifname}: moving to this build's programs failed, the old ones keep \
+                     enforcing the old rules: {e}"
+                ),
+            }
+        }
+        if let Some(dir) = self.pin_dir() {
+            if let Err(e) = pins::remove_retired(dir) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// The pin directory, when loaded with one.
@@ -141,7 +215,9 @@ impl Dataplane {
     /// [`WriteSummary::cleanup_error`] and the leftovers, invisible to the
     /// programs, are removed by the next apply (step 2).
     pub fn write_generation(&mut self, maps: &GenerationMaps<'_>) -> Result<WriteSummary> {
-        self.maps.write_generation(maps)
+        let summary = self.maps.write_generation(maps)?;
+        self.finish_upgrade();
+        Ok(summary)
     }
 
     /// Reads back what slot `slot` (0 or 1) of the maps holds: the running

@@ -76,6 +76,40 @@ pub fn ensure_bpffs() -> Result<()> {
     })
 }
 
+/// Where [`retire_maps`] moves the pins of maps of another build's layout.
+pub const RETIRED_DIR: &str = "retired";
+
+/// Moves the pinned maps named `names` out of the way, into
+/// `retired/` (an upgrade over another layout, SPEC §8): the maps live on
+/// for as long as the old programs, which still enforce with them, and
+/// their names are free for this build's. Returns whether any was pinned.
+pub(crate) fn retire_maps(pin_dir: &Path, names: &[&str]) -> Result<bool> {
+    let retired = pin_dir.join(RETIRED_DIR);
+    fs::create_dir_all(&retired)
+        .map_err(|e| DataplaneError::io("creating pin directory", &retired, e))?;
+    let mut any = false;
+    for name in names {
+        let from = pin_dir.join(name);
+        match fs::rename(&from, retired.join(name)) {
+            Ok(()) => any = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DataplaneError::io("retiring pinned map", &from, e)),
+        }
+    }
+    Ok(any)
+}
+
+/// Removes the retired maps' pins: once no old program holds them, the
+/// kernel frees them.
+pub(crate) fn remove_retired(pin_dir: &Path) -> Result<()> {
+    let retired = pin_dir.join(RETIRED_DIR);
+    match fs::remove_dir_all(&retired) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataplaneError::io("removing retired maps", &retired, e)),
+    }
+}
+
 /// The pin path of the XDP or TC link of an interface.
 pub fn link_pin_path(pin_dir: &Path, ifname: &str, hook: Hook) -> PathBuf {
     pin_dir
