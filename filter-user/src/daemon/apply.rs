@@ -17,7 +17,7 @@
 //! running. After 6 the new generation runs; a failure in 7 only leaves an
 //! interface with programs that no longer guard it, which the result says.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     sync::Arc,
 };
 
@@ -199,6 +199,9 @@ fn enforce<E: Enforcer>(
 pub fn summarize(old: Option<&Ruleset>, new: &Ruleset) -> ChangeSummary {
     let by_id =
         |f: fn(&Ruleset) -> BTreeMap<String, Value>| diff(&old.map(f).unwrap_or_default(), &f(new));
+    // Rules compared as compact text: at 100k rules a tree of values each
+    // costs seconds.
+    let rules = diff(&old.map(rule_texts).unwrap_or_default(), &rule_texts(new));
     ChangeSummary {
         vpcs: by_id(|rs| {
             rs.vpcs
@@ -225,22 +228,30 @@ pub fn summarize(old: Option<&Ruleset>, new: &Ruleset) -> ChangeSummary {
                 .map(|p| (p.id.clone(), json!(p.entries)))
                 .collect()
         }),
-        groups: by_id(|rs| {
-            rs.groups
-                .iter()
-                .map(|g| {
-                    let rules: Vec<Value> = g.rules.iter().map(|r| rule_value(rs, r)).collect();
-                    let vpc = rs.vpcs.get(g.vpc).map(|p| p.id.as_str());
-                    (g.id.clone(), json!({"vpc": vpc, "kind": g.kind, "inner_accept": g.inner_accept, "members": g.members, "rules": rules}))
-                })
-                .collect()
-        }),
-        rules: by_id(|rs| {
-            rs.groups
-                .iter()
-                .flat_map(|g| g.rules.iter().map(|r| (r.id.clone(), rule_value(rs, r))))
-                .collect()
-        }),
+        groups: {
+            // A group changes with its rules: compared by rule ids here,
+            // and marked changed below when one of its rules changed.
+            let mut groups = by_id(|rs| {
+                rs.groups
+                    .iter()
+                    .map(|g| {
+                        let rules: Vec<&str> = g.rules.iter().map(|r| r.id.as_str()).collect();
+                        let vpc = rs.vpcs.get(g.vpc).map(|p| p.id.as_str());
+                        (g.id.clone(), json!({"vpc": vpc, "kind": g.kind, "inner_accept": g.inner_accept, "members": g.members, "rules": rules}))
+                    })
+                    .collect()
+            });
+            let changed: HashSet<&str> = rules.changed.iter().map(String::as_str).collect();
+            for g in &new.groups {
+                let touched = g.rules.iter().any(|r| changed.contains(r.id.as_str()));
+                if touched && !groups.changed.contains(&g.id) && !groups.added.contains(&g.id) {
+                    groups.changed.push(g.id.clone());
+                }
+            }
+            groups.changed.sort();
+            groups
+        },
+        rules,
         network_acls: by_id(|rs| {
             rs.acls
                 .iter()
@@ -268,19 +279,23 @@ pub fn summarize(old: Option<&Ruleset>, new: &Ruleset) -> ChangeSummary {
     }
 }
 
-/// A rule with its peer named instead of indexed.
-fn rule_value(rs: &Ruleset, rule: &SgRule) -> Value {
-    let mut value = serde_json::to_value(rule).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.insert(
-            "remote".to_owned(),
-            Value::String(rs.peer_label(&rule.remote)),
-        );
-    }
-    value
+/// Every rule by id, as its JSON text with its peer named instead of
+/// indexed (indices move when the document is reordered; names do not).
+fn rule_texts(rs: &Ruleset) -> BTreeMap<String, String> {
+    rs.groups
+        .iter()
+        .flat_map(|g| g.rules.iter())
+        .map(|r| (r.id.clone(), rule_text(rs, r)))
+        .collect()
 }
 
-fn diff(old: &BTreeMap<String, Value>, new: &BTreeMap<String, Value>) -> Changes {
+fn rule_text(rs: &Ruleset, rule: &SgRule) -> String {
+    let mut text = serde_json::to_string(rule).unwrap_or_default();
+    text.push_str(&rs.peer_label(&rule.remote));
+    text
+}
+
+fn diff<V: PartialEq>(old: &BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Changes {
     Changes {
         added: new
             .keys()
@@ -315,5 +330,31 @@ mod tests {
         assert_eq!(next_generation(Some(3), None, Some(4)), 6);
         assert_eq!(next_generation(Some(9), None, Some(4)), 10);
         assert_eq!(next_generation(Some(2), Some(2), Some(12)), 13);
+    }
+
+    #[test]
+    fn a_changed_rule_changes_its_group_and_nothing_else() {
+        let doc = |port: &str| {
+            serde_json::json!({
+                "vpcs": [{"id": "vpc-a", "cidr": "10.0.0.0/16"}],
+                "vswitches": [{"id": "vsw-a", "vpc_id": "vpc-a", "cidr": "10.0.1.0/24"}],
+                "security_groups": [
+                    {"id": "sg-a", "vpc_id": "vpc-a", "type": "basic", "rules": [
+                        {"id": "web", "direction": "ingress", "policy": "accept",
+                         "ip_protocol": "tcp", "port_range": port, "source_cidr_ip": "0.0.0.0/0"}]},
+                    {"id": "sg-b", "vpc_id": "vpc-a", "type": "basic", "rules": []}],
+                "enis": [{"id": "eni-a", "interface": "tap-a", "vswitch_id": "vsw-a",
+                          "ips": ["10.0.1.10"], "security_group_ids": ["sg-a", "sg-b"]}]
+            })
+            .to_string()
+        };
+        let load = |text: String| crate::validate::load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let (old, new) = (load(doc("80/80")), load(doc("81/81")));
+        let c = summarize(Some(&old), &new);
+        assert_eq!(c.rules.changed, ["sg-a/web"]);
+        assert_eq!(c.groups.changed, ["sg-a"]);
+        assert!(c.enis.changed.is_empty() && c.rules.added.is_empty());
+        let same = summarize(Some(&old), &old);
+        assert!(same.rules.changed.is_empty() && same.groups.changed.is_empty());
     }
 }
