@@ -136,6 +136,9 @@ pub enum ErrorCode {
     NotImplemented,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// `apply` or `rollback` while the daemon takes its rules from etcd
+    /// (SPEC §10).
+    ExternalSource,
     Internal,
 }
 
@@ -156,6 +159,7 @@ impl ErrorCode {
             ErrorCode::StateFailed => "state_failed",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ExternalSource => "external_source",
             ErrorCode::Internal => "internal",
         }
     }
