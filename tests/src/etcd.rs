@@ -142,6 +142,11 @@ impl EtcdGuard {
         format!("{scheme}://{}", addr(self.ip, self.client_port))
     }
 
+    /// Its directory: data, log, certificates; removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn tls(&self) -> Option<&Tls> {
         self.tls.as_ref()
     }
@@ -185,11 +190,18 @@ impl EtcdGuard {
         self.child = Some(cmd.spawn().with_context(|| format!("starting `{what}`"))?);
         let deadline = Instant::now() + START_TIMEOUT;
         while self.ctl(&["endpoint", "health"]).is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("etcd exited at start ({status}): {}", self.log());
             }
             if Instant::now() > deadline {
-                bail!("etcd did not answer within {START_TIMEOUT:?}: {}", self.log());
+                bail!(
+                    "etcd did not answer within {START_TIMEOUT:?}: {}",
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }

@@ -139,13 +139,15 @@ async fn execute(args: &FleetArgs) -> Result<(Value, String), Vec<String>> {
     }
 }
 
-/// The flags over the configuration file (a missing default file is fine).
+/// The flags over the configuration file. A missing file is fine when it
+/// is the default one or the flags name the endpoints.
 fn etcd_config(args: &FleetArgs) -> Result<EtcdConfig, String> {
     let mut settings = match config::from_file(&args.config) {
         Ok(settings) => settings,
         Err(config::ConfigError::Read { error, .. })
             if error.kind() == std::io::ErrorKind::NotFound
-                && args.config.as_os_str() == DEFAULT_CONFIG =>
+                && (args.config.as_os_str() == DEFAULT_CONFIG
+                    || !args.etcd_endpoints.is_empty()) =>
         {
             default_settings()?
         }
