@@ -261,10 +261,15 @@ impl EtcdGuard {
         Ok((!value.is_empty()).then(|| value.to_owned()))
     }
 
-    /// `put key value`: the revision after it.
+    /// `put key value`: the revision of the write.
     pub fn put(&self, key: &str, value: &str) -> Result<i64> {
-        self.ctl(&["put", key, value])?;
-        self.revision()
+        header_revision(&self.ctl(&["-w", "json", "put", key, value])?)
+    }
+
+    /// `txn` of `script` (etcdctl's interactive format): the revision of
+    /// the transaction.
+    pub fn txn(&self, script: &str) -> Result<i64> {
+        header_revision(&self.ctl_input(&["-w", "json", "txn"], Some(script))?)
     }
 
     /// etcd's current revision.
@@ -297,6 +302,14 @@ impl Drop for EtcdGuard {
             }
         }
     }
+}
+
+/// `header.revision` of etcdctl's JSON output.
+fn header_revision(out: &str) -> Result<i64> {
+    let v: serde_json::Value = serde_json::from_str(out)?;
+    v["header"]["revision"]
+        .as_i64()
+        .with_context(|| format!("no revision in {out}"))
 }
 
 fn addr(ip: IpAddr, port: u16) -> String {

@@ -417,6 +417,12 @@ fn three_hosts_share_groups_through_etcd() -> Result<()> {
             let s = fleet.status(k)?.unwrap_or_default();
             Ok(all && s["revision"].as_i64() >= Some(bad_rev) && s["errors"] != json!([]))
         })
+    })
+    .with_context(|| {
+        format!(
+            "bad revision {bad_rev}: {:?}",
+            (0..3).map(|k| fleet.status(k)).collect::<Vec<_>>()
+        )
     })?;
     for k in 0..3 {
         let s = fleet.status(k)?.unwrap_or_default();
@@ -439,12 +445,11 @@ fn three_hosts_share_groups_through_etcd() -> Result<()> {
     fleet.move_instance(&mut b, 2)?;
     let h1_generation = fleet.status(0)?.unwrap_or_default()["generation"].clone();
     let txn = format!(
-        "\nput {PREFIX}/v1/hosts/h2/enis {:?}\nput {PREFIX}/v1/hosts/h3/enis {:?}\n\n",
+        "\nput {PREFIX}/v1/hosts/h2/enis {:?}\nput {PREFIX}/v1/hosts/h3/enis {:?}\n\n\n",
         json!([]).to_string(),
         json!([c.eni(&["sg-other"]), b.eni(&["sg-app"])]).to_string()
     );
-    fleet.etcd.ctl_input(&["txn"], Some(&txn))?;
-    let rev = fleet.etcd.revision()?;
+    let rev = fleet.etcd.txn(&txn)?;
     fleet.converged(&[0, 1, 2], rev)?;
     // Membership is fleet-wide: a's host sees the same members, so it made
     // no new generation; b's traffic is guarded on h3 now.
