@@ -522,6 +522,8 @@ fn hosts_ride_out_etcd_faults() -> Result<()> {
     let rev = fleet.put(&["host", "h2"], &json!([b.eni(&["sg-app"])]))?;
     fleet.etcd.ctl(&["compact", &rev.to_string()])?;
     uplink.netns.ip(&["link", "set", &uplink.name, "up"])?;
+    // Taking the link down took its default route with it.
+    uplink.netns.ip(&["route", "replace", "default", "via", HUB])?;
     fleet.converged(&[0, 1], rev)?;
     assert!(
         fleet.daemon(0)?.log().contains("compacted"),
