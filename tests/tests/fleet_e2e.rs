@@ -424,14 +424,11 @@ fn three_hosts_share_groups_through_etcd() -> Result<()> {
             (0..3).map(|k| fleet.status(k)).collect::<Vec<_>>()
         )
     })?;
-    for k in 0..3 {
+    for (k, generation) in generations.iter().enumerate() {
         let s = fleet.status(k)?.unwrap_or_default();
         let errors = s["errors"].to_string();
         assert!(errors.contains("host bits"), "host {k}: {errors}");
-        assert_eq!(
-            s["generation"], generations[k],
-            "host {k} changed generation"
-        );
+        assert_eq!(s["generation"], *generation, "host {k} changed generation");
     }
     verdicts(&[
         (&b, &a, DB, true),
@@ -523,7 +520,9 @@ fn hosts_ride_out_etcd_faults() -> Result<()> {
     fleet.etcd.ctl(&["compact", &rev.to_string()])?;
     uplink.netns.ip(&["link", "set", &uplink.name, "up"])?;
     // Taking the link down took its default route with it.
-    uplink.netns.ip(&["route", "replace", "default", "via", HUB])?;
+    uplink
+        .netns
+        .ip(&["route", "replace", "default", "via", HUB])?;
     fleet.converged(&[0, 1], rev)?;
     assert!(
         fleet.daemon(0)?.log().contains("compacted"),
