@@ -114,7 +114,39 @@ pub struct Settings {
     /// Log lines as text, or as one JSON object per line.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Take the rules from etcd at these endpoints (comma-separated URLs,
+    /// SPEC §10) instead of the local socket; apply and rollback are then
+    /// refused.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "comma_list"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// The etcd keys live under PREFIX/v1/.
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+    /// This host's name in etcd (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// The CA certificate (PEM) that signed etcd's certificate.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// This host's client certificate (PEM) for etcd.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_key: Option<PathBuf>,
 }
+
+/// Where the fleet's keys live in etcd unless `etcd_prefix` says otherwise.
+pub const DEFAULT_ETCD_PREFIX: &str = "/filter";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,6 +222,26 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// `["https://a:2379", "https://b:2379"]`, or one string with commas as
+/// the flag takes it.
+fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(list) => list,
+        Raw::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 /// `capture_window = "60s"` (what `--capture-window` takes).
 mod capture_window {
     use std::time::Duration;
@@ -244,6 +296,20 @@ pub fn load(args: &Args, matches: &ArgMatches) -> Result<Settings, ConfigError> 
         Err(error) => return Err(ConfigError::Read { path, error }),
     };
     merge(&args.settings, matches, &path, file)
+}
+
+/// The settings of a configuration file alone (defaults for what it does
+/// not set): what `filterctl fleet` reads for the etcd keys.
+pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+    let matches = Args::command()
+        .try_get_matches_from(["filterd"])
+        .map_err(|e| ConfigError::Merge(e.to_string()))?;
+    let args = Args::from_arg_matches(&matches).map_err(|e| ConfigError::Merge(e.to_string()))?;
+    let text = fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    merge(&args.settings, &matches, path, parse_file(path, &text)?)
 }
 
 /// `filterd --print-config`: the merged settings as TOML.
@@ -457,6 +523,28 @@ mod tests {
     }
 
     #[test]
+    fn etcd_keys() {
+        let s = settings(
+            &["--etcd-prefix", "/f2"],
+            "etcd_endpoints = \"https://192.0.2.1:2379, https://192.0.2.2:2379\"\n\
+             host_id = \"h1\"\netcd_cacert = \"/etc/filterd/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.etcd_endpoints,
+            ["https://192.0.2.1:2379", "https://192.0.2.2:2379"]
+        );
+        assert_eq!(s.etcd_prefix, "/f2");
+        assert_eq!(s.host_id.as_deref(), Some("h1"));
+        let list = settings(&[], "etcd_endpoints = [\"http://192.0.2.1:2379\"]\n").unwrap();
+        assert_eq!(list.etcd_endpoints, ["http://192.0.2.1:2379"]);
+        let flag = settings(&["--etcd-endpoints", "a:1,b:2"], "").unwrap();
+        assert_eq!(flag.etcd_endpoints, ["a:1", "b:2"]);
+        assert_eq!(defaults().etcd_prefix, DEFAULT_ETCD_PREFIX);
+        assert!(defaults().etcd_endpoints.is_empty());
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!("64M".parse(), Ok(Size(64 << 20)));
         assert_eq!("4096".parse(), Ok(Size(4096)));
@@ -483,10 +571,16 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix('#'))
             .filter(|l| l.contains(" = ") && !l.starts_with(' '))
-            .filter(|l| !l.contains("\"GROUP\"") && !l.contains("\"FILE\""))
+            .filter(|l| {
+                !["GROUP", "FILE", "URL", "NAME"]
+                    .iter()
+                    .any(|v| l.contains(&format!("\"{v}\"")))
+            })
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), keys().len() - 2);
+        // Unset by default: socket_group, ruleset, etcd_endpoints, host_id
+        // and the three TLS files.
+        assert_eq!(uncommented.lines().count(), keys().len() - 7);
         assert_eq!(settings(&[], &uncommented).unwrap(), defaults());
     }
 }

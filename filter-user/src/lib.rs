@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod digest;
 pub mod eval;
+pub mod fleet;
 pub mod flowlog;
 pub mod model;
 pub mod ruleset;

@@ -11,6 +11,7 @@
 //!   and the check that nothing is left behind.
 //! - [`daemon`]: the real `filterd` in a namespace and the real
 //!   `filterctl` against it, stopped and cleaned up on drop.
+//! - [`etcd`]: a real etcd with its own data dir (and TLS), for the fleet.
 //! - [`cloud`]: a small cloud in namespaces (a bridge for the vSwitch
 //!   fabric, instances behind guarded tap ports, outside hosts), shared by
 //!   the scenario tests and the demo (`src/bin/filter-demo.rs`).
@@ -23,6 +24,7 @@ pub mod bpf;
 pub mod cloud;
 pub mod cmd;
 pub mod daemon;
+pub mod etcd;
 pub mod id;
 pub mod netns;
 pub mod packet;

@@ -59,6 +59,11 @@ const TEST_TOOLS: &[(&[&str], &str)] = &[
     (&["systemd-analyze"], "systemd"),
     // `cargo xtask dist` strips the binaries it packs.
     (&["strip"], "binutils"),
+    // The fleet (SPEC §10): the etcd-client crate's build runs protoc; the
+    // fleet tests and bench start a real etcd and use etcdctl.
+    (&["protoc"], "protobuf-compiler"),
+    (&["etcd"], "etcd-server"),
+    (&["etcdctl"], "etcd-client"),
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -332,7 +337,7 @@ fn test_tools(apt: &mut Apt) -> Result<()> {
         say(
             "test tools",
             "already installed (ip, tc, ping, nc/socat, nft, iptables, nsenter, man, \
-             systemd-analyze, strip)",
+             systemd-analyze, strip, protoc, etcd, etcdctl)",
         );
         return Ok(());
     }

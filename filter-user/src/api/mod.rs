@@ -141,6 +141,9 @@ pub enum ErrorCode {
     NotImplemented,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// `apply` or `rollback` while the daemon takes its rules from etcd
+    /// (SPEC §10).
+    ExternalSource,
     Internal,
 }
 
@@ -161,6 +164,7 @@ impl ErrorCode {
             ErrorCode::StateFailed => "state_failed",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ExternalSource => "external_source",
             ErrorCode::Internal => "internal",
         }
     }

@@ -12,6 +12,7 @@ use filter::{
         DirLocks, ServerConfig, Started,
     },
     dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents},
+    fleet::{self, EtcdConfig},
     flowlog::{FlowLog, FlowLogConfig},
     systemd,
 };
@@ -33,6 +34,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if !settings.etcd_endpoints.is_empty() && settings.ruleset.is_some() {
+        eprintln!(
+            "filterd: configuration error: --ruleset and --etcd-endpoints are two sources of \
+             rules; give one"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if args.print_config {
         return match config::to_toml(&settings) {
             Ok(text) => {
@@ -112,6 +120,13 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         })
         .transpose()?;
 
+    // SPEC §10: with etcd endpoints, etcd is the one source of rules.
+    let etcd = EtcdConfig::from_settings(&args)?;
+    let host_id = etcd
+        .as_ref()
+        .map(|_| fleet::client::host_id(&args))
+        .transpose()?;
+
     // The data plane locks the pin directory itself when it loads (and
     // mounts bpffs first if needed).
     let locks = DirLocks::state_only(&args.state_dir)?;
@@ -127,8 +142,11 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     flow_config.file.max_bytes = args.flow_log_max_size.0;
     flow_config.file.keep = args.flow_log_keep;
     let (flow_log, collector) = FlowLog::new(flow_config);
-    let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
+    let mut daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
         .with_flow_source(flow_log);
+    if let Some(etcd) = &etcd {
+        daemon = daemon.with_external_source(etcd.describe());
+    }
     // Before the start, so that no interface appears unseen in between
     // (SPEC §2.4: pending ENIs are guarded as their interfaces appear).
     let links = LinkEvents::subscribe().context("subscribing to the kernel's link events")?;
@@ -172,12 +190,28 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let links = tokio::spawn(Arc::clone(&daemon).follow_links(links, async move {
         let _ = links_stopped.wait_for(|stop| *stop).await;
     }));
+    // The fleet agent starts after the restored generation runs, so a host
+    // that cannot reach etcd enforces what it last had (SPEC §10).
+    let (stop_fleet, mut fleet_stopped) = watch::channel(false);
+    let agent = etcd.zip(host_id).map(|(etcd, host)| {
+        tracing::info!("taking rules from etcd {} as host {host}", etcd.describe());
+        let agent = fleet::Agent::new(etcd, host, Arc::clone(&daemon));
+        tokio::spawn(agent.run(async move {
+            let _ = fleet_stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     systemd::ready(daemon.running().map(|r| r.generation));
     serve(listener, daemon, server, async {
         shutdown_signal().await;
         systemd::stopping();
     })
     .await;
+    let _ = stop_fleet.send(true);
+    if let Some(agent) = agent {
+        if let Err(e) = agent.await {
+            tracing::error!("the etcd agent failed: {e}");
+        }
+    }
     let _ = stop_flows.send(true);
     if let Err(e) = links.await {
         tracing::error!("following the interfaces failed: {e}");

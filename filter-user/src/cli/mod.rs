@@ -5,6 +5,7 @@
 //! 0 only on success; 1 when the daemon refused or failed (a rejected
 //! document prints every error on stderr, one per line), or it could not
 //! be reached; 2 for usage errors (clap).
+pub mod fleet;
 pub mod render;
 
 use std::{
@@ -151,6 +152,9 @@ pub enum Command {
     Detach,
     /// The versions of filterctl and filterd.
     Version,
+    /// A fleet of hosts in etcd (SPEC §10): status, and validated writes.
+    /// Talks to etcd, not to the daemon.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Why a command failed, already worded for stderr.
@@ -193,6 +197,9 @@ impl Failure {
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     if let Command::Flows { follow: true, .. } = &cli.command {
         return follow_flows(&cli, out, err).await;
+    }
+    if let Command::Fleet(args) = &cli.command {
+        return fleet::run(args, cli.json, out, err).await;
     }
     match execute(&cli).await {
         Ok((json, human)) => {
@@ -333,6 +340,13 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             let (json, r) =
                 call::<_, VersionResult>(&mut client, Method::Version, NoParams {}).await?;
             (json, render::version(env!("CARGO_PKG_VERSION"), &r))
+        }
+        // `run` sends these to etcd before a daemon is ever asked.
+        Command::Fleet(_) => {
+            return Err(Failure::local(
+                "usage",
+                "fleet commands talk to etcd".to_owned(),
+            ))
         }
     })
 }

@@ -55,6 +55,7 @@ pub(super) fn interfaces(ruleset: &Ruleset) -> BTreeSet<String> {
 impl<E: Enforcer> Daemon<E> {
     /// `apply`: validate, then steps 1–7.
     pub async fn apply(self: &Arc<Self>, params: ApplyParams) -> Result<ApplyResult, DaemonError> {
+        self.local_changes_allowed()?;
         self.blocking(move |d| {
             let ruleset = d
                 .validator

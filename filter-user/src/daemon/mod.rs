@@ -28,6 +28,7 @@ mod restore;
 mod rollback;
 pub mod server;
 pub mod socket;
+mod source;
 mod status;
 pub mod store;
 pub mod validator;
@@ -104,6 +105,12 @@ pub enum DaemonError {
     Params(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// `apply` or `rollback` while documents come from elsewhere.
+    #[error(
+        "this daemon takes its rules from etcd at {0}; apply and rollback are refused here \
+         (change the keys, e.g. with `filterctl fleet put`)"
+    )]
+    ExternalSource(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -121,6 +128,7 @@ impl From<DaemonError> for ApiError {
             DaemonError::NotSaved { .. } | DaemonError::NothingToRollBack => ErrorCode::NotFound,
             DaemonError::Params(_) => ErrorCode::InvalidParams,
             DaemonError::NotImplemented(_) => ErrorCode::NotImplemented,
+            DaemonError::ExternalSource(_) => ErrorCode::ExternalSource,
             DaemonError::Lock(_) | DaemonError::Internal(_) => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -168,6 +176,8 @@ pub struct Daemon<E: Enforcer> {
     core: Mutex<Core<E>>,
     running: RwLock<Option<Arc<Running>>>,
     restore_error: RwLock<Option<String>>,
+    /// Set when documents come from etcd ([`source`]).
+    external_source: Option<String>,
     started_at: u64,
     _locks: DirLocks,
 }
@@ -196,6 +206,7 @@ impl<E: Enforcer> Daemon<E> {
             }),
             running: RwLock::new(None),
             restore_error: RwLock::new(None),
+            external_source: None,
             started_at: unix_now(),
             _locks: locks,
         })

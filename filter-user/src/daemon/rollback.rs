@@ -10,6 +10,7 @@ impl<E: Enforcer> Daemon<E> {
         self: &Arc<Self>,
         params: RollbackParams,
     ) -> Result<ApplyResult, DaemonError> {
+        self.local_changes_allowed()?;
         self.blocking(move |d| {
             let mut core = d.core();
             let saved = core.store.generations()?;

@@ -54,6 +54,8 @@ pub enum Origin {
     /// Restored at start from the saved generation `from`, as a new number
     /// because the data plane no longer ran `from`.
     Restore { from: u32 },
+    /// Built from etcd's keys as of this revision (SPEC §10).
+    Fleet { revision: i64 },
 }
 
 /// One applied generation, as saved.

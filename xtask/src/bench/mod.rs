@@ -85,7 +85,18 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
         "xtask: the data-plane report is also in {}",
         report.display()
     );
-    flowlog::bench(toolchain, opts.quick)
+    flowlog::bench(toolchain, opts.quick)?;
+    // The fleet (SPEC §10): a real etcd on loopback, agents in one process.
+    println!("xtask: bench: the fleet (etcd convergence, revisions per second)");
+    run(cargo([
+        "run",
+        "--release",
+        "-p",
+        "filter-tests",
+        "--bin",
+        "fleet-bench",
+    ])
+    .envs(toolchain.build_env()))
 }
 
 /// Runs `cmd`, its output both on the terminal and in `report` (stderr
