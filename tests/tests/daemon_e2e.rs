@@ -794,7 +794,7 @@ fn every_command_as_table_and_json() -> Result<()> {
         ensure!(
             status["enis"]
                 == json!([{"id": "eni-0", "interface": iface, "attach_mode": "tap",
-                           "vswitch": "vsw-0", "hooks": ["xdp", "tc"]}]),
+                           "vswitch": "vsw-0", "hooks": ["xdp", "tc"], "state": "attached"}]),
             "{status}"
         );
         ensure!(
@@ -1583,7 +1583,12 @@ fn is_error(response: &Value, id: Value, code: &str) -> Result<()> {
 fn bad_requests_get_errors_and_the_connection_goes_on() -> Result<()> {
     e2e("d_raw", |id| {
         let site = Site::new(id, 1)?;
-        let daemon = DaemonGuard::start(id, &site.host)?;
+        // A small request limit, so going over it is cheap.
+        let options = DaemonOptions {
+            args: vec!["--max-request-size".into(), "1M".into()],
+            ..DaemonOptions::default()
+        };
+        let daemon = DaemonGuard::start_with(id, &site.host, options)?;
         let inst = site.inst(0);
         let g = generation(&daemon.apply(&doc(&[inst], web_rules()))?)?;
         let mut raw = Raw::connect(daemon.socket())?;
@@ -1638,14 +1643,14 @@ fn bad_requests_get_errors_and_the_connection_goes_on() -> Result<()> {
         let r = raw.call(version)?;
         ensure!(r["ok"] == json!(true) && r["id"] == json!("ok"), "{r}");
 
-        // Over the 16 MiB limit, sent while the daemon reads it.
-        let big = vec![b'x'; 16 * 1024 * 1024 + 1];
+        // Over the 1 MiB limit, sent while the daemon reads it.
+        let big = vec![b'x'; 1024 * 1024 + 1];
         raw.send(&big)?;
         let r = raw.recv()?;
         is_error(&r, Value::Null, "request_too_large")?;
         // A document inside an oversized apply: refused the same way.
         let mut huge = br#"{"v":1,"id":9,"method":"apply","params":{"document":""#.to_vec();
-        huge.extend(std::iter::repeat_n(b' ', 16 * 1024 * 1024));
+        huge.extend(std::iter::repeat_n(b' ', 1024 * 1024));
         huge.extend(br#""}}"#);
         raw.send(&huge)?;
         is_error(&raw.recv()?, Value::Null, "request_too_large")?;

@@ -750,7 +750,7 @@ fn attach_unpinned_detaches_on_drop() {
 }
 
 #[test]
-fn incompatible_pinned_maps_are_refused() {
+fn incompatible_pinned_maps_are_retired_for_new_ones() {
     let guard = PinDirGuard::new();
     std::fs::create_dir_all(&guard.path).unwrap();
     // A map with FILTER_CT's type and key size but another value size, where
@@ -758,11 +758,16 @@ fn incompatible_pinned_maps_are_refused() {
     let mut donor = Dataplane::load(None).expect("load");
     let frags = donor.take_map(names::FRAGS).expect("FILTER_FRAGS");
     frags.pin(guard.path.join(names::CT)).unwrap();
-    let err = Dataplane::load(Some(&guard.path)).unwrap_err();
+    // An upgrade (SPEC §8): the old maps move aside, this build's are new.
+    let dp = Dataplane::load(Some(&guard.path)).expect("load over another layout");
+    let retired = guard.path.join("retired");
     assert!(
-        matches!(err, DataplaneError::PinnedLayout { name, what: "value size", .. } if name == names::CT),
-        "{err}"
+        retired.join(names::CT).exists(),
+        "the old FILTER_CT is not retired"
     );
+    assert!(guard.path.join(names::CT).exists());
+    assert_eq!(dp.lookup_conntrack(&ct_key(1)).unwrap(), None);
+    drop(dp);
     drop(frags);
     drop(donor);
     let path = guard.path.clone();
