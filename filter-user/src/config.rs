@@ -105,6 +105,16 @@ pub struct Settings {
     /// Log lines as text, or as one JSON object per line.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless
+    /// given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// At most this many rules get series of their own in
+    /// filter_packets_total and filter_bytes_total (the most active
+    /// first); the others add up under reason="other-rules".
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_MAX_RULE_SERIES)]
+    pub metrics_max_rule_series: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -474,10 +484,15 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix('#'))
             .filter(|l| l.contains(" = ") && !l.starts_with(' '))
-            .filter(|l| !l.contains("\"GROUP\"") && !l.contains("\"FILE\""))
+            // The keys unset by default (placeholders, not values).
+            .filter(|l| {
+                !["\"GROUP\"", "\"FILE\"", "\"ADDR:PORT\""]
+                    .iter()
+                    .any(|p| l.contains(p))
+            })
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), keys().len() - 2);
+        assert_eq!(uncommented.lines().count(), keys().len() - 3);
         assert_eq!(settings(&[], &uncommented).unwrap(), defaults());
     }
 }

@@ -18,6 +18,7 @@ pub mod dataplane;
 pub mod digest;
 pub mod eval;
 pub mod flowlog;
+pub mod metrics;
 pub mod model;
 pub mod ruleset;
 pub mod systemd;

@@ -13,6 +13,7 @@ use filter::{
     },
     dataplane::{detach_all_pinned, KernelEnforcer},
     flowlog::{FlowLog, FlowLogConfig},
+    metrics::{self, Exporter, Metrics},
     systemd,
 };
 use tokio::{
@@ -127,8 +128,22 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     flow_config.file.max_bytes = args.flow_log_max_size.0;
     flow_config.file.keep = args.flow_log_keep;
     let (flow_log, collector) = FlowLog::new(flow_config);
-    let daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
-        .with_flow_source(flow_log);
+    let mut daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?;
+    // Bound before anything is enforced: a port in use stops the start
+    // (exit 1) instead of running without the metrics asked for.
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| metrics::MetricsError::Bind { addr, source })?;
+            let registry = Arc::new(Metrics::new(args.metrics_max_rule_series));
+            flow_log.observe(registry.clone());
+            daemon = daemon.with_apply_observer(registry.clone());
+            Some((listener, registry))
+        }
+        None => None,
+    };
+    let daemon = daemon.with_flow_source(flow_log);
     match daemon.start(ruleset) {
         Ok(Started::Applied(g)) => tracing::info!("--ruleset enforced as generation {g}"),
         Ok(Started::Adopted(g)) => {
@@ -164,12 +179,37 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     // Enforcing (or waiting for a first apply) and bound: the socket
     // queues connections from here on.
     let daemon = Arc::new(daemon);
+    let (stop_metrics, mut metrics_stopped) = watch::channel(false);
+    let metrics_server = metrics.map(|(listener, registry)| {
+        tracing::info!(
+            "metrics at http://{}/metrics",
+            listener
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+        );
+        let exporter = Exporter::new(
+            registry,
+            Box::new(Arc::clone(&daemon)),
+            metrics::DEFAULT_REFRESH,
+        );
+        tokio::spawn(metrics::http::serve(
+            listener,
+            Arc::new(exporter),
+            async move {
+                let _ = metrics_stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     systemd::ready(daemon.running().map(|r| r.generation));
     serve(listener, daemon, server, async {
         shutdown_signal().await;
         systemd::stopping();
     })
     .await;
+    let _ = stop_metrics.send(true);
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     let _ = stop_flows.send(true);
     if let Err(e) = collector.await {
         tracing::error!("the flow-log collector failed: {e}");

@@ -33,7 +33,7 @@ pub mod validator;
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use thiserror::Error;
@@ -125,6 +125,22 @@ impl From<DaemonError> for ApiError {
     }
 }
 
+/// How an apply or a rollback ended, for an [`ApplyObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Ok,
+    /// The document was invalid; nothing changed.
+    Rejected,
+    /// Anything else failed (the data plane, the state directory).
+    Failed,
+}
+
+/// Hears about every apply and rollback that was meant to change
+/// something (not dry runs): `crate::metrics` counts and times them.
+pub trait ApplyObserver: Send + Sync + 'static {
+    fn applied(&self, outcome: ApplyOutcome, took: Duration);
+}
+
 /// The generation being enforced.
 #[derive(Debug)]
 pub struct Running {
@@ -163,6 +179,7 @@ pub struct Daemon<E: Enforcer> {
     config: DaemonConfig,
     validator: Arc<dyn Validator>,
     flow_source: Option<Arc<dyn FlowSource>>,
+    apply_observer: Option<Arc<dyn ApplyObserver>>,
     core: Mutex<Core<E>>,
     running: RwLock<Option<Arc<Running>>>,
     restore_error: RwLock<Option<String>>,
@@ -187,6 +204,7 @@ impl<E: Enforcer> Daemon<E> {
             config,
             validator,
             flow_source: None,
+            apply_observer: None,
             core: Mutex::new(Core {
                 enforcer,
                 store,
@@ -204,6 +222,25 @@ impl<E: Enforcer> Daemon<E> {
     pub fn with_flow_source(mut self, source: Arc<dyn FlowSource>) -> Self {
         self.flow_source = Some(source);
         self
+    }
+
+    /// Who hears how each apply and rollback ended ([`ApplyObserver`]).
+    pub fn with_apply_observer(mut self, observer: Arc<dyn ApplyObserver>) -> Self {
+        self.apply_observer = Some(observer);
+        self
+    }
+
+    /// Tells the apply observer how a call that began at `started` ended.
+    pub(crate) fn observe_apply<T>(&self, result: &Result<T, DaemonError>, started: Instant) {
+        let Some(observer) = &self.apply_observer else {
+            return;
+        };
+        let outcome = match result {
+            Ok(_) => ApplyOutcome::Ok,
+            Err(DaemonError::Invalid(_)) => ApplyOutcome::Rejected,
+            Err(_) => ApplyOutcome::Failed,
+        };
+        observer.applied(outcome, started.elapsed());
     }
 
     /// Tells the flow source what runs now (and hands it the event ring

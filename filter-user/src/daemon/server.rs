@@ -19,7 +19,11 @@
 //!   fit its queue and tells it with `SKIPDATA` records
 //!   (`crate::flowlog::fanout`); one that does not read a line for
 //!   [`ServerConfig::idle_timeout`] is dropped.
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -402,12 +406,20 @@ async fn call<E: Enforcer>(
         Method::Apply => {
             let params = decode::<ApplyParams>(method, params)?;
             let audit = Audit::apply(peer, &params);
-            to_value(audit.record(daemon.apply(params).await, daemon.running()))
+            let (dry_run, started) = (params.dry_run, Instant::now());
+            let result = daemon.apply(params).await;
+            if !dry_run {
+                daemon.observe_apply(&result, started);
+            }
+            to_value(audit.record(result, daemon.running()))
         }
         Method::Rollback => {
             let params = decode::<RollbackParams>(method, params)?;
             let audit = Audit::rollback(peer);
-            to_value(audit.record(daemon.rollback(params).await, daemon.running()))
+            let started = Instant::now();
+            let result = daemon.rollback(params).await;
+            daemon.observe_apply(&result, started);
+            to_value(audit.record(result, daemon.running()))
         }
         Method::Get => {
             decode::<NoParams>(method, params)?;

@@ -188,7 +188,10 @@ impl Collector {
                 Err(e) => tracing::error!("flow log: the file writer failed: {e}"),
             }
         }
-        self.shared.fanout.publish(&batch);
+        let slow_reader_lost = self.shared.fanout.publish(&batch);
+        for observer in self.shared.observers() {
+            observer.window(&batch.records, slow_reader_lost);
+        }
     }
 }
 

@@ -76,6 +76,13 @@ pub trait FlowSource: Send + Sync + 'static {
     fn events(&self, _events: FlowEvents) {}
 }
 
+/// Hears every window's records as the collector closes it, and how many
+/// records slow `--follow` clients missed of it (`crate::metrics`).
+/// Called on the collector's task: it must not block.
+pub trait WindowObserver: Send + Sync + 'static {
+    fn window(&self, records: &[Arc<FlowRecord>], slow_reader_lost: u64);
+}
+
 /// The default size at which the flow-log file is rotated.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// The default number of rotated files kept.
@@ -119,6 +126,7 @@ pub(crate) struct Shared {
     ring: Mutex<Option<FlowEvents>>,
     ring_ready: Notify,
     fanout: Fanout,
+    observers: Mutex<Vec<Arc<dyn WindowObserver>>>,
     /// Serializes file rotation with history reads.
     rotation: Arc<Mutex<()>>,
 }
@@ -134,6 +142,10 @@ impl Shared {
 
     fn take_ring(&self) -> Option<FlowEvents> {
         lock(&self.ring).take()
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn WindowObserver>> {
+        lock(&self.observers).clone()
     }
 }
 
@@ -154,10 +166,16 @@ impl FlowLog {
             catalog: Mutex::new(Catalog::default()),
             ring: Mutex::new(None),
             ring_ready: Notify::new(),
+            observers: Mutex::new(Vec::new()),
             rotation,
         });
         let collector = Collector::new(Arc::clone(&shared), sink);
         (Arc::new(FlowLog { shared }), collector)
+    }
+
+    /// Adds an observer of every window's records.
+    pub fn observe(&self, observer: Arc<dyn WindowObserver>) {
+        lock(&self.shared.observers).push(observer);
     }
 
     /// How many `--follow` clients are subscribed.
