@@ -191,6 +191,44 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// A duration in whole seconds: `60s`, `1m`, `1m30s`, `2h`, `1d`, or a plain
+/// number of seconds (`--capture-window`, `filterctl flows --since`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 60s, 1m or 1m30s");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut saw_unit = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+        saw_unit = true;
+    }
+    if !digits.is_empty() {
+        if saw_unit {
+            return Err(bad());
+        }
+        total = digits.parse().map_err(|_| bad())?;
+    } else if !saw_unit {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
 /// `capture_window = "60s"` (what `--capture-window` takes).
 mod capture_window {
     use std::time::Duration;

@@ -305,38 +305,7 @@ pub const CAPTURE_WINDOW_RANGE: (Duration, Duration) =
 /// Parses `--capture-window`: `60s`, `1m`, `1m30s`, `90` (seconds), within
 /// [`CAPTURE_WINDOW_RANGE`].
 pub fn parse_capture_window(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 60s, 1m or 1m30s");
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut saw_unit = false;
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        digits.clear();
-        saw_unit = true;
-    }
-    if !digits.is_empty() {
-        if saw_unit {
-            return Err(bad());
-        }
-        total = digits.parse().map_err(|_| bad())?;
-    } else if !saw_unit {
-        return Err(bad());
-    }
-    let window = Duration::from_secs(total);
+    let window = crate::config::parse_duration(text)?;
     let (min, max) = CAPTURE_WINDOW_RANGE;
     if window < min || window > max {
         return Err(format!(

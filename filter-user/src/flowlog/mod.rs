@@ -23,6 +23,7 @@
 pub mod catalog;
 pub mod collector;
 pub mod fanout;
+pub mod monitor;
 pub mod record;
 pub mod sink;
 pub mod window;
@@ -40,11 +41,12 @@ pub use self::{
     catalog::{Catalog, EniMeta, FlowNames},
     collector::Collector,
     fanout::{Fanout, Subscription},
+    monitor::{Monitor, MonitorFilter, MonitorSubscription},
     record::FlowFilter,
     sink::{FileConfig, FileSink},
 };
 use crate::{
-    api::{FlowRecord, FlowsParams},
+    api::{FlowRecord, FlowsParams, MonitorParams},
     dataplane::FlowEvents,
 };
 
@@ -68,6 +70,14 @@ pub trait FlowSource: Send + Sync + 'static {
     /// A subscription to the records of every window from now on that
     /// match `query`.
     fn follow(&self, query: &FlowsParams) -> Result<Subscription, FlowError>;
+
+    /// A subscription to verdict events as they happen (`monitor`). A
+    /// source without them says so.
+    fn monitor(&self, _query: &MonitorParams) -> Result<MonitorSubscription, FlowError> {
+        Err(FlowError::Failed(
+            "this flow source has no live events".to_owned(),
+        ))
+    }
 
     /// The running generation changed (`None`: nothing runs any more).
     fn generation(&self, _names: Option<FlowNames>) {}
@@ -126,6 +136,7 @@ pub(crate) struct Shared {
     ring: Mutex<Option<FlowEvents>>,
     ring_ready: Notify,
     fanout: Fanout,
+    monitor: Monitor,
     observers: Mutex<Vec<Arc<dyn WindowObserver>>>,
     /// Serializes file rotation with history reads.
     rotation: Arc<Mutex<()>>,
@@ -166,6 +177,7 @@ impl FlowLog {
             catalog: Mutex::new(Catalog::default()),
             ring: Mutex::new(None),
             ring_ready: Notify::new(),
+            monitor: Monitor::default(),
             observers: Mutex::new(Vec::new()),
             rotation,
         });
@@ -209,6 +221,11 @@ impl FlowSource for FlowLog {
     fn follow(&self, query: &FlowsParams) -> Result<Subscription, FlowError> {
         let filter = FlowFilter::new(query).map_err(|e| FlowError::InvalidParams(e.message))?;
         Ok(self.shared.fanout.subscribe(filter))
+    }
+
+    fn monitor(&self, query: &MonitorParams) -> Result<MonitorSubscription, FlowError> {
+        let filter = MonitorFilter::new(query).map_err(|e| FlowError::InvalidParams(e.message))?;
+        Ok(self.shared.monitor.subscribe(filter))
     }
 
     fn generation(&self, names: Option<FlowNames>) {

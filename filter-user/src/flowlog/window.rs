@@ -481,19 +481,8 @@ struct Agg {
 fn record_key(id: &Id, flow: &Flow, d: usize, catalog: &Catalog) -> (RecordKey, Option<Arc<str>>) {
     match &id.key {
         Key::Ct(k) => {
-            let a = (k.addr_a, k.port_a);
-            let b = (k.addr_b, k.port_b);
-            let (orig_src, orig_dst) = if flow.orig_src_is_a { (a, b) } else { (b, a) };
             let reply = d == 1;
-            let (src, dst) = if reply {
-                (orig_dst, orig_src)
-            } else {
-                (orig_src, orig_dst)
-            };
-            let dir = match (flow.orig_dir == DIR_EGRESS, reply) {
-                (true, false) | (false, true) => DIR_EGRESS,
-                _ => DIR_INGRESS,
-            };
+            let (src, dst, dir) = ct_way(k, flow.orig_src_is_a, flow.orig_dir, reply);
             // The original direction was decided by the admitting rule;
             // the replies by connection tracking.
             let rule = if reply {
@@ -534,13 +523,33 @@ fn record_key(id: &Id, flow: &Flow, d: usize, catalog: &Catalog) -> (RecordKey, 
     }
 }
 
-fn rule_name(catalog: &Catalog, generation: u32, slot: u32) -> Arc<str> {
+/// (source, destination, direction) of one way of a connection: the
+/// first packet's (`reply` false) or its replies'. An end is (address,
+/// port).
+pub(super) type End = ([u8; 16], u16);
+
+pub(super) fn ct_way(k: &CtKey, orig_src_is_a: bool, orig_dir: u8, reply: bool) -> (End, End, u8) {
+    let a = (k.addr_a, k.port_a);
+    let b = (k.addr_b, k.port_b);
+    let (orig_src, orig_dst) = if orig_src_is_a { (a, b) } else { (b, a) };
+    let dir = match (orig_dir == DIR_EGRESS, reply) {
+        (true, false) | (false, true) => DIR_EGRESS,
+        _ => DIR_INGRESS,
+    };
+    if reply {
+        (orig_dst, orig_src, dir)
+    } else {
+        (orig_src, orig_dst, dir)
+    }
+}
+
+pub(super) fn rule_name(catalog: &Catalog, generation: u32, slot: u32) -> Arc<str> {
     catalog
         .reason(generation, slot)
         .unwrap_or_else(|| Arc::from(format!("slot:{slot}")))
 }
 
-fn eni_meta(catalog: &Catalog, ifindex: u32) -> Arc<EniMeta> {
+pub(super) fn eni_meta(catalog: &Catalog, ifindex: u32) -> Arc<EniMeta> {
     catalog.eni(ifindex).cloned().unwrap_or_else(|| {
         Arc::new(EniMeta {
             id: format!("ifindex-{ifindex}"),
@@ -553,7 +562,7 @@ fn clamp(v: u64, lo: u64, hi: u64) -> u64 {
     v.max(lo).min(hi.max(lo))
 }
 
-fn direction(dir: u8) -> Direction {
+pub(super) fn direction(dir: u8) -> Direction {
     if dir == DIR_EGRESS {
         Direction::Egress
     } else {
@@ -561,7 +570,7 @@ fn direction(dir: u8) -> Direction {
     }
 }
 
-fn ip(family: u8, addr: &[u8; 16]) -> IpAddr {
+pub(super) fn ip(family: u8, addr: &[u8; 16]) -> IpAddr {
     if family == FAMILY_V4 {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
     } else {
