@@ -147,17 +147,50 @@ impl Metrics {
         self.status.set(Snapshot::from(status));
     }
 
-    /// The text exposition of every family.
+    /// The Prometheus text exposition (0.0.4) of every family.
     pub fn encode(&self) -> Result<String, MetricsError> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
+        Ok(openmetrics_to_text(&text))
     }
 
     /// The verdict families (benchmarks, tests).
     pub fn verdicts(&self) -> &Verdicts {
         &self.verdicts
     }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter family `x` has
+/// samples `x_total`; the Prometheus text format (what `promtool check
+/// metrics` and every scraper read) names the family `x_total` too, and
+/// has no `# EOF`.
+fn openmetrics_to_text(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64 * counters.len());
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The registry owns its collectors: this one shares the snapshot.
@@ -258,5 +291,54 @@ impl Exporter {
         let text: Arc<str> = Arc::from(self.metrics.encode()?);
         *last = Some((Instant::now(), Arc::clone(&text)));
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use super::*;
+    use crate::{api::FlowAction, flowlog::record::tests::tcp_record};
+
+    /// Every family of SPEC §9 is in a scrape, under its name.
+    #[test]
+    fn a_scrape_has_every_family_of_the_spec() {
+        let metrics = Metrics::new(10);
+        metrics.window(
+            &[Arc::new(FlowRecord {
+                action: Some(FlowAction::Accept),
+                rule_id: Some("sg/http".into()),
+                ..tcp_record()
+            })],
+            2,
+        );
+        metrics.applied(ApplyOutcome::Ok, Duration::from_millis(20));
+        let status: StatusResult = serde_json::from_value(serde_json::json!({
+            "generation": 3, "applied_at": 1, "enis": [], "conntrack": {"used": 1, "size": 8},
+            "stats": [{"name": "drop_bad_ihl", "packets": 4, "drop": true}],
+            "daemon": {"version": "", "pid": 1, "started_at": 0, "state_dir": "", "pin_dir": ""}
+        }))
+        .unwrap();
+        metrics.set_status(&status);
+        let text = metrics.encode().unwrap();
+        if let Ok(path) = std::env::var("FILTER_METRICS_SAMPLE") {
+            std::fs::write(path, &text).unwrap();
+        }
+        for line in [
+            r#"filter_packets_total{eni="eni-web1",direction="ingress",action="ACCEPT",reason="sg/http"} 5"#,
+            "# TYPE filter_bytes_total counter",
+            "filter_conntrack_entries 1",
+            "filter_conntrack_capacity 8",
+            "filter_generation 3",
+            r#"filter_applies_total{result="ok"} 1"#,
+            r#"filter_applies_total{result="rejected"} 0"#,
+            "filter_apply_duration_seconds_count 1",
+            "filter_flowlog_records_total 1",
+            r#"filter_flowlog_lost_total{reason="slow_reader"} 2"#,
+            "# TYPE filter_interface_attached gauge",
+            r#"filter_malformed_packets_total{kind="bad_ihl"} 4"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
     }
 }
