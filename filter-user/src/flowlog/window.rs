@@ -14,9 +14,9 @@
 //!   one record each per window.
 //! - An incarnation the data plane removed (an event said so) is reported
 //!   once more and retired. One that vanished from the maps without an
-//!   event was evicted from a full table (or its event was lost): its last
-//!   known counts are reported, and a `SKIPDATA` record says its counts may
-//!   be short.
+//!   event (two scans in a row missed it) was evicted from a full table
+//!   (or its event was lost): its last known counts are reported, and a
+//!   `SKIPDATA` record says its counts may be short.
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
@@ -105,7 +105,13 @@ struct Flow {
     /// Reported after it ended; kept until a scan no longer sees it, so a
     /// scan racing the removal cannot make it new again.
     retired: bool,
-    /// It left the maps without an event: report and forget.
+    /// Consecutive scans that did not see it. A batched walk of a hash
+    /// map that changes meanwhile can skip entries, so one miss is not
+    /// proof: forgetting it then would count it again when the next scan
+    /// sees it.
+    missed_scans: u8,
+    /// It left the maps without an event (two scans missed it): report
+    /// and forget.
     vanished: bool,
     /// The last scan that saw it.
     seen_scan: u64,
@@ -203,7 +209,10 @@ impl FlowTable {
             flow.generation = seen.generation;
         }
         match origin {
-            Origin::FlowScan { .. } => flow.seen_scan = scan,
+            Origin::FlowScan { .. } => {
+                flow.seen_scan = scan;
+                flow.missed_scans = 0;
+            }
             Origin::Ended => flow.ended = true,
             Origin::Created => {}
         }
@@ -272,8 +281,11 @@ impl FlowTable {
                 return false;
             }
             if !flow.ended && !flow.vanished {
-                flow.vanished = true;
-                evicted.push(id.key.ifindex());
+                flow.missed_scans = flow.missed_scans.saturating_add(1);
+                if flow.missed_scans >= VANISHED_AFTER_SCANS {
+                    flow.vanished = true;
+                    evicted.push(id.key.ifindex());
+                }
             }
             true
         });
@@ -445,6 +457,10 @@ impl FlowTable {
         records
     }
 }
+
+/// How many scans in a row must miss an entry before it counts as gone
+/// without an event (evicted).
+const VANISHED_AFTER_SCANS: u8 = 2;
 
 /// Marks a loss key that is an ENI index, not an interface index (both are
 /// far below this bit).
