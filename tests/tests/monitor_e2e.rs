@@ -439,10 +439,6 @@ fn stall_scenario(id: &TestId) -> Result<()> {
         Ok((half, unread))
     })??;
 
-    // Resolve the neighbour first (the ping itself is dropped), as the
-    // flow-log tests do: see docs/METRICS.md on a first datagram counted
-    // twice while ARP was pending.
-    let _ = s.host.run_ok(&["ping", "-c", "1", "-W", "1", VM]);
     let started = Instant::now();
     // A source port each: a reused port would be the same flow.
     let mut ports = Vec::with_capacity(FLOWS);
