@@ -137,7 +137,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
                 .await
                 .map_err(|source| metrics::MetricsError::Bind { addr, source })?;
             let registry = Arc::new(Metrics::new(args.metrics_max_rule_series));
-            flow_log.observe(registry.clone());
+            flow_log.observe(Arc::new(Arc::clone(&registry)));
             daemon = daemon.with_apply_observer(registry.clone());
             Some((listener, registry))
         }

@@ -9,8 +9,8 @@
 //! counter ever moves between series and every series only grows. The
 //! rest add up under `reason="other-rules"`.
 use std::{
-    collections::{BTreeMap, HashSet},
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use prometheus_client::{
@@ -20,7 +20,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    api::{FlowRecord, LogStatus},
+    api::{FlowAction, FlowRecord, LogStatus},
+    ruleset::Direction,
     verdict::Reason,
 };
 
@@ -80,66 +81,69 @@ impl Verdicts {
 
     /// Adds one window's records.
     pub fn add(&self, records: &[Arc<FlowRecord>]) {
-        let mut sums: BTreeMap<VerdictLabels, (u64, u64)> = BTreeMap::new();
+        // Summed under borrowed keys first: a window may hold a record per
+        // flow, and most share their labels.
+        type Key<'a> = (&'a str, Direction, FlowAction, &'a str);
+        let mut sums: HashMap<Key<'_>, (u64, u64)> = HashMap::new();
         for r in records.iter().filter(|r| r.log_status == LogStatus::Ok) {
             let (Some(direction), Some(action)) = (r.direction, r.action) else {
                 continue;
             };
-            let labels = VerdictLabels {
-                eni: r.eni_id.clone(),
-                direction: direction.as_str().to_owned(),
-                action: action.as_str().to_owned(),
-                reason: r.rule_id.clone().unwrap_or_else(|| NO_REASON.to_owned()),
-            };
-            let sum = sums.entry(labels).or_default();
+            let reason = r.rule_id.as_deref().unwrap_or(NO_REASON);
+            let sum = sums
+                .entry((r.eni_id.as_str(), direction, action, reason))
+                .or_default();
             sum.0 += r.packets.unwrap_or(0);
             sum.1 += r.bytes.unwrap_or(0);
         }
-        let admitted = self.admit(&sums);
-        for (mut labels, (packets, bytes)) in sums {
-            if !self.fixed.contains(&labels.reason) && !admitted.contains(&labels.reason) {
-                labels.reason = OTHER_RULES.to_owned();
+        let mut new: HashMap<&str, u64> = HashMap::new();
+        {
+            let admitted = self.admitted();
+            for ((_, _, _, reason), (packets, _)) in &sums {
+                if !self.fixed.contains(*reason) && !admitted.contains(*reason) {
+                    *new.entry(reason).or_default() += packets;
+                }
             }
+        }
+        let admitted = self.admit(new);
+        for ((eni, direction, action, reason), (packets, bytes)) in sums {
+            let own = self.fixed.contains(reason) || admitted.contains(reason);
+            let labels = VerdictLabels {
+                eni: eni.to_owned(),
+                direction: direction.as_str().to_owned(),
+                action: action.as_str().to_owned(),
+                reason: if own { reason } else { OTHER_RULES }.to_owned(),
+            };
             self.packets.get_or_create(&labels).inc_by(packets);
             self.bytes.get_or_create(&labels).inc_by(bytes);
         }
     }
 
-    /// Admits this window's new rules, the most active first, while there
-    /// is room; returns the admitted set.
-    fn admit(
-        &self,
-        sums: &BTreeMap<VerdictLabels, (u64, u64)>,
-    ) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        let mut admitted = self
-            .admitted
+    fn admitted(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.admitted
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut new: BTreeMap<&str, u64> = BTreeMap::new();
-        for (labels, (packets, _)) in sums {
-            let reason = labels.reason.as_str();
-            if !self.fixed.contains(reason) && !admitted.contains(reason) {
-                *new.entry(reason).or_default() += packets;
-            }
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admits `new` rules (with their packets this window), the most active
+    /// first, while there is room; returns the admitted set.
+    fn admit(&self, new: HashMap<&str, u64>) -> MutexGuard<'_, HashSet<String>> {
+        let mut admitted = self.admitted();
+        let room = self.max_rules.saturating_sub(admitted.len());
         let mut new: Vec<(&str, u64)> = new.into_iter().collect();
-        // Most packets first; ties by name, so the choice is reproducible.
-        new.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        for (reason, _) in new {
-            if admitted.len() >= self.max_rules {
-                break;
-            }
-            admitted.insert(reason.to_owned());
+        if new.len() > room {
+            // Most packets first; ties by name, so the choice is
+            // reproducible.
+            new.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            new.truncate(room);
         }
+        admitted.extend(new.into_iter().map(|(reason, _)| reason.to_owned()));
         admitted
     }
 
     /// How many rules have series of their own.
     pub fn rule_series(&self) -> usize {
-        self.admitted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.admitted().len()
     }
 }
 
@@ -147,7 +151,7 @@ impl Verdicts {
 #[expect(clippy::unwrap_used, reason = "test code")]
 mod tests {
     use super::*;
-    use crate::{api::FlowAction, flowlog::record::tests::tcp_record};
+    use crate::flowlog::record::tests::tcp_record;
 
     fn record(eni: &str, rule: &str, packets: u64, action: FlowAction) -> Arc<FlowRecord> {
         Arc::new(FlowRecord {
