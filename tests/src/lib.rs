@@ -23,6 +23,7 @@ pub mod cloud;
 pub mod cmd;
 pub mod daemon;
 pub mod id;
+pub mod instance;
 pub mod netns;
 pub mod packet;
 pub mod pins;

@@ -24,7 +24,8 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use filter_tests::{
     daemon::{DaemonGuard, DaemonOptions},
     id::TestId,
-    netns::{Netns, TestNet},
+    instance::HostAndInstance,
+    netns::Netns,
 };
 use serde_json::{json, Value};
 
@@ -36,26 +37,8 @@ const PAYLOAD: usize = 100;
 /// IP-layer bytes of one datagram: payload, UDP and IPv4 headers.
 const DATAGRAM_BYTES: u64 = PAYLOAD as u64 + 8 + 20;
 
-struct Setup {
-    _net: TestNet,
-    host: Netns,
-    vm: Netns,
-    tap: String,
-}
-
-fn setup(id: &TestId) -> Result<Setup> {
-    let mut net = TestNet::new(id)?;
-    let host = net.netns("host")?;
-    let vm = net.netns("vm")?;
-    let link = net.veth(&host, &vm)?;
-    net.addr(&link.a, &format!("{HOST}/24"))?;
-    net.addr(&link.b, &format!("{VM}/24"))?;
-    Ok(Setup {
-        tap: link.a.name.clone(),
-        _net: net,
-        host,
-        vm,
-    })
+fn setup(id: &TestId) -> Result<HostAndInstance> {
+    HostAndInstance::new(id, &format!("{HOST}/24"), &format!("{VM}/24"))
 }
 
 /// UDP 5353 in is accepted by a rule, 5354 in and 9 out dropped by rules.

@@ -31,7 +31,8 @@ use filter::api::FlowRecord;
 use filter_tests::{
     daemon::{DaemonGuard, DaemonOptions},
     id::TestId,
-    netns::{Netns, TestNet},
+    instance::HostAndInstance,
+    netns::Netns,
 };
 use serde_json::{json, Value};
 
@@ -41,26 +42,8 @@ const LATENCY: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_secs(10);
 const METRICS: &str = "127.0.0.1:9465";
 
-struct Setup {
-    _net: TestNet,
-    host: Netns,
-    vm: Netns,
-    tap: String,
-}
-
-fn setup(id: &TestId) -> Result<Setup> {
-    let mut net = TestNet::new(id)?;
-    let host = net.netns("host")?;
-    let vm = net.netns("vm")?;
-    let link = net.veth(&host, &vm)?;
-    net.addr(&link.a, &format!("{HOST}/24"))?;
-    net.addr(&link.b, &format!("{VM}/24"))?;
-    Ok(Setup {
-        tap: link.a.name.clone(),
-        _net: net,
-        host,
-        vm,
-    })
+fn setup(id: &TestId) -> Result<HostAndInstance> {
+    HostAndInstance::new(id, &format!("{HOST}/24"), &format!("{VM}/24"))
 }
 
 /// TCP 8080 in is accepted by `http`; other inbound UDP meets the default

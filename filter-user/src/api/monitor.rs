@@ -41,6 +41,27 @@ pub struct MonitorParams {
 }
 
 impl MonitorParams {
+    /// The filters of `flows` (`follow`, `since` and `limit` aside), and
+    /// `monitor`'s own.
+    pub fn new(
+        flows: FlowsParams,
+        src: Option<IpNet>,
+        dst: Option<IpNet>,
+        rule: Option<String>,
+    ) -> Self {
+        MonitorParams {
+            eni: flows.eni,
+            action: flows.action,
+            addr: flows.addr,
+            port: flows.port,
+            proto: flows.proto,
+            direction: flows.direction,
+            src,
+            dst,
+            rule,
+        }
+    }
+
     /// The filters `flows` has too.
     pub fn flow_filters(&self) -> FlowsParams {
         FlowsParams {

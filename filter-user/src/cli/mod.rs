@@ -95,11 +95,20 @@ pub struct FlowFilterArgs {
 }
 
 impl FlowFilterArgs {
-    fn action(&self) -> Option<String> {
-        self.action.map(|a| match a {
-            FlowAction::Accept => "ACCEPT".to_owned(),
-            FlowAction::Reject => "REJECT".to_owned(),
-        })
+    /// The filters as `flows` parameters.
+    fn params(&self) -> FlowsParams {
+        FlowsParams {
+            eni: self.eni.clone(),
+            action: self.action.map(|a| match a {
+                FlowAction::Accept => "ACCEPT".to_owned(),
+                FlowAction::Reject => "REJECT".to_owned(),
+            }),
+            addr: self.addr,
+            port: self.port,
+            proto: self.proto.clone(),
+            direction: self.direction,
+            ..FlowsParams::default()
+        }
     }
 
     /// A bad `--proto` is worth a quick answer without a daemon.
@@ -397,14 +406,9 @@ fn flows_params(command: &Command) -> FlowsParams {
     };
     FlowsParams {
         follow: *follow,
-        eni: filters.eni.clone(),
-        action: filters.action(),
-        addr: filters.addr,
-        port: filters.port,
-        proto: filters.proto.clone(),
-        direction: filters.direction,
         since: since.map(|d| crate::clock::unix_now().saturating_sub(d.as_secs())),
         limit: *limit,
+        ..filters.params()
     }
 }
 
@@ -485,17 +489,7 @@ async fn monitor(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     if let Err(failure) = filters.check() {
         return fail(err, failure);
     }
-    let params = MonitorParams {
-        eni: filters.eni.clone(),
-        action: filters.action(),
-        addr: filters.addr,
-        port: filters.port,
-        proto: filters.proto.clone(),
-        direction: filters.direction,
-        src: *src,
-        dst: *dst,
-        rule: rule.clone(),
-    };
+    let params = MonitorParams::new(filters.params(), *src, *dst, rule.clone());
     let json = cli.json;
     stream_lines(
         cli,

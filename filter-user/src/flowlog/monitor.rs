@@ -162,36 +162,44 @@ impl MonitorSubscription {
     }
 }
 
+/// An event's facts, before naming.
+struct Seen {
+    kind: MonitorKind,
+    action: FlowAction,
+    ifindex: u32,
+    family: u8,
+    proto: u8,
+    src: End,
+    dst: End,
+    dir: u8,
+    slot: u32,
+    generation: u32,
+    at_ns: u64,
+}
+
 /// What `event` means to a reader; `None` for what `monitor` does not show
 /// (an idle connection's end).
 pub fn describe(event: &Event, catalog: &Catalog, clock: &KtimeClock) -> Option<MonitorEvent> {
-    let unix_ms = |ns: u64| {
-        clock
-            .to_system_time(ns)
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    };
-    let (kind, ifindex, family, proto, src, dst, dir, action, slot, generation, at) = match event {
+    let seen = match event {
         Event::CtNew(k, e) | Event::CtCut(k, e) => {
             let (src, dst, dir) = ct_way(k, e.orig_src_is_a != 0, e.orig_dir, false);
-            let (kind, at) = match event {
+            let (kind, at_ns) = match event {
                 Event::CtNew(..) => (MonitorKind::Admitted, e.created_ns),
                 _ => (MonitorKind::Cut, e.last_seen_ns),
             };
-            let action = FlowAction::Accept;
-            (
+            Seen {
                 kind,
-                k.ifindex,
-                k.family,
-                k.proto,
+                action: FlowAction::Accept,
+                ifindex: k.ifindex,
+                family: k.family,
+                proto: k.proto,
                 src,
                 dst,
                 dir,
-                action,
-                e.rule_slot,
-                e.generation,
-                at,
-            )
+                slot: e.rule_slot,
+                generation: e.generation,
+                at_ns,
+            }
         }
         Event::RejectNew(k, e) => {
             let (kind, action) = if k.action == ACTION_ACCEPT {
@@ -199,38 +207,42 @@ pub fn describe(event: &Event, catalog: &Catalog, clock: &KtimeClock) -> Option<
             } else {
                 (MonitorKind::Rejected, FlowAction::Reject)
             };
-            let (src, dst): (End, End) = ((k.src, k.sport), (k.dst, k.dport));
-            (
+            Seen {
                 kind,
-                k.ifindex,
-                k.family,
-                k.proto,
-                src,
-                dst,
-                k.dir,
                 action,
-                e.rule_slot,
-                e.generation,
-                e.first_ns,
-            )
+                ifindex: k.ifindex,
+                family: k.family,
+                proto: k.proto,
+                src: (k.src, k.sport),
+                dst: (k.dst, k.dport),
+                dir: k.dir,
+                slot: e.rule_slot,
+                generation: e.generation,
+                at_ns: e.first_ns,
+            }
         }
         Event::CtEnd(..) => return None,
     };
-    let ports = proto == PROTO_TCP || proto == PROTO_UDP;
-    let addr = |end: &End| -> IpAddr { ip(family, &end.0) };
+    let unix_ms = clock
+        .to_system_time(seen.at_ns)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ports = seen.proto == PROTO_TCP || seen.proto == PROTO_UDP;
+    let addr = |end: &End| -> IpAddr { ip(seen.family, &end.0) };
     Some(MonitorEvent {
-        time_ms: unix_ms(at),
-        event: kind,
-        eni_id: eni_meta(catalog, ifindex).id.clone(),
-        direction: direction(dir),
-        srcaddr: addr(&src),
-        srcport: ports.then_some(src.1),
-        dstaddr: addr(&dst),
-        dstport: ports.then_some(dst.1),
-        protocol: proto,
-        action,
-        rule_id: (slot != RULE_SLOT_NONE).then(|| rule_name(catalog, generation, slot).to_string()),
-        generation,
+        time_ms: unix_ms,
+        event: seen.kind,
+        eni_id: eni_meta(catalog, seen.ifindex).id.clone(),
+        direction: direction(seen.dir),
+        srcaddr: addr(&seen.src),
+        srcport: ports.then_some(seen.src.1),
+        dstaddr: addr(&seen.dst),
+        dstport: ports.then_some(seen.dst.1),
+        protocol: seen.proto,
+        action: seen.action,
+        rule_id: (seen.slot != RULE_SLOT_NONE)
+            .then(|| rule_name(catalog, seen.generation, seen.slot).to_string()),
+        generation: seen.generation,
     })
 }
 
