@@ -258,6 +258,19 @@ impl Drop for Reap {
     }
 }
 
+/// `filterd` on the host, enforcing [`document`], with `args`.
+fn start(id: &TestId, s: &HostAndInstance, args: &[&str]) -> Result<DaemonGuard> {
+    DaemonGuard::start_with(
+        id,
+        &s.host,
+        DaemonOptions {
+            ruleset: Some(document(&s.tap, &[])),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..DaemonOptions::default()
+        },
+    )
+}
+
 // ---------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------
@@ -271,14 +284,7 @@ fn events_arrive_within_100ms_with_each_filter() -> Result<()> {
 
 fn filters_scenario(id: &TestId) -> Result<()> {
     let s = setup(id)?;
-    let daemon = DaemonGuard::start_with(
-        id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s.tap, &[])),
-            ..DaemonOptions::default()
-        },
-    )?;
+    let daemon = start(id, &s, &[])?;
     let (cli, cli_lines) = filterctl_monitor(&daemon, &["--rule", "sg-mon/http"])?;
     let _cli = Reap(cli);
     // (filters, shows the admitted connection, shows the rejected flow).
@@ -394,19 +400,10 @@ const FLOWS: usize = 8000;
 
 fn stall_scenario(id: &TestId) -> Result<()> {
     let s = setup(id)?;
-    let daemon = DaemonGuard::start_with(
+    let daemon = start(
         id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s.tap, &[])),
-            args: vec![
-                "--capture-window".into(),
-                "1s".into(),
-                "--metrics-listen".into(),
-                METRICS.into(),
-            ],
-            ..DaemonOptions::default()
-        },
+        &s,
+        &["--capture-window", "1s", "--metrics-listen", METRICS],
     )?;
     let filter = json!({"port": 5354});
     // Reads its first line, then nothing until the end.

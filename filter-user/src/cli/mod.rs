@@ -589,3 +589,71 @@ fn explain_params(
         icmp_type,
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use super::*;
+    use crate::flowlog::record::tests::tcp_record;
+
+    #[test]
+    fn flows_prints_json_lines_or_a_table() {
+        let records = vec![tcp_record(), tcp_record()];
+        let json = flow_lines(&records, FlowFormat::Json);
+        assert_eq!(json.lines().count(), 2);
+        for line in json.lines() {
+            let r: FlowRecord = serde_json::from_str(line).unwrap();
+            assert_eq!(r, tcp_record());
+        }
+        let table = flow_lines(&records, FlowFormat::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("START "), "{table}");
+        assert!(lines[1].contains("198.51.100.7:40000") && lines[1].contains("ACCEPT"));
+        assert_eq!(flow_lines(&[], FlowFormat::Table), "");
+    }
+
+    #[test]
+    fn flags_become_parameters() {
+        let cli = Cli::try_parse_from([
+            "filterctl",
+            "flows",
+            "--since",
+            "10m",
+            "--proto",
+            "udp",
+            "-n",
+            "5",
+        ])
+        .unwrap();
+        let p = flows_params(&cli.command);
+        let since = p.since.unwrap();
+        assert!((crate::clock::unix_now() - since).abs_diff(600) <= 1);
+        assert_eq!((p.proto.as_deref(), p.limit), (Some("udp"), Some(5)));
+        let cli = Cli::try_parse_from([
+            "filterctl",
+            "monitor",
+            "--action",
+            "reject",
+            "--src",
+            "192.0.2.0/24",
+            "--rule",
+            "default-deny",
+        ])
+        .unwrap();
+        let Command::Monitor {
+            filters,
+            src,
+            dst,
+            rule,
+        } = cli.command
+        else {
+            panic!("not monitor");
+        };
+        let p = MonitorParams::new(filters.params(), src, dst, rule);
+        assert_eq!(p.action.as_deref(), Some("REJECT"));
+        assert_eq!(p.src, Some("192.0.2.0/24".parse().unwrap()));
+        assert_eq!(p.rule.as_deref(), Some("default-deny"));
+        assert!(Cli::try_parse_from(["filterctl", "flows", "--since", "soon"]).is_err());
+    }
+}
