@@ -143,6 +143,16 @@ pub struct Settings {
     #[arg(long, value_name = "FILE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless
+    /// given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// At most this many rules get series of their own in
+    /// filter_packets_total and filter_bytes_total (the most active
+    /// first); the others add up under reason="other-rules".
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_MAX_RULE_SERIES)]
+    pub metrics_max_rule_series: usize,
 }
 
 /// Where the fleet's keys live in etcd unless `etcd_prefix` says otherwise.
@@ -240,6 +250,44 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
             .map(str::to_owned)
             .collect(),
     })
+}
+
+/// A duration in whole seconds: `60s`, `1m`, `1m30s`, `2h`, `1d`, or a plain
+/// number of seconds (`--capture-window`, `filterctl flows --since`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 60s, 1m or 1m30s");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut saw_unit = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+        saw_unit = true;
+    }
+    if !digits.is_empty() {
+        if saw_unit {
+            return Err(bad());
+        }
+        total = digits.parse().map_err(|_| bad())?;
+    } else if !saw_unit {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 /// `capture_window = "60s"` (what `--capture-window` takes).
@@ -571,16 +619,17 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix('#'))
             .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            // The keys unset by default (placeholders, not values).
             .filter(|l| {
-                !["GROUP", "FILE", "URL", "NAME"]
+                !["GROUP", "FILE", "URL", "NAME", "ADDR:PORT"]
                     .iter()
                     .any(|v| l.contains(&format!("\"{v}\"")))
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        // Unset by default: socket_group, ruleset, etcd_endpoints, host_id
-        // and the three TLS files.
-        assert_eq!(uncommented.lines().count(), keys().len() - 7);
+        // Unset by default: socket_group, ruleset, etcd_endpoints, host_id,
+        // the three TLS files and metrics_listen.
+        assert_eq!(uncommented.lines().count(), keys().len() - 8);
         assert_eq!(settings(&[], &uncommented).unwrap(), defaults());
     }
 }

@@ -19,6 +19,7 @@ pub mod digest;
 pub mod eval;
 pub mod fleet;
 pub mod flowlog;
+pub mod metrics;
 pub mod model;
 pub mod ruleset;
 pub mod systemd;

@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod daemon;
 pub mod etcd;
 pub mod id;
+pub mod instance;
 pub mod netns;
 pub mod packet;
 pub mod pins;

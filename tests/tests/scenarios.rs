@@ -1144,8 +1144,7 @@ impl Case {
     fn expect_flows(&self, results: &[CheckResult]) -> Result<Vec<Flow>> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let json = self.daemon.ctl_json(&["flows"])?;
-            let records = Flow::all(&json)?;
+            let records = Flow::all(&self.daemon.ctl_ok(&["--json", "flows"])?)?;
             let missing: Vec<String> = results
                 .iter()
                 .filter_map(|r| flow_expectation_unmet(r, &records))
@@ -1235,11 +1234,16 @@ struct Flow(Value);
 
 impl Flow {
     /// The records of a `flows` result.
-    fn all(result: &Value) -> Result<Vec<Flow>> {
-        let records = result["records"]
-            .as_array()
-            .ok_or_else(|| anyhow!("no \"records\" in the flows result: {result}"))?;
-        Ok(records.iter().cloned().map(Flow).collect())
+    /// The records `filterctl --json flows` printed, one per line.
+    fn all(lines: &str) -> Result<Vec<Flow>> {
+        lines
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map(Flow)
+                    .with_context(|| format!("not a flow record: {l}"))
+            })
+            .collect()
     }
 
     fn str(&self, key: &str) -> Option<&str> {
@@ -1289,13 +1293,9 @@ impl FollowFlows {
                 .lines()
                 .map_while(Result::ok)
             {
-                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                // One record per line.
+                let Ok(records) = Flow::all(&line) else {
                     continue;
-                };
-                // One record per line, or a result with `records`.
-                let records = match Flow::all(&value) {
-                    Ok(records) => records,
-                    Err(_) => vec![Flow(value)],
                 };
                 for record in records {
                     if tx.send(record).is_err() {

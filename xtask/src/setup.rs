@@ -8,7 +8,7 @@
 //!    `bpf-linker`, installed from Debian packages and crates.io when
 //!    neither is there. Plus clippy for that toolchain (the eBPF lint pass).
 //! 2. The tools the tests drive (`ip`, `tc`, `ping`, `nc`/`socat`, `nft`,
-//!    `iptables`, `nsenter`), from Debian packages when missing.
+//!    `iptables`, `nsenter`, `promtool`), from Debian packages when missing.
 //! 3. bpffs mounted at `/sys/fs/bpf`.
 //! 4. The packaging tools (`cargo xtask dist` and its test): `cargo-deb`
 //!    from crates.io, `man` and `systemd-analyze` from Debian packages.
@@ -64,6 +64,10 @@ const TEST_TOOLS: &[(&[&str], &str)] = &[
     (&["protoc"], "protobuf-compiler"),
     (&["etcd"], "etcd-server"),
     (&["etcdctl"], "etcd-client"),
+    // The metrics test checks a scrape with `promtool check metrics`
+    // (Debian ships promtool only with the server; a host without systemd
+    // never starts it).
+    (&["promtool"], "prometheus"),
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -337,7 +341,7 @@ fn test_tools(apt: &mut Apt) -> Result<()> {
         say(
             "test tools",
             "already installed (ip, tc, ping, nc/socat, nft, iptables, nsenter, man, \
-             systemd-analyze, strip, protoc, etcd, etcdctl)",
+             systemd-analyze, strip, protoc, etcd, etcdctl, promtool)",
         );
         return Ok(());
     }

@@ -19,6 +19,7 @@
 pub mod client;
 mod explain;
 pub mod frame;
+mod monitor;
 pub mod types;
 
 use std::fmt;
@@ -26,7 +27,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use self::{explain::*, types::*};
+pub use self::{explain::*, monitor::*, types::*};
 
 /// The protocol version this build speaks. A request with another `v` gets
 /// [`ErrorCode::UnsupportedVersion`].
@@ -219,11 +220,12 @@ pub enum Method {
     Counters,
     Detach,
     Flows,
+    Monitor,
     Version,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Apply,
         Method::Get,
         Method::Rollback,
@@ -232,6 +234,7 @@ impl Method {
         Method::Counters,
         Method::Detach,
         Method::Flows,
+        Method::Monitor,
         Method::Version,
     ];
 
@@ -245,6 +248,7 @@ impl Method {
             Method::Counters => "counters",
             Method::Detach => "detach",
             Method::Flows => "flows",
+            Method::Monitor => "monitor",
             Method::Version => "version",
         }
     }

@@ -221,6 +221,9 @@ pub struct FlowsParams {
     pub proto: Option<String>,
     #[serde(default)]
     pub direction: Option<Direction>,
+    /// Only records whose window ended at or after this Unix second.
+    #[serde(default)]
+    pub since: Option<u64>,
     /// How many of the newest matching records from the file to return
     /// (0: none; absent: [`DEFAULT_FLOWS_LIMIT`] without `follow`, none
     /// with it).

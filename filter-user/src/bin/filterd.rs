@@ -14,6 +14,7 @@ use filter::{
     dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents},
     fleet::{self, EtcdConfig},
     flowlog::{FlowLog, FlowLogConfig},
+    metrics::{self, Exporter, Metrics},
     systemd,
 };
 use tokio::{
@@ -142,8 +143,22 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     flow_config.file.max_bytes = args.flow_log_max_size.0;
     flow_config.file.keep = args.flow_log_keep;
     let (flow_log, collector) = FlowLog::new(flow_config);
-    let mut daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?
-        .with_flow_source(flow_log);
+    let mut daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?;
+    // Bound before anything is enforced: a port in use stops the start
+    // (exit 1) instead of running without the metrics asked for.
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| metrics::MetricsError::Bind { addr, source })?;
+            let registry = Arc::new(Metrics::new(args.metrics_max_rule_series));
+            flow_log.observe(Arc::new(Arc::clone(&registry)));
+            daemon = daemon.with_apply_observer(registry.clone());
+            Some((listener, registry))
+        }
+        None => None,
+    };
+    let mut daemon = daemon.with_flow_source(flow_log);
     if let Some(etcd) = &etcd {
         daemon = daemon.with_external_source(etcd.describe());
     }
@@ -200,6 +215,27 @@ async fn run(args: Settings) -> anyhow::Result<()> {
             let _ = fleet_stopped.wait_for(|stop| *stop).await;
         }))
     });
+    let (stop_metrics, mut metrics_stopped) = watch::channel(false);
+    let metrics_server = metrics.map(|(listener, registry)| {
+        tracing::info!(
+            "metrics at http://{}/metrics",
+            listener
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+        );
+        let exporter = Exporter::new(
+            registry,
+            Box::new(Arc::clone(&daemon)),
+            metrics::DEFAULT_REFRESH,
+        );
+        tokio::spawn(metrics::http::serve(
+            listener,
+            Arc::new(exporter),
+            async move {
+                let _ = metrics_stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     systemd::ready(daemon.running().map(|r| r.generation));
     serve(listener, daemon, server, async {
         shutdown_signal().await;
@@ -211,6 +247,10 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         if let Err(e) = agent.await {
             tracing::error!("the etcd agent failed: {e}");
         }
+    }
+    let _ = stop_metrics.send(true);
+    if let Some(server) = metrics_server {
+        let _ = server.await;
     }
     let _ = stop_flows.send(true);
     if let Err(e) = links.await {

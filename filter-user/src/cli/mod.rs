@@ -9,12 +9,14 @@ pub mod fleet;
 pub mod render;
 
 use std::{
-    io::{Read, Write},
+    io::{IsTerminal, Read, Write},
     net::IpAddr,
     path::PathBuf,
+    time::Duration,
 };
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
@@ -23,7 +25,8 @@ use crate::{
         client::{Client, ClientError},
         ApplyParams, ApplyResult, CountersParams, CountersResult, DetachResult, ErrorCode,
         ExplainParams, ExplainResult, FlowRecord, FlowsParams, FlowsResult, GetResult, Method,
-        NoParams, RollbackParams, StatusResult, VersionResult, DEFAULT_SOCKET,
+        MonitorParams, MonitorResult, NoParams, RollbackParams, StatusResult, VersionResult,
+        DEFAULT_SOCKET,
     },
     ruleset::Direction,
 };
@@ -68,9 +71,58 @@ pub enum FlowAction {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum FlowFormat {
+    Table,
     #[default]
     Json,
     Text,
+}
+
+/// The filters `flows` and `monitor` share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct FlowFilterArgs {
+    #[arg(long, value_name = "ID")]
+    pub eni: Option<String>,
+    #[arg(long, value_enum)]
+    pub action: Option<FlowAction>,
+    /// Source or destination address.
+    #[arg(long, value_name = "IP")]
+    pub addr: Option<IpAddr>,
+    /// Source or destination port.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// tcp, udp, icmp, icmpv6, gre or a protocol number.
+    #[arg(long, value_name = "P")]
+    pub proto: Option<String>,
+    #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
+    pub direction: Option<Direction>,
+}
+
+impl FlowFilterArgs {
+    /// The filters as `flows` parameters.
+    fn params(&self) -> FlowsParams {
+        FlowsParams {
+            eni: self.eni.clone(),
+            action: self.action.map(|a| match a {
+                FlowAction::Accept => "ACCEPT".to_owned(),
+                FlowAction::Reject => "REJECT".to_owned(),
+            }),
+            addr: self.addr,
+            port: self.port,
+            proto: self.proto.clone(),
+            direction: self.direction,
+            ..FlowsParams::default()
+        }
+    }
+
+    /// A bad `--proto` is worth a quick answer without a daemon.
+    fn check(&self) -> Result<(), Failure> {
+        match &self.proto {
+            Some(proto) => crate::api::parse_proto(proto)
+                .map(|_| ())
+                .map_err(|e| Failure::local("invalid_params", e.message)),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,29 +170,37 @@ pub enum Command {
         /// stops).
         #[arg(short, long)]
         follow: bool,
-        #[arg(long, value_name = "ID")]
-        eni: Option<String>,
-        #[arg(long, value_enum)]
-        action: Option<FlowAction>,
-        /// Source or destination address.
-        #[arg(long, value_name = "IP")]
-        addr: Option<IpAddr>,
-        /// Source or destination port.
-        #[arg(long, value_name = "N")]
-        port: Option<u16>,
-        /// tcp, udp, icmp, icmpv6, gre or a protocol number.
-        #[arg(long, value_name = "P")]
-        proto: Option<String>,
-        #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
-        direction: Option<Direction>,
+        #[command(flatten)]
+        filters: FlowFilterArgs,
+        /// Only records of windows that ended this long ago or later: 30s,
+        /// 5m, 2h, 1d.
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        since: Option<Duration>,
         /// How many of the newest records from the file to print first
         /// (default: 1000, or none with --follow).
         #[arg(short = 'n', long, value_name = "N")]
         limit: Option<usize>,
-        /// json (one JSON object per line, the default) or text (the
-        /// space-separated form of SPEC §7).
-        #[arg(long, value_enum, default_value_t)]
-        format: FlowFormat,
+        /// table (local times; the default on a terminal), json (one JSON
+        /// object per line; the default otherwise, and with --json) or text
+        /// (the space-separated form of SPEC §7).
+        #[arg(long, value_enum)]
+        format: Option<FlowFormat>,
+    },
+    /// Verdict events as they happen (SPEC §9): connections admitted (by
+    /// which rule), first rejected packets of flows (for which reason),
+    /// connections cut by revalidation. Ctrl-C stops.
+    Monitor {
+        #[command(flatten)]
+        filters: FlowFilterArgs,
+        /// The source address lies in this prefix.
+        #[arg(long, value_name = "CIDR")]
+        src: Option<IpNet>,
+        /// The destination address lies in this prefix.
+        #[arg(long, value_name = "CIDR")]
+        dst: Option<IpNet>,
+        /// Only events of this reason (a rule id, default-deny, ...).
+        #[arg(long, value_name = "ID")]
+        rule: Option<String>,
     },
     /// Per-rule packets, bytes and last hit.
     Counters {
@@ -195,8 +255,10 @@ impl Failure {
 
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    if let Command::Flows { follow: true, .. } = &cli.command {
-        return follow_flows(&cli, out, err).await;
+    match &cli.command {
+        Command::Flows { .. } => return flows(&cli, out, err).await,
+        Command::Monitor { .. } => return monitor(&cli, out, err).await,
+        _ => {}
     }
     if let Command::Fleet(args) = &cli.command {
         return fleet::run(args, cli.json, out, err).await;
@@ -317,10 +379,9 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             let (json, r) = call::<_, ExplainResult>(&mut client, Method::Explain, params).await?;
             (json, render::explain(&r))
         }
-        Command::Flows { format, .. } => {
-            let params = flows_params(&cli.command);
-            let (json, r) = call::<_, FlowsResult>(&mut client, Method::Flows, params).await?;
-            (json, flow_lines(&r.records, *format))
+        // Streams and lines, run by `flows` and `monitor`.
+        Command::Flows { .. } | Command::Monitor { .. } => {
+            return Err(Failure::local("internal", "not a one-shot command".into()))
         }
         Command::Counters { eni } => {
             let (json, r) = call::<_, CountersResult>(
@@ -355,12 +416,8 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
 fn flows_params(command: &Command) -> FlowsParams {
     let Command::Flows {
         follow,
-        eni,
-        action,
-        addr,
-        port,
-        proto,
-        direction,
+        filters,
+        since,
         limit,
         ..
     } = command
@@ -369,57 +426,142 @@ fn flows_params(command: &Command) -> FlowsParams {
     };
     FlowsParams {
         follow: *follow,
-        eni: eni.clone(),
-        action: action.map(|a| match a {
-            FlowAction::Accept => "ACCEPT".to_owned(),
-            FlowAction::Reject => "REJECT".to_owned(),
-        }),
-        addr: *addr,
-        port: *port,
-        proto: proto.clone(),
-        direction: *direction,
+        since: since.map(|d| crate::clock::unix_now().saturating_sub(d.as_secs())),
         limit: *limit,
+        ..filters.params()
     }
 }
 
-/// Records, one per line, in `format`.
+/// Records in `format`: a table, or one per line.
 fn flow_lines(records: &[FlowRecord], format: FlowFormat) -> String {
+    if format == FlowFormat::Table {
+        return if records.is_empty() {
+            String::new()
+        } else {
+            render::flow_table(records)
+        };
+    }
     let mut text = String::new();
     for record in records {
         match format {
             FlowFormat::Text => text.push_str(&render::flow_text(record)),
-            FlowFormat::Json => text.push_str(&crate::flowlog::record::json(record)),
+            _ => text.push_str(&crate::flowlog::record::json(record)),
         }
         text.push('\n');
     }
     text
 }
 
-/// `flows --follow`: prints each result of the stream as it comes, until
-/// the daemon ends it or stdout goes away. `--json` prints JSON lines.
-async fn follow_flows(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let Command::Flows { format, .. } = &cli.command else {
+fn fail(err: &mut dyn Write, failure: Failure) -> u8 {
+    for line in &failure.lines {
+        let _ = writeln!(err, "{line}");
+    }
+    EXIT_FAILURE
+}
+
+/// `flows`, with or without `--follow`: records as they come, in the
+/// format asked for (JSON lines with `--json`; a table on a terminal).
+async fn flows(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Command::Flows {
+        format,
+        filters,
+        follow,
+        ..
+    } = &cli.command
+    else {
         return EXIT_FAILURE;
     };
-    let format = if cli.json { FlowFormat::Json } else { *format };
-    let fail = |err: &mut dyn Write, failure: Failure| {
-        for line in &failure.lines {
-            let _ = writeln!(err, "{line}");
-        }
-        EXIT_FAILURE
+    let format = match (cli.json, format) {
+        (true, _) => FlowFormat::Json,
+        (false, Some(format)) => *format,
+        (false, None) if std::io::stdout().is_terminal() => FlowFormat::Table,
+        (false, None) => FlowFormat::Json,
     };
-    if let Some(proto) = flows_params(&cli.command).proto {
-        if let Err(e) = crate::api::parse_proto(&proto) {
-            return fail(err, Failure::local("invalid_params", e.message));
-        }
+    if let Err(failure) = filters.check() {
+        return fail(err, failure);
     }
+    let params = flows_params(&cli.command);
+    let once = !*follow;
+    stream_lines(
+        cli,
+        Method::Flows,
+        params,
+        once,
+        out,
+        err,
+        |r: FlowsResult| flow_lines(&r.records, format),
+    )
+    .await
+}
+
+/// `monitor`: one line per event (JSON lines with `--json`); what a slow
+/// reader missed goes to stderr (a `{"missed":N}` line with `--json`).
+async fn monitor(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Command::Monitor {
+        filters,
+        src,
+        dst,
+        rule,
+    } = &cli.command
+    else {
+        return EXIT_FAILURE;
+    };
+    if let Err(failure) = filters.check() {
+        return fail(err, failure);
+    }
+    let params = MonitorParams::new(filters.params(), *src, *dst, rule.clone());
+    let json = cli.json;
+    stream_lines(
+        cli,
+        Method::Monitor,
+        params,
+        false,
+        out,
+        err,
+        |r: MonitorResult| {
+            let mut text = String::new();
+            for e in &r.events {
+                if json {
+                    text.push_str(&serde_json::to_string(e).unwrap_or_default());
+                } else {
+                    text.push_str(&render::monitor_event(e));
+                }
+                text.push('\n');
+            }
+            if r.missed > 0 {
+                if json {
+                    text.push_str(&format!("{{\"missed\":{}}}\n", r.missed));
+                } else {
+                    eprintln!("filterctl: missed {} events (reading too slowly)", r.missed);
+                }
+            }
+            text
+        },
+    )
+    .await
+}
+
+/// Calls `method` and prints each result of its stream (only the first
+/// with `once`) as `render` words it, until the daemon ends the stream or
+/// stdout goes away.
+async fn stream_lines<P: Serialize, T: DeserializeOwned>(
+    cli: &Cli,
+    method: Method,
+    params: P,
+    once: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    mut render: impl FnMut(T) -> String,
+) -> u8 {
     let mut client = match Client::connect(&cli.socket).await {
         Ok(c) => c,
         Err(e) => return fail(err, e.into()),
     };
-    let mut next = client
-        .stream(Method::Flows, flows_params(&cli.command))
-        .await;
+    let mut next = if once {
+        client.call(method, params).await.map(Some)
+    } else {
+        client.stream(method, params).await
+    };
     loop {
         let value = match next {
             Ok(Some(value)) => value,
@@ -427,21 +569,24 @@ async fn follow_flows(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8
             Ok(None) => return 0,
             Err(e) => return fail(err, e.into()),
         };
-        let records: FlowsResult = match serde_json::from_value(value) {
+        let result: T = match serde_json::from_value(value) {
             Ok(r) => r,
             Err(e) => {
                 return fail(
                     err,
-                    Failure::local("protocol", format!("unexpected flows result: {e}")),
+                    Failure::local("protocol", format!("unexpected {method} result: {e}")),
                 )
             }
         };
-        let text = flow_lines(&records.records, format);
+        let text = render(result);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Ok(()) => {}
             // `filterctl flows -f | head`: the reader is gone, we are done.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return 0,
             Err(_) => return EXIT_FAILURE,
+        }
+        if once {
+            return 0;
         }
         next = client.next_in_stream().await;
     }
@@ -462,5 +607,73 @@ fn explain_params(
         src: src.to_owned(),
         dst: dst.to_owned(),
         icmp_type,
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use super::*;
+    use crate::flowlog::record::tests::tcp_record;
+
+    #[test]
+    fn flows_prints_json_lines_or_a_table() {
+        let records = vec![tcp_record(), tcp_record()];
+        let json = flow_lines(&records, FlowFormat::Json);
+        assert_eq!(json.lines().count(), 2);
+        for line in json.lines() {
+            let r: FlowRecord = serde_json::from_str(line).unwrap();
+            assert_eq!(r, tcp_record());
+        }
+        let table = flow_lines(&records, FlowFormat::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("START "), "{table}");
+        assert!(lines[1].contains("198.51.100.7:40000") && lines[1].contains("ACCEPT"));
+        assert_eq!(flow_lines(&[], FlowFormat::Table), "");
+    }
+
+    #[test]
+    fn flags_become_parameters() {
+        let cli = Cli::try_parse_from([
+            "filterctl",
+            "flows",
+            "--since",
+            "10m",
+            "--proto",
+            "udp",
+            "-n",
+            "5",
+        ])
+        .unwrap();
+        let p = flows_params(&cli.command);
+        let since = p.since.unwrap();
+        assert!((crate::clock::unix_now() - since).abs_diff(600) <= 1);
+        assert_eq!((p.proto.as_deref(), p.limit), (Some("udp"), Some(5)));
+        let cli = Cli::try_parse_from([
+            "filterctl",
+            "monitor",
+            "--action",
+            "reject",
+            "--src",
+            "192.0.2.0/24",
+            "--rule",
+            "default-deny",
+        ])
+        .unwrap();
+        let Command::Monitor {
+            filters,
+            src,
+            dst,
+            rule,
+        } = cli.command
+        else {
+            panic!("not monitor");
+        };
+        let p = MonitorParams::new(filters.params(), src, dst, rule);
+        assert_eq!(p.action.as_deref(), Some("REJECT"));
+        assert_eq!(p.src, Some("192.0.2.0/24".parse().unwrap()));
+        assert_eq!(p.rule.as_deref(), Some("default-deny"));
+        assert!(Cli::try_parse_from(["filterctl", "flows", "--since", "soon"]).is_err());
     }
 }

@@ -1,11 +1,11 @@
 //! Human-readable output: aligned tables and the text of each result.
 //! (`--json` prints results as they come from the daemon instead.)
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::IpAddr};
 
 use crate::{
     api::{
-        ApplyResult, CountersResult, DetachResult, EniState, ExplainResult, FlowRecord, GetResult,
-        GroupStep, NaclStep, StatusResult, TraceStep, VersionResult,
+        ApplyResult, CountersResult, DetachResult, Endpoint, EniState, ExplainResult, FlowRecord,
+        GetResult, GroupStep, MonitorEvent, NaclStep, StatusResult, TraceStep, VersionResult,
     },
     ruleset::{Action, AttachMode},
     verdict::{Decision, Verdict},
@@ -46,8 +46,35 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Unix seconds as `2024-05-01T12:00:00Z`.
 pub fn utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
+    format!("{}Z", civil(unix as i64, 'T'))
+}
+
+/// Unix seconds as local time, `2024-05-01 14:00:00` (the time zone of
+/// this process: `TZ`, else `/etc/localtime`).
+pub fn local(unix: u64) -> String {
+    civil((unix as i64).saturating_add(utc_offset(unix)), ' ')
+}
+
+/// Seconds east of UTC here at `unix` (0 when the C library cannot say).
+fn utc_offset(unix: u64) -> i64 {
+    let Ok(t) = libc::time_t::try_from(unix) else {
+        return 0;
+    };
+    // SAFETY: `localtime_r` reads `t` and writes only `tm`, a plain struct
+    // we own; it returns null on failure, checked below.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
+    }
+}
+
+/// `2024-05-01<sep>12:00:00` for seconds since the epoch of some zone.
+fn civil(unix: i64, sep: char) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -59,7 +86,7 @@ pub fn utc(unix: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        "{year:04}-{month:02}-{day:02}{sep}{:02}:{:02}:{:02}",
         secs / 3600,
         secs % 3600 / 60,
         secs % 60
@@ -376,6 +403,84 @@ pub fn flow_text(f: &FlowRecord) -> String {
     crate::flowlog::record::text(f)
 }
 
+fn or_dash_opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// An address with its port, if it has one.
+fn end(addr: Option<IpAddr>, port: Option<u16>) -> String {
+    match (addr, port) {
+        (Some(a), Some(p)) => Endpoint {
+            addr: a,
+            port: Some(p),
+        }
+        .to_string(),
+        (Some(a), None) => a.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Flow records as a table, times local (`filterctl flows` in a terminal).
+pub fn flow_table(records: &[FlowRecord]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let rule = match (r.skip_reason, r.skipped) {
+                (Some(reason), Some(n)) => format!("{}={n}", reason.as_str()),
+                _ => or_dash_opt(r.rule_id.as_deref()),
+            };
+            vec![
+                local(r.start),
+                r.eni_id.clone(),
+                or_dash_opt(r.direction.map(|d| d.as_str())),
+                or_dash_opt(r.protocol.map(proto_name)),
+                end(r.srcaddr, r.srcport),
+                end(r.dstaddr, r.dstport),
+                or_dash_opt(r.action.map(|a| a.as_str())),
+                or_dash_opt(r.packets),
+                or_dash_opt(r.bytes),
+                r.log_status.as_str().to_owned(),
+                rule,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "START",
+            "ENI",
+            "DIR",
+            "PROTO",
+            "SOURCE",
+            "DESTINATION",
+            "ACTION",
+            "PACKETS",
+            "BYTES",
+            "STATUS",
+            "RULE",
+        ],
+        &rows,
+    )
+}
+
+/// One `monitor` event as a line: local time to the millisecond, what
+/// happened, where, and why.
+pub fn monitor_event(e: &MonitorEvent) -> String {
+    let secs = e.time_ms / 1000;
+    format!(
+        "{}.{:03}  {:<8}  {}  {:<7}  {:<6}  {} -> {}  {}  gen {}",
+        local(secs),
+        e.time_ms % 1000,
+        e.event.as_str(),
+        e.eni_id,
+        e.direction.as_str(),
+        proto_name(e.protocol),
+        end(Some(e.srcaddr), e.srcport),
+        end(Some(e.dstaddr), e.dstport),
+        e.rule_id.as_deref().unwrap_or("-"),
+        e.generation,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +499,10 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        // TZ is not ours to set in a threaded test: local time is UTC
+        // shifted by whole minutes, same seconds.
+        assert!(local(1_700_000_000).ends_with(":20"));
+        assert_eq!(local(0).len(), "1970-01-01 00:00:00".len());
         assert_eq!(ago(100, 142), "42s ago");
         assert_eq!(ago(0, 7200), "2h ago");
         assert_eq!(ago(50, 10), "0s ago");

@@ -1,10 +1,11 @@
-//! `flows`, with and without `follow`: the flow log's answers (SPEC §7).
+//! `flows`, with and without `follow`, and `monitor`: the flow log's
+//! answers (SPEC §7, §9).
 use std::sync::Arc;
 
 use super::{Daemon, DaemonError, Enforcer};
 use crate::{
-    api::{FlowsParams, FlowsResult},
-    flowlog::{FlowError, FlowSource},
+    api::{FlowsParams, FlowsResult, MonitorParams},
+    flowlog::{FlowError, FlowSource, MonitorSubscription},
 };
 
 impl<E: Enforcer> Daemon<E> {
@@ -38,6 +39,12 @@ impl<E: Enforcer> Daemon<E> {
         let subscription = source.follow(&params).map_err(flow_error)?;
         let history = self.flows(params).await?;
         Ok((history, subscription))
+    }
+
+    /// `monitor`: a subscription to verdict events as they happen (a
+    /// stream, which the server runs).
+    pub fn monitor(&self, params: &MonitorParams) -> Result<MonitorSubscription, DaemonError> {
+        self.flow_source()?.monitor(params).map_err(flow_error)
     }
 }
 

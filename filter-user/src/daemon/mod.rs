@@ -36,7 +36,7 @@ pub mod validator;
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use thiserror::Error;
@@ -135,6 +135,22 @@ impl From<DaemonError> for ApiError {
     }
 }
 
+/// How an apply or a rollback ended, for an [`ApplyObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Ok,
+    /// The document was invalid; nothing changed.
+    Rejected,
+    /// Anything else failed (the data plane, the state directory).
+    Failed,
+}
+
+/// Hears about every apply and rollback that was meant to change
+/// something (not dry runs): `crate::metrics` counts and times them.
+pub trait ApplyObserver: Send + Sync + 'static {
+    fn applied(&self, outcome: ApplyOutcome, took: Duration);
+}
+
 /// The generation being enforced.
 #[derive(Debug)]
 pub struct Running {
@@ -173,6 +189,7 @@ pub struct Daemon<E: Enforcer> {
     config: DaemonConfig,
     validator: Arc<dyn Validator>,
     flow_source: Option<Arc<dyn FlowSource>>,
+    apply_observer: Option<Arc<dyn ApplyObserver>>,
     core: Mutex<Core<E>>,
     running: RwLock<Option<Arc<Running>>>,
     restore_error: RwLock<Option<String>>,
@@ -199,6 +216,7 @@ impl<E: Enforcer> Daemon<E> {
             config,
             validator,
             flow_source: None,
+            apply_observer: None,
             core: Mutex::new(Core {
                 enforcer,
                 store,
@@ -217,6 +235,25 @@ impl<E: Enforcer> Daemon<E> {
     pub fn with_flow_source(mut self, source: Arc<dyn FlowSource>) -> Self {
         self.flow_source = Some(source);
         self
+    }
+
+    /// Who hears how each apply and rollback ended ([`ApplyObserver`]).
+    pub fn with_apply_observer(mut self, observer: Arc<dyn ApplyObserver>) -> Self {
+        self.apply_observer = Some(observer);
+        self
+    }
+
+    /// Tells the apply observer how a call that began at `started` ended.
+    pub(crate) fn observe_apply<T>(&self, result: &Result<T, DaemonError>, started: Instant) {
+        let Some(observer) = &self.apply_observer else {
+            return;
+        };
+        let outcome = match result {
+            Ok(_) => ApplyOutcome::Ok,
+            Err(DaemonError::Invalid(_)) => ApplyOutcome::Rejected,
+            Err(_) => ApplyOutcome::Failed,
+        };
+        observer.applied(outcome, started.elapsed());
     }
 
     /// Tells the flow source what runs now (and hands it the event ring
@@ -281,38 +318,7 @@ pub const CAPTURE_WINDOW_RANGE: (Duration, Duration) =
 /// Parses `--capture-window`: `60s`, `1m`, `1m30s`, `90` (seconds), within
 /// [`CAPTURE_WINDOW_RANGE`].
 pub fn parse_capture_window(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 60s, 1m or 1m30s");
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut saw_unit = false;
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        digits.clear();
-        saw_unit = true;
-    }
-    if !digits.is_empty() {
-        if saw_unit {
-            return Err(bad());
-        }
-        total = digits.parse().map_err(|_| bad())?;
-    } else if !saw_unit {
-        return Err(bad());
-    }
-    let window = Duration::from_secs(total);
+    let window = crate::config::parse_duration(text)?;
     let (min, max) = CAPTURE_WINDOW_RANGE;
     if window < min || window > max {
         return Err(format!(

@@ -14,12 +14,17 @@
 //!   every connection is gone.
 //! - `flows` with `follow` turns the connection into a stream (one
 //!   `flows` result per line: the history asked for, then each capture
-//!   window's records) until the client closes it. A client that stops
+//!   window's records) until the client closes it; so does `monitor`
+//!   (an empty first line, then events as they happen). A client that stops
 //!   reading blocks only its own stream: the flow log drops what does not
 //!   fit its queue and tells it with `SKIPDATA` records
 //!   (`crate::flowlog::fanout`); one that does not read a line for
 //!   [`ServerConfig::idle_timeout`] is dropped.
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -40,10 +45,13 @@ use super::{
 use crate::api::{
     frame::{read_frame, write_frame, Frame},
     ApiError, ApplyParams, CountersParams, ErrorCode, ExplainParams, FlowsParams, FlowsResult,
-    Method, NoParams, Request, Response, RollbackParams, DEFAULT_MAX_REQUEST_BYTES,
-    PROTOCOL_VERSION,
+    Method, MonitorParams, MonitorResult, NoParams, Request, Response, RollbackParams,
+    DEFAULT_MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
-use crate::audit::Audit;
+use crate::{
+    audit::Audit,
+    flowlog::{MonitorSubscription, Subscription},
+};
 
 /// Limits of the server.
 #[derive(Clone, Debug)]
@@ -203,8 +211,8 @@ impl<E: Enforcer> Connection<E> {
                 ),
                 Ok(Ok(Frame::Line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
                 Ok(Ok(Frame::Line)) => {
-                    if let Some((id, params)) = follow_request(&line) {
-                        if self.follow(id, params, &mut reader, &mut writer).await {
+                    if let Some(request) = stream_request(&line) {
+                        if self.start_stream(request, &mut reader, &mut writer).await {
                             continue;
                         }
                         return;
@@ -236,35 +244,61 @@ impl<E: Enforcer> Connection<E> {
 }
 
 impl<E: Enforcer> Connection<E> {
-    /// Streams flow records (a `flows` request with `follow`) until the
-    /// client goes, the flow log stops or the daemon shuts down. True when
-    /// the stream never started (the request was answered with an error)
-    /// and the connection goes on.
-    async fn follow(
+    /// Starts the stream a `flows` request with `follow` or a `monitor`
+    /// request asks for, and runs it until the client goes, the flow log
+    /// stops or the daemon shuts down. True when the stream never started
+    /// (the request was answered with an error) and the connection goes
+    /// on.
+    async fn start_stream(
         &mut self,
-        id: Value,
-        params: FlowsParams,
+        request: StreamRequest,
         reader: &mut BufReader<OwnedReadHalf>,
         writer: &mut OwnedWriteHalf,
     ) -> bool {
-        let (history, mut subscription) = match self.daemon.follow_flows(params).await {
-            Ok(started) => started,
-            Err(e) => {
-                let response = Response::failure(id, ApiError::from(e));
-                return matches!(
-                    timeout(self.config.write_timeout, write_frame(writer, &response)).await,
-                    Ok(Ok(()))
-                );
-            }
+        let (id, error) = match request {
+            StreamRequest::Follow(id, params) => match self.daemon.follow_flows(params).await {
+                Ok((history, subscription)) => {
+                    return self
+                        .stream(id, Some(history), subscription, reader, writer)
+                        .await
+                }
+                Err(e) => (id, e),
+            },
+            StreamRequest::Monitor(id, params) => match self.daemon.monitor(&params) {
+                // The first line, empty, tells the client it is subscribed.
+                Ok(subscription) => {
+                    let first = Some(MonitorResult::default());
+                    return self.stream(id, first, subscription, reader, writer).await;
+                }
+                Err(e) => (id, e),
+            },
         };
-        let mut next = Some(history);
+        let response = Response::failure(id, ApiError::from(error));
+        matches!(
+            timeout(self.config.write_timeout, write_frame(writer, &response)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Writes `first`, then each item of `feed`, one result per line. A
+    /// client that stops reading holds only this task: its feed drops what
+    /// does not fit meanwhile and tells it so.
+    async fn stream<F: Feed>(
+        &mut self,
+        id: Value,
+        first: Option<F::Item>,
+        mut feed: F,
+        reader: &mut BufReader<OwnedReadHalf>,
+        writer: &mut OwnedWriteHalf,
+    ) -> bool {
+        let mut next = first;
         let mut scratch = [0u8; 512];
         loop {
             let result = match next.take() {
                 Some(result) => result,
                 None => tokio::select! {
-                    batch = subscription.next() => match batch {
-                        Some(records) => FlowsResult { records },
+                    item = feed.next() => match item {
+                        Some(item) => item,
                         None => return false,
                     },
                     // Anything the client sends is ignored; end of stream
@@ -280,22 +314,20 @@ impl<E: Enforcer> Connection<E> {
                 Ok(value) => Response::success(id.clone(), value),
                 Err(e) => Response::failure(
                     id.clone(),
-                    ApiError::new(ErrorCode::Internal, format!("encoding records: {e}")),
+                    ApiError::new(ErrorCode::Internal, format!("encoding a result: {e}")),
                 ),
             };
-            // A client that stops reading holds only this task; its
-            // subscription drops what does not fit meanwhile.
             tokio::select! {
                 written = timeout(self.config.idle_timeout, write_frame(writer, &response)) => {
                     match written {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
-                            tracing::debug!("writing flow records: {e}");
+                            tracing::debug!("writing a stream: {e}");
                             return false;
                         }
                         Err(_) => {
                             tracing::warn!(
-                                "a flows --follow client read nothing for {:?}; dropping it",
+                                "a streaming client read nothing for {:?}; dropping it",
                                 self.config.idle_timeout
                             );
                             return false;
@@ -308,16 +340,56 @@ impl<E: Enforcer> Connection<E> {
     }
 }
 
-/// A well-formed `flows` request with `follow` set: its id and parameters.
+/// What a streaming connection writes, item by item.
+trait Feed {
+    type Item: Serialize;
+    /// The next item; `None` once the source has stopped.
+    async fn next(&mut self) -> Option<Self::Item>;
+}
+
+impl Feed for Subscription {
+    type Item = FlowsResult;
+    async fn next(&mut self) -> Option<FlowsResult> {
+        Subscription::next(self)
+            .await
+            .map(|records| FlowsResult { records })
+    }
+}
+
+impl Feed for MonitorSubscription {
+    type Item = MonitorResult;
+    async fn next(&mut self) -> Option<MonitorResult> {
+        MonitorSubscription::next(self).await
+    }
+}
+
+/// A request that turns its connection into a stream.
+enum StreamRequest {
+    Follow(Value, FlowsParams),
+    Monitor(Value, MonitorParams),
+}
+
+/// A well-formed `flows` request with `follow`, or `monitor` request.
 /// Anything else (including a malformed one) goes through [`handle`],
 /// which answers it.
-fn follow_request(line: &[u8]) -> Option<(Value, FlowsParams)> {
+fn stream_request(line: &[u8]) -> Option<StreamRequest> {
     let request: Request = serde_json::from_slice(line).ok()?;
-    if request.v != PROTOCOL_VERSION || Method::parse(&request.method) != Some(Method::Flows) {
+    if request.v != PROTOCOL_VERSION {
         return None;
     }
-    let params: FlowsParams = decode(Method::Flows, request.params).ok()?;
-    params.follow.then_some((request.id, params))
+    match Method::parse(&request.method)? {
+        Method::Flows => {
+            let params: FlowsParams = decode(Method::Flows, request.params).ok()?;
+            params
+                .follow
+                .then_some(StreamRequest::Follow(request.id, params))
+        }
+        Method::Monitor => {
+            let params = decode(Method::Monitor, request.params).ok()?;
+            Some(StreamRequest::Monitor(request.id, params))
+        }
+        _ => None,
+    }
 }
 
 /// One request line → one response.
@@ -403,12 +475,20 @@ async fn call<E: Enforcer>(
         Method::Apply => {
             let params = decode::<ApplyParams>(method, params)?;
             let audit = Audit::apply(peer, &params);
-            to_value(audit.record(daemon.apply(params).await, daemon.running()))
+            let (dry_run, started) = (params.dry_run, Instant::now());
+            let result = daemon.apply(params).await;
+            if !dry_run {
+                daemon.observe_apply(&result, started);
+            }
+            to_value(audit.record(result, daemon.running()))
         }
         Method::Rollback => {
             let params = decode::<RollbackParams>(method, params)?;
             let audit = Audit::rollback(peer);
-            to_value(audit.record(daemon.rollback(params).await, daemon.running()))
+            let started = Instant::now();
+            let result = daemon.rollback(params).await;
+            daemon.observe_apply(&result, started);
+            to_value(audit.record(result, daemon.running()))
         }
         Method::Get => {
             decode::<NoParams>(method, params)?;
@@ -442,6 +522,12 @@ async fn call<E: Enforcer>(
                 ));
             }
             to_value(daemon.flows(params).await)
+        }
+        Method::Monitor => {
+            decode::<MonitorParams>(method, params)?;
+            Err(ApiError::invalid_params(
+                "monitor streams on a connection of its own",
+            ))
         }
         Method::Version => {
             decode::<NoParams>(method, params)?;

@@ -167,9 +167,11 @@ impl AsRawFd for FlowEvents {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     CtNew(CtKey, CtEntry),
-    /// An entry the data plane removed (idle, or cut by revalidation),
-    /// with its final counts.
+    /// An entry the data plane removed as idle, with its final counts.
     CtEnd(CtKey, CtEntry),
+    /// An entry revalidation cut (the running generation would drop the
+    /// connection), with its final counts.
+    CtCut(CtKey, CtEntry),
     RejectNew(RejectKey, RejectEntry),
 }
 
@@ -181,10 +183,10 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
         FLOW_EV_CT_NEW | FLOW_EV_CT_END | FLOW_EV_CT_CUT if bytes.len() >= size_of::<CtEvent>() => {
             // SAFETY: at least `size_of::<CtEvent>()` bytes, plain data.
             let ev: CtEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            Some(if kind == FLOW_EV_CT_NEW {
-                Event::CtNew(ev.key, ev.entry)
-            } else {
-                Event::CtEnd(ev.key, ev.entry)
+            Some(match kind {
+                FLOW_EV_CT_NEW => Event::CtNew(ev.key, ev.entry),
+                FLOW_EV_CT_CUT => Event::CtCut(ev.key, ev.entry),
+                _ => Event::CtEnd(ev.key, ev.entry),
             })
         }
         FLOW_EV_REJECT_NEW if bytes.len() >= size_of::<RejectEvent>() => {
@@ -223,7 +225,7 @@ mod tests {
         };
         assert_eq!(decode(&bytes(&ev)), Some(Event::CtNew(key, entry)));
         ev.kind = FLOW_EV_CT_CUT;
-        assert_eq!(decode(&bytes(&ev)), Some(Event::CtEnd(key, entry)));
+        assert_eq!(decode(&bytes(&ev)), Some(Event::CtCut(key, entry)));
         ev.kind = FLOW_EV_CT_END;
         assert_eq!(decode(&bytes(&ev)), Some(Event::CtEnd(key, entry)));
         // Cut short, or unknown.

@@ -7,6 +7,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{
     fanout::Batch,
+    monitor,
     sink::FileSink,
     window::{FlowTable, Origin, Window},
     Shared,
@@ -82,7 +83,7 @@ impl Collector {
                     }
                     () = &mut sleep => break,
                     () = self.shared.ring_ready.notified() => self.take_ring(),
-                    () = pump(&mut self.ring, &mut self.table) => {}
+                    () = pump(&mut self.ring, &mut self.table, &self.shared) => {}
                 }
             }
             self.close(boundary).await;
@@ -95,7 +96,7 @@ impl Collector {
         let Some(events) = self.shared.take_ring() else {
             return;
         };
-        drain(&mut self.ring, &mut self.table);
+        drain(&mut self.ring, &mut self.table, &self.shared);
         // SAFETY: the ring buffer owns its map's fd, which stays open (and
         // is what `as_raw_fd` returns) for as long as the `FlowEvents`, and
         // so the `AsyncFd`, lives.
@@ -119,12 +120,12 @@ impl Collector {
             tokio::select! {
                 biased;
                 r = &mut task => break r,
-                () = pump(&mut self.ring, &mut self.table) => {}
+                () = pump(&mut self.ring, &mut self.table, &self.shared) => {}
             }
         };
         // An entry the data plane removed before the scan missed it sent
         // its event before: take every event in now.
-        drain(&mut self.ring, &mut self.table);
+        drain(&mut self.ring, &mut self.table, &self.shared);
         let scan: Option<FlowScan> = match result {
             Ok(Ok(scan)) => scan,
             Ok(Err(e)) => {
@@ -188,14 +189,17 @@ impl Collector {
                 Err(e) => tracing::error!("flow log: the file writer failed: {e}"),
             }
         }
-        self.shared.fanout.publish(&batch);
+        let slow_reader_lost = self.shared.fanout.publish(&batch);
+        for observer in self.shared.observers() {
+            observer.window(&batch.records, slow_reader_lost);
+        }
     }
 }
 
 /// Waits until the ring buffer has data (never, without one), then takes
 /// up to [`DRAIN_BATCH`] events into `table`. Readiness is cleared only
 /// once the ring is empty, so an event that came meanwhile wakes us again.
-async fn pump(ring: &mut Option<Ring>, table: &mut FlowTable) {
+async fn pump(ring: &mut Option<Ring>, table: &mut FlowTable, shared: &Shared) {
     let Some(ring) = ring else {
         return std::future::pending::<()>().await;
     };
@@ -206,27 +210,40 @@ async fn pump(ring: &mut Option<Ring>, table: &mut FlowTable) {
             return std::future::pending::<()>().await;
         }
     };
-    if take(guard.get_inner_mut(), table, DRAIN_BATCH) {
+    if take(guard.get_inner_mut(), table, shared, DRAIN_BATCH) {
         guard.clear_ready();
     }
 }
 
 /// Takes every event there is into `table`, without waiting.
-fn drain(ring: &mut Option<Ring>, table: &mut FlowTable) {
+fn drain(ring: &mut Option<Ring>, table: &mut FlowTable, shared: &Shared) {
     if let Some(ring) = ring {
-        take(ring.get_mut(), table, usize::MAX);
+        take(ring.get_mut(), table, shared, usize::MAX);
     }
 }
 
-/// Takes up to `max` events; true when the ring is empty.
-fn take(events: &mut FlowEvents, table: &mut FlowTable, max: usize) -> bool {
+/// Takes up to `max` events, and shows them to `monitor` subscribers if
+/// there are any; true when the ring is empty.
+fn take(events: &mut FlowEvents, table: &mut FlowTable, shared: &Shared, max: usize) -> bool {
+    let clock = shared.monitor.is_active().then(KtimeClock::now);
     for _ in 0..max {
-        match events.take() {
+        let event = match events.take() {
             None => return true,
-            Some(Some(Event::CtNew(k, e))) => table.ct(&k, &e, Origin::Created),
-            Some(Some(Event::CtEnd(k, e))) => table.ct(&k, &e, Origin::Ended),
-            Some(Some(Event::RejectNew(k, e))) => table.reject(&k, &e, Origin::Created),
-            Some(None) => tracing::debug!("flow log: skipping an unknown event"),
+            Some(None) => {
+                tracing::debug!("flow log: skipping an unknown event");
+                continue;
+            }
+            Some(Some(event)) => event,
+        };
+        match &event {
+            Event::CtNew(k, e) => table.ct(k, e, Origin::Created),
+            Event::CtEnd(k, e) | Event::CtCut(k, e) => table.ct(k, e, Origin::Ended),
+            Event::RejectNew(k, e) => table.reject(k, e, Origin::Created),
+        }
+        if let Some(clock) = &clock {
+            if let Some(seen) = monitor::describe(&event, &shared.catalog(), clock) {
+                shared.monitor.publish(seen);
+            }
         }
     }
     false

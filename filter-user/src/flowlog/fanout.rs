@@ -81,8 +81,10 @@ impl Fanout {
         self.len() == 0
     }
 
-    /// Offers one window's records to every subscriber, without waiting.
-    pub fn publish(&self, batch: &Batch) {
+    /// Offers one window's records to every subscriber, without waiting;
+    /// returns how many records subscribers missed (their queue was full).
+    pub fn publish(&self, batch: &Batch) -> u64 {
+        let mut missed = 0;
         let mut subscribers = lock(&self.subscribers);
         subscribers.retain(|sub| {
             let mine: Vec<Arc<FlowRecord>> = batch
@@ -97,6 +99,7 @@ impl Fanout {
             match sub.tx.try_send(mine) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(mine)) => {
+                    missed += mine.len() as u64;
                     let mut lost = lock(&sub.lost);
                     for r in mine {
                         let key = (
@@ -114,6 +117,7 @@ impl Fanout {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        missed
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod catalog;
 pub mod collector;
 pub mod fanout;
+pub mod monitor;
 pub mod record;
 pub mod sink;
 pub mod window;
@@ -40,11 +41,12 @@ pub use self::{
     catalog::{Catalog, EniMeta, FlowNames},
     collector::Collector,
     fanout::{Fanout, Subscription},
+    monitor::{Monitor, MonitorFilter, MonitorSubscription},
     record::FlowFilter,
     sink::{FileConfig, FileSink},
 };
 use crate::{
-    api::{FlowRecord, FlowsParams},
+    api::{FlowRecord, FlowsParams, MonitorParams},
     dataplane::FlowEvents,
 };
 
@@ -69,11 +71,26 @@ pub trait FlowSource: Send + Sync + 'static {
     /// match `query`.
     fn follow(&self, query: &FlowsParams) -> Result<Subscription, FlowError>;
 
+    /// A subscription to verdict events as they happen (`monitor`). A
+    /// source without them says so.
+    fn monitor(&self, _query: &MonitorParams) -> Result<MonitorSubscription, FlowError> {
+        Err(FlowError::Failed(
+            "this flow source has no live events".to_owned(),
+        ))
+    }
+
     /// The running generation changed (`None`: nothing runs any more).
     fn generation(&self, _names: Option<FlowNames>) {}
 
     /// A data plane was loaded: its event ring buffer.
     fn events(&self, _events: FlowEvents) {}
+}
+
+/// Hears every window's records as the collector closes it, and how many
+/// records slow `--follow` clients missed of it (`crate::metrics`).
+/// Called on the collector's task: it must not block.
+pub trait WindowObserver: Send + Sync + 'static {
+    fn window(&self, records: &[Arc<FlowRecord>], slow_reader_lost: u64);
 }
 
 /// The default size at which the flow-log file is rotated.
@@ -119,6 +136,8 @@ pub(crate) struct Shared {
     ring: Mutex<Option<FlowEvents>>,
     ring_ready: Notify,
     fanout: Fanout,
+    monitor: Monitor,
+    observers: Mutex<Vec<Arc<dyn WindowObserver>>>,
     /// Serializes file rotation with history reads.
     rotation: Arc<Mutex<()>>,
 }
@@ -134,6 +153,10 @@ impl Shared {
 
     fn take_ring(&self) -> Option<FlowEvents> {
         lock(&self.ring).take()
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn WindowObserver>> {
+        lock(&self.observers).clone()
     }
 }
 
@@ -154,10 +177,17 @@ impl FlowLog {
             catalog: Mutex::new(Catalog::default()),
             ring: Mutex::new(None),
             ring_ready: Notify::new(),
+            monitor: Monitor::default(),
+            observers: Mutex::new(Vec::new()),
             rotation,
         });
         let collector = Collector::new(Arc::clone(&shared), sink);
         (Arc::new(FlowLog { shared }), collector)
+    }
+
+    /// Adds an observer of every window's records.
+    pub fn observe(&self, observer: Arc<dyn WindowObserver>) {
+        lock(&self.shared.observers).push(observer);
     }
 
     /// How many `--follow` clients are subscribed.
@@ -191,6 +221,11 @@ impl FlowSource for FlowLog {
     fn follow(&self, query: &FlowsParams) -> Result<Subscription, FlowError> {
         let filter = FlowFilter::new(query).map_err(|e| FlowError::InvalidParams(e.message))?;
         Ok(self.shared.fanout.subscribe(filter))
+    }
+
+    fn monitor(&self, query: &MonitorParams) -> Result<MonitorSubscription, FlowError> {
+        let filter = MonitorFilter::new(query).map_err(|e| FlowError::InvalidParams(e.message))?;
+        Ok(self.shared.monitor.subscribe(filter))
     }
 
     fn generation(&self, names: Option<FlowNames>) {

@@ -57,6 +57,8 @@ pub struct FlowFilter {
     pub port: Option<u16>,
     pub proto: Option<u8>,
     pub direction: Option<Direction>,
+    /// Unix second: records that ended before are out.
+    pub since: Option<u64>,
 }
 
 impl FlowFilter {
@@ -79,6 +81,7 @@ impl FlowFilter {
             port: params.port,
             proto,
             direction: params.direction,
+            since: params.since,
         })
     }
 
@@ -89,33 +92,61 @@ impl FlowFilter {
     /// that records were lost. A `NODATA` record has no flow, so any flow
     /// filter excludes it.
     pub fn matches(&self, r: &FlowRecord) -> bool {
-        if self.eni.as_ref().is_some_and(|e| *e != r.eni_id) {
+        if self.since.is_some_and(|t| r.end < t) {
             return false;
         }
         if r.log_status == LogStatus::Skipdata {
-            return true;
+            return self.eni.as_ref().is_none_or(|e| *e == r.eni_id);
         }
-        if self.action.is_some() && r.action != self.action {
+        self.matches_flow(&Flow {
+            eni: &r.eni_id,
+            action: r.action,
+            direction: r.direction,
+            proto: r.protocol,
+            src: (r.srcaddr, r.srcport),
+            dst: (r.dstaddr, r.dstport),
+        })
+    }
+
+    /// Whether a flow (of a record, or a `monitor` event) passes.
+    pub fn matches_flow(&self, f: &Flow<'_>) -> bool {
+        if self.eni.as_deref().is_some_and(|e| e != f.eni) {
             return false;
         }
-        if self.direction.is_some() && r.direction != self.direction {
+        if self.action.is_some() && f.action != self.action {
             return false;
         }
-        if self.proto.is_some() && r.protocol != self.proto {
+        if self.direction.is_some() && f.direction != self.direction {
+            return false;
+        }
+        if self.proto.is_some() && f.proto != self.proto {
             return false;
         }
         if let Some(addr) = self.addr {
-            if r.srcaddr != Some(addr) && r.dstaddr != Some(addr) {
+            if f.src.0 != Some(addr) && f.dst.0 != Some(addr) {
                 return false;
             }
         }
         if let Some(port) = self.port {
-            if r.srcport != Some(port) && r.dstport != Some(port) {
+            if f.src.1 != Some(port) && f.dst.1 != Some(port) {
                 return false;
             }
         }
         true
     }
+}
+
+/// What [`FlowFilter`] looks at; `None` where a record has no such field
+/// (a `NODATA` record has no flow, so any flow filter excludes it).
+#[derive(Clone, Copy, Debug)]
+pub struct Flow<'a> {
+    pub eni: &'a str,
+    pub action: Option<FlowAction>,
+    pub direction: Option<Direction>,
+    pub proto: Option<u8>,
+    /// (address, port).
+    pub src: (Option<IpAddr>, Option<u16>),
+    pub dst: (Option<IpAddr>, Option<u16>),
 }
 
 #[cfg(test)]

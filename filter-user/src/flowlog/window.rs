@@ -14,9 +14,9 @@
 //!   one record each per window.
 //! - An incarnation the data plane removed (an event said so) is reported
 //!   once more and retired. One that vanished from the maps without an
-//!   event was evicted from a full table (or its event was lost): its last
-//!   known counts are reported, and a `SKIPDATA` record says its counts may
-//!   be short.
+//!   event (two scans in a row missed it) was evicted from a full table
+//!   (or its event was lost): its last known counts are reported, and a
+//!   `SKIPDATA` record says its counts may be short.
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
@@ -105,7 +105,13 @@ struct Flow {
     /// Reported after it ended; kept until a scan no longer sees it, so a
     /// scan racing the removal cannot make it new again.
     retired: bool,
-    /// It left the maps without an event: report and forget.
+    /// Consecutive scans that did not see it. A batched walk of a hash
+    /// map that changes meanwhile can skip entries, so one miss is not
+    /// proof: forgetting it then would count it again when the next scan
+    /// sees it.
+    missed_scans: u8,
+    /// It left the maps without an event (two scans missed it): report
+    /// and forget.
     vanished: bool,
     /// The last scan that saw it.
     seen_scan: u64,
@@ -203,7 +209,10 @@ impl FlowTable {
             flow.generation = seen.generation;
         }
         match origin {
-            Origin::FlowScan { .. } => flow.seen_scan = scan,
+            Origin::FlowScan { .. } => {
+                flow.seen_scan = scan;
+                flow.missed_scans = 0;
+            }
             Origin::Ended => flow.ended = true,
             Origin::Created => {}
         }
@@ -272,8 +281,11 @@ impl FlowTable {
                 return false;
             }
             if !flow.ended && !flow.vanished {
-                flow.vanished = true;
-                evicted.push(id.key.ifindex());
+                flow.missed_scans = flow.missed_scans.saturating_add(1);
+                if flow.missed_scans >= VANISHED_AFTER_SCANS {
+                    flow.vanished = true;
+                    evicted.push(id.key.ifindex());
+                }
             }
             true
         });
@@ -446,6 +458,10 @@ impl FlowTable {
     }
 }
 
+/// How many scans in a row must miss an entry before it counts as gone
+/// without an event (evicted).
+const VANISHED_AFTER_SCANS: u8 = 2;
+
 /// Marks a loss key that is an ENI index, not an interface index (both are
 /// far below this bit).
 const UNNAMED_ENI_INDEX: u32 = 1 << 31;
@@ -481,19 +497,8 @@ struct Agg {
 fn record_key(id: &Id, flow: &Flow, d: usize, catalog: &Catalog) -> (RecordKey, Option<Arc<str>>) {
     match &id.key {
         Key::Ct(k) => {
-            let a = (k.addr_a, k.port_a);
-            let b = (k.addr_b, k.port_b);
-            let (orig_src, orig_dst) = if flow.orig_src_is_a { (a, b) } else { (b, a) };
             let reply = d == 1;
-            let (src, dst) = if reply {
-                (orig_dst, orig_src)
-            } else {
-                (orig_src, orig_dst)
-            };
-            let dir = match (flow.orig_dir == DIR_EGRESS, reply) {
-                (true, false) | (false, true) => DIR_EGRESS,
-                _ => DIR_INGRESS,
-            };
+            let (src, dst, dir) = ct_way(k, flow.orig_src_is_a, flow.orig_dir, reply);
             // The original direction was decided by the admitting rule;
             // the replies by connection tracking.
             let rule = if reply {
@@ -534,13 +539,33 @@ fn record_key(id: &Id, flow: &Flow, d: usize, catalog: &Catalog) -> (RecordKey, 
     }
 }
 
-fn rule_name(catalog: &Catalog, generation: u32, slot: u32) -> Arc<str> {
+/// (source, destination, direction) of one way of a connection: the
+/// first packet's (`reply` false) or its replies'. An end is (address,
+/// port).
+pub(super) type End = ([u8; 16], u16);
+
+pub(super) fn ct_way(k: &CtKey, orig_src_is_a: bool, orig_dir: u8, reply: bool) -> (End, End, u8) {
+    let a = (k.addr_a, k.port_a);
+    let b = (k.addr_b, k.port_b);
+    let (orig_src, orig_dst) = if orig_src_is_a { (a, b) } else { (b, a) };
+    let dir = match (orig_dir == DIR_EGRESS, reply) {
+        (true, false) | (false, true) => DIR_EGRESS,
+        _ => DIR_INGRESS,
+    };
+    if reply {
+        (orig_dst, orig_src, dir)
+    } else {
+        (orig_src, orig_dst, dir)
+    }
+}
+
+pub(super) fn rule_name(catalog: &Catalog, generation: u32, slot: u32) -> Arc<str> {
     catalog
         .reason(generation, slot)
         .unwrap_or_else(|| Arc::from(format!("slot:{slot}")))
 }
 
-fn eni_meta(catalog: &Catalog, ifindex: u32) -> Arc<EniMeta> {
+pub(super) fn eni_meta(catalog: &Catalog, ifindex: u32) -> Arc<EniMeta> {
     catalog.eni(ifindex).cloned().unwrap_or_else(|| {
         Arc::new(EniMeta {
             id: format!("ifindex-{ifindex}"),
@@ -553,7 +578,7 @@ fn clamp(v: u64, lo: u64, hi: u64) -> u64 {
     v.max(lo).min(hi.max(lo))
 }
 
-fn direction(dir: u8) -> Direction {
+pub(super) fn direction(dir: u8) -> Direction {
     if dir == DIR_EGRESS {
         Direction::Egress
     } else {
@@ -561,7 +586,7 @@ fn direction(dir: u8) -> Direction {
     }
 }
 
-fn ip(family: u8, addr: &[u8; 16]) -> IpAddr {
+pub(super) fn ip(family: u8, addr: &[u8; 16]) -> IpAddr {
     if family == FAMILY_V4 {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
     } else {

@@ -10,6 +10,9 @@
 //! 3. Flow-log events (`filter-user/benches/flowlog.rs`, `flowlog.rs`
 //!    here), as root.
 //!
+//! A `/metrics` scrape at 100k rules (`metrics.rs` here) runs after the
+//! compiler benchmark, unprivileged.
+//!
 //! The data-plane benchmark removes its namespaces itself; if it is killed
 //! (Ctrl-C reaches it, not this process, which waits) whatever it left is
 //! removed here afterwards.
@@ -24,6 +27,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 mod flowlog;
+mod metrics;
 
 use crate::{
     run::{cargo, cmd, describe, is_root, run, workspace_root, Failed},
@@ -61,6 +65,7 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
     let env = toolchain.build_env();
     println!("xtask: bench 1/3: the rule compiler");
     run(cargo(["bench", "-p", "filter-user", "--bench", "compile"]).envs(env.clone()))?;
+    metrics::bench(toolchain)?;
     if opts.unprivileged {
         return Ok(());
     }
