@@ -25,7 +25,7 @@ use filter::{
     compile::{compile, shadow_warnings, synthetic::Generator, SlotTable},
     daemon::summarize,
     dataplane::{Dataplane, GenerationMaps},
-    validate::{load, AnyInterface},
+    validate::load,
 };
 
 const SIZES: [usize; 5] = [10, 1_000, 10_000, 100_000, 200_000];
@@ -78,7 +78,7 @@ fn measure(
     let peak_ok = reset_peak();
     let text = generator.document(rules, "bench0").to_string();
     let start = Instant::now();
-    let rs = load(&text, &AnyInterface).map_err(|e| match e.into_iter().next() {
+    let rs = load(&text).map_err(|e| match e.into_iter().next() {
         Some(first) => format!("invalid: {first}"),
         None => "invalid".to_owned(),
     })?;

@@ -22,7 +22,7 @@ use filter::{
     compile::synthetic::{Generator, DIVERSE_UDP_PORT, ENI_ADDR},
     eval::evaluate,
     ruleset::{Direction, Peer, Protocol, Ruleset},
-    validate::{load, AnyInterface},
+    validate::load,
     verdict::{Packet, Verdict},
 };
 use filter_common::PROTO_UDP;
@@ -143,7 +143,7 @@ fn a_100k_rule_diverse_document_applies_through_filterctl() -> Result<()> {
             "the document ({} bytes) should be over the old 16 MiB limit",
             text.len()
         );
-        let rs = load(&text, &AnyInterface).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let rs = load(&text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let samples = samples(&rs)?;
         for (src, _) in &samples {
             host.ip(&["addr", "add", &format!("{src}/32"), "dev", &veth.a.name])?;

@@ -241,14 +241,13 @@ fn services(rules: usize, rng: &mut Rng) -> (Vec<Value>, Vec<Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{load, AnyInterface};
+    use crate::validate::load;
 
     #[test]
     fn both_generators_make_valid_documents_of_the_size_asked() {
         for generator in Generator::ALL {
             let doc = generator.document(500, "bench0");
-            let rs = load(&doc.to_string(), &AnyInterface)
-                .unwrap_or_else(|e| panic!("{generator}: {e:?}"));
+            let rs = load(&doc.to_string()).unwrap_or_else(|e| panic!("{generator}: {e:?}"));
             let rules: usize = rs.groups.iter().map(|g| g.rules.len()).sum();
             assert_eq!(rules, 500, "{generator}");
             assert_eq!(doc, generator.document(500, "bench0"), "deterministic");
