@@ -84,7 +84,8 @@ fn conn(created_s: u64, last_s: u64, packets: [u64; 2], bytes: [u64; 2]) -> CtEn
         orig_src_is_a: 0,
         tcp_flags: 0x1b,
         dir_tcp_flags: [0x1a, 0x13],
-        _pad: [0; 2],
+        ct_flags: 0,
+        _pad: 0,
     }
 }
 
