@@ -44,6 +44,7 @@ pub use self::{
     apply::{next_generation, summarize},
     enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
     lock::{DirLocks, LockError},
+    restore::conntrack_size_at_start,
     server::{serve, ServerConfig},
     store::{GenerationRecord, Origin, StateStore, StoreError},
     validator::Validator,
