@@ -26,6 +26,7 @@ fn apply(document: String) -> ApplyParams {
     ApplyParams {
         document,
         dry_run: false,
+        if_generation: None,
     }
 }
 
@@ -191,6 +192,7 @@ async fn dry_run_enforces_nothing() -> TestResult {
             ApplyParams {
                 document: grown(),
                 dry_run: true,
+                if_generation: None,
             },
         )
         .await?;

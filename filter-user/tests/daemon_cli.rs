@@ -258,3 +258,142 @@ fn usage_errors_are_clap_errors() {
     assert!(Cli::try_parse_from(["filterctl", "rollback", "--to", "x"]).is_err());
     assert!(Cli::try_parse_from(["filterctl", "rollback", "--to", "3", "--json"]).is_ok());
 }
+
+/// `filterctl` with `args` and no daemon behind `--socket`.
+async fn filterctl_offline(args: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
+    let mut argv = vec!["filterctl", "--socket", "/nonexistent/filterd.sock"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv)?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(cli, &mut out, &mut err).await;
+    Ok(Run {
+        code,
+        stdout: String::from_utf8(out)?,
+        stderr: String::from_utf8(err)?,
+    })
+}
+
+/// SPEC §11: `validate` and `diff` need no daemon; 0 valid / no change,
+/// 1 invalid / changed.
+#[tokio::test]
+async fn validate_and_diff_run_without_a_daemon() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let write = |name: &str, text: String| -> Result<String, Box<dyn std::error::Error>> {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.to_str().ok_or("path")?.to_owned())
+    };
+    let (base, grown, broken) = (
+        write("base.json", base())?,
+        write("grown.json", grown())?,
+        write("broken.json", broken())?,
+    );
+
+    let r = filterctl_offline(&["validate", &base]).await?;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, format!("{base}: valid\n").as_str()),
+        "{}",
+        r.stderr
+    );
+    // The host has no tap-web1: an apply here would say it is pending.
+    let r = filterctl_offline(&["validate", &base, "--interfaces", "host"]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("notice: eni-web1: interface tap-web1 does not exist yet"),
+        "{}",
+        r.stdout
+    );
+    let r = filterctl_offline(&["validate", &broken]).await?;
+    assert_eq!(r.code, 1);
+    // Every error with its JSON path, after the one-line summary.
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stderr);
+    assert!(
+        lines[0].contains("is not a valid rule set (3 errors)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("security_groups[0].rules[3]"),
+        "{}",
+        r.stderr
+    );
+
+    let r = filterctl_offline(&["diff", &base, &base]).await?;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "no changes\n"),
+        "{}",
+        r.stderr
+    );
+    let r = filterctl_offline(&["diff", &base, &grown]).await?;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        has_row(&r.stdout, &["added", "rules", "sg-web/https"]),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        has_row(&r.stdout, &["added", "enis", "eni-web2"]),
+        "{}",
+        r.stdout
+    );
+    let r = filterctl_offline(&["--json", "diff", &base, &grown]).await?;
+    let json: Value = serde_json::from_str(&r.stdout)?;
+    assert_eq!(json["changed"], Value::Bool(true), "{}", r.stdout);
+    let r = filterctl_offline(&["diff", &base, &broken]).await?;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!("{broken}: security_groups[0]")),
+        "{}",
+        r.stderr
+    );
+    Ok(())
+}
+
+/// SPEC §11: `status` shows the enforced document's digest, and `apply
+/// --if-generation N` is refused unless N is enforced.
+#[tokio::test]
+async fn status_digest_and_apply_if_generation() -> TestResult {
+    let (tmp, d) = TestDaemon::fresh().await?;
+    let (file, next) = (tmp.path().join("rules.json"), tmp.path().join("next.json"));
+    std::fs::write(&file, base())?;
+    std::fs::write(&next, grown())?;
+    let (file, next) = (file.to_str().ok_or("path")?, next.to_str().ok_or("path")?);
+
+    let r = filterctl(&d, &["apply", file, "--if-generation", "1"]).await?;
+    assert_eq!(r.code, 1, "nothing runs yet: {}", r.stdout);
+    assert!(r.stderr.contains("generation_mismatch"), "{}", r.stderr);
+    let r = filterctl(&d, &["apply", file]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let digest = filter::digest::document_digest(&base()).ok_or("digest")?;
+    let r = filterctl(&d, &["status"]).await?;
+    assert!(
+        r.stdout.contains(&format!("digest      {digest}\n")),
+        "{}",
+        r.stdout
+    );
+    let r = filterctl(&d, &["--json", "status"]).await?;
+    let json: Value = serde_json::from_str(&r.stdout)?;
+    assert_eq!(json["digest"], Value::String(digest));
+
+    let r = filterctl(&d, &["apply", next, "--if-generation", "7"]).await?;
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("generation 7 is not the one enforced (generation 1)"),
+        "{}",
+        r.stderr
+    );
+    let r = filterctl(&d, &["apply", next, "--if-generation", "1"]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("generation 2 enforced"),
+        "{}",
+        r.stdout
+    );
+    Ok(())
+}

@@ -15,6 +15,7 @@ fn apply(document: String) -> ApplyParams {
     ApplyParams {
         document,
         dry_run: false,
+        if_generation: None,
     }
 }
 

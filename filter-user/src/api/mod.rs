@@ -141,6 +141,8 @@ pub enum ErrorCode {
     NotImplemented,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// `apply --if-generation N` while another generation is enforced.
+    GenerationMismatch,
     Internal,
 }
 
@@ -161,6 +163,7 @@ impl ErrorCode {
             ErrorCode::StateFailed => "state_failed",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::GenerationMismatch => "generation_mismatch",
             ErrorCode::Internal => "internal",
         }
     }

@@ -14,7 +14,7 @@ use crate::{
 
 /// `apply`: validate, compile and enforce a document (or, with `dry_run`,
 /// everything but enforce).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyParams {
     /// The rule-set document (SPEC §2) as text, exactly as in the file, so
@@ -22,6 +22,11 @@ pub struct ApplyParams {
     pub document: String,
     #[serde(default)]
     pub dry_run: bool,
+    /// Refused (`generation_mismatch`) unless this generation is the one
+    /// enforced (SPEC §11), so two automations cannot overwrite each
+    /// other unseen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_generation: Option<u32>,
 }
 
 /// `rollback`: re-apply a saved generation as a new generation.
@@ -370,6 +375,9 @@ pub struct StatusResult {
     /// `detach`.
     pub generation: Option<u32>,
     pub applied_at: Option<u64>,
+    /// SHA-256 of the enforced document's canonical JSON (SPEC §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub enis: Vec<EniStatus>,
     pub conntrack: MapFill,
     /// Every verdict counter of the data plane (drops and passes).

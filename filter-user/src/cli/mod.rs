@@ -5,6 +5,7 @@
 //! 0 only on success; 1 when the daemon refused or failed (a rejected
 //! document prints every error on stderr, one per line), or it could not
 //! be reached; 2 for usage errors (clap).
+mod offline;
 pub mod render;
 
 use std::{
@@ -65,6 +66,16 @@ pub enum FlowAction {
     Reject,
 }
 
+/// Which interfaces `validate` takes to exist (SPEC §2.4 pending ENIs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Interfaces {
+    /// This host's: an ENI whose interface is missing gets a notice.
+    Host,
+    /// Any name exists: the document alone is checked.
+    #[default]
+    Any,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum FlowFormat {
     #[default]
@@ -81,6 +92,10 @@ pub enum Command {
         /// Validate and compile, show what would change, enforce nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Refuse unless generation N is the one enforced (see `status`):
+        /// two automations cannot overwrite each other unseen.
+        #[arg(long, value_name = "N")]
+        if_generation: Option<u32>,
     },
     /// Print the running document.
     Get,
@@ -151,6 +166,24 @@ pub enum Command {
     Detach,
     /// The versions of filterctl and filterd.
     Version,
+    /// Check a rule-set document without a daemon: every error with its
+    /// path (exit 1), or valid (exit 0).
+    Validate {
+        /// The document; `-` reads standard input.
+        file: PathBuf,
+        /// host: also a notice per ENI whose interface this host lacks
+        /// (what an apply here would say); any: the document alone.
+        #[arg(long, value_enum, default_value_t)]
+        interfaces: Interfaces,
+    },
+    /// What applying NEW over OLD would change, as `apply` prints it,
+    /// without a daemon: exit 0 no change, 1 changed (or invalid).
+    Diff {
+        /// The document enforced now.
+        old: PathBuf,
+        /// The document to compare it with.
+        new: PathBuf,
+    },
 }
 
 /// Why a command failed, already worded for stderr.
@@ -187,12 +220,27 @@ impl Failure {
             json: serde_json::json!({ "error": { "code": code, "message": message } }),
         }
     }
+
+    /// Prints the failure (JSON on stdout with `--json`, the lines on
+    /// stderr); the exit code.
+    fn report(&self, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+        if json {
+            let _ = out.write_all(pretty(&self.json).as_bytes());
+        }
+        for line in &self.lines {
+            let _ = writeln!(err, "{line}");
+        }
+        EXIT_FAILURE
+    }
 }
 
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     if let Command::Flows { follow: true, .. } = &cli.command {
         return follow_flows(&cli, out, err).await;
+    }
+    if let Command::Validate { .. } | Command::Diff { .. } = &cli.command {
+        return offline::run(&cli, out, err);
     }
     match execute(&cli).await {
         Ok((json, human)) => {
@@ -206,15 +254,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 Err(_) => EXIT_FAILURE,
             }
         }
-        Err(failure) => {
-            if cli.json {
-                let _ = out.write_all(pretty(&failure.json).as_bytes());
-            }
-            for line in &failure.lines {
-                let _ = writeln!(err, "{line}");
-            }
-            EXIT_FAILURE
-        }
+        Err(failure) => failure.report(cli.json, out, err),
     }
 }
 
@@ -275,10 +315,15 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
     }
     let mut client = Client::connect(&cli.socket).await?;
     Ok(match &cli.command {
-        Command::Apply { dry_run, .. } => {
+        Command::Apply {
+            dry_run,
+            if_generation,
+            ..
+        } => {
             let params = ApplyParams {
                 document: document.unwrap_or_default(),
                 dry_run: *dry_run,
+                if_generation: *if_generation,
             };
             let (json, r) = call::<_, ApplyResult>(&mut client, Method::Apply, params).await?;
             (json, render::apply(&r))
@@ -333,6 +378,12 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             let (json, r) =
                 call::<_, VersionResult>(&mut client, Method::Version, NoParams {}).await?;
             (json, render::version(env!("CARGO_PKG_VERSION"), &r))
+        }
+        Command::Validate { .. } | Command::Diff { .. } => {
+            return Err(Failure::local(
+                "internal",
+                "validate and diff run without a daemon".to_owned(),
+            ))
         }
     })
 }

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use crate::{
     api::{
-        ApplyResult, CountersResult, DetachResult, EniState, ExplainResult, FlowRecord, GetResult,
-        GroupStep, NaclStep, StatusResult, TraceStep, VersionResult,
+        ApplyResult, ChangeSummary, CountersResult, DetachResult, EniState, ExplainResult,
+        FlowRecord, GetResult, GroupStep, NaclStep, StatusResult, TraceStep, VersionResult,
     },
     ruleset::{Action, AttachMode},
     verdict::{Decision, Verdict},
@@ -126,12 +126,21 @@ pub fn apply(r: &ApplyResult) -> String {
     for n in &r.notices {
         let _ = writeln!(out, "notice: {n}");
     }
-    if r.changes.is_empty() {
-        out.push_str("no changes\n");
-        return out;
+    if !r.changes.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&changes(&r.changes));
+    out
+}
+
+/// A change summary: `no changes`, or a table of what was added, removed
+/// or changed (`apply`, `rollback`, `diff`).
+pub fn changes(summary: &ChangeSummary) -> String {
+    if summary.is_empty() {
+        return "no changes\n".to_owned();
     }
     let mut rows = Vec::new();
-    for (section, changes) in r.changes.sections() {
+    for (section, changes) in summary.sections() {
         for (what, ids) in [
             ("added", &changes.added),
             ("removed", &changes.removed),
@@ -143,9 +152,7 @@ pub fn apply(r: &ApplyResult) -> String {
             );
         }
     }
-    out.push('\n');
-    out.push_str(&table(&["CHANGE", "KIND", "ID"], &rows));
-    out
+    table(&["CHANGE", "KIND", "ID"], &rows)
 }
 
 pub fn get(r: &GetResult) -> String {
@@ -166,6 +173,9 @@ pub fn status(r: &StatusResult) -> String {
             let _ = writeln!(out, "generation  {g}");
         }
         _ => out.push_str("generation  none (nothing enforced)\n"),
+    }
+    if let Some(digest) = &r.digest {
+        let _ = writeln!(out, "digest      {digest}");
     }
     if let Some(e) = &r.restore_error {
         let _ = writeln!(out, "restore     FAILED: {e}");

@@ -60,8 +60,17 @@ impl<E: Enforcer> Daemon<E> {
                 .validator
                 .load(&params.document)
                 .map_err(DaemonError::Invalid)?;
+            let mut core = d.core();
+            // SPEC §11: checked with the core locked, so no other apply can
+            // come between the check and this one.
+            if let Some(expected) = params.if_generation {
+                let running = d.running().map(|r| r.generation);
+                if running != Some(expected) {
+                    return Err(DaemonError::GenerationMismatch { expected, running });
+                }
+            }
             d.commit(
-                &mut d.core(),
+                &mut core,
                 params.document,
                 ruleset,
                 params.dry_run,

@@ -103,6 +103,11 @@ pub enum DaemonError {
     NothingToRollBack,
     #[error("{0}")]
     Params(String),
+    #[error(
+        "generation {expected} is not the one enforced ({}); nothing changed",
+        .running.map_or("none".to_owned(), |g| format!("generation {g}"))
+    )]
+    GenerationMismatch { expected: u32, running: Option<u32> },
     #[error("{0}")]
     NotImplemented(String),
     #[error("internal error: {0}")]
@@ -121,6 +126,7 @@ impl From<DaemonError> for ApiError {
             DaemonError::NoGeneration => ErrorCode::NoGeneration,
             DaemonError::NotSaved { .. } | DaemonError::NothingToRollBack => ErrorCode::NotFound,
             DaemonError::Params(_) => ErrorCode::InvalidParams,
+            DaemonError::GenerationMismatch { .. } => ErrorCode::GenerationMismatch,
             DaemonError::NotImplemented(_) => ErrorCode::NotImplemented,
             DaemonError::Lock(_) | DaemonError::Internal(_) => ErrorCode::Internal,
         };

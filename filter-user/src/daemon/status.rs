@@ -64,6 +64,9 @@ impl<E: Enforcer> Daemon<E> {
             degraded: restore_error.is_some() || enis.iter().any(|e| e.state == EniState::Pending),
             generation: running.as_ref().map(|r| r.generation),
             applied_at: running.as_ref().map(|r| r.applied_at),
+            digest: running
+                .as_ref()
+                .and_then(|r| crate::digest::document_digest(&r.document)),
             enis,
             conntrack: dataplane.conntrack,
             stats: dataplane.stats,
