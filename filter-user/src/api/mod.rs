@@ -252,10 +252,9 @@ impl Method {
         Method::ALL.into_iter().find(|m| m.as_str() == name)
     }
 
-    /// Whether the method changes what the host enforces, so the peer must
-    /// be root or in the socket group (SPEC §5). A dry-run `apply` changes
-    /// nothing but is checked all the same: the method decides, not its
-    /// parameters.
+    /// Whether the method can change what the host enforces (SPEC §5);
+    /// `daemon::auth::changes_state` says whether one call does (a dry-run
+    /// `apply` does not).
     pub fn is_mutating(self) -> bool {
         matches!(self, Method::Apply | Method::Rollback | Method::Detach)
     }
