@@ -443,7 +443,7 @@ async fn bad_requests_get_errors_and_the_connection_goes_on() -> TestResult {
 }
 
 #[tokio::test]
-async fn flows_is_not_implemented_yet() -> TestResult {
+async fn flows_without_a_flow_log_is_not_implemented() -> TestResult {
     let (_tmp, d) = TestDaemon::fresh().await?;
     let mut c = d.client().await?;
     assert_eq!(

@@ -188,7 +188,7 @@ async fn failures_exit_non_zero_with_a_reason() -> TestResult {
         "{}",
         r.stderr
     );
-    // Not implemented yet.
+    // This daemon has no flow log: nothing to follow.
     let r = filterctl(
         &d,
         &[
@@ -392,6 +392,151 @@ async fn status_digest_and_apply_if_generation() -> TestResult {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout.starts_with("generation 2 enforced"),
+        "{}",
+        r.stdout
+    );
+    Ok(())
+}
+
+/// Every flag and argument of every command says what it is for.
+#[test]
+fn every_flag_has_help() {
+    use clap::CommandFactory;
+    let mut missing = Vec::new();
+    for command in Cli::command().get_subcommands() {
+        for arg in command.get_arguments() {
+            if arg.get_help().is_none() && arg.get_id() != "help" {
+                missing.push(format!("{} --{}", command.get_name(), arg.get_id()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "without help: {missing:?}");
+}
+
+/// `version` with no daemon: this side's version, and where it asked.
+#[tokio::test]
+async fn version_without_a_daemon_says_what_it_can() -> TestResult {
+    let r = filterctl_offline(&["version"]).await?;
+    assert_eq!(r.code, 1);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines[0], format!("filterctl {}", env!("CARGO_PKG_VERSION")));
+    assert!(
+        lines[1].starts_with("filterd did not answer at /nonexistent/filterd.sock: "),
+        "{}",
+        r.stderr
+    );
+    Ok(())
+}
+
+/// Explain checks the packet before asking: a port-less protocol takes a
+/// bare address, and an ICMP type goes with ICMP only.
+#[tokio::test]
+async fn explain_checks_the_options_before_asking() -> TestResult {
+    let explain = |proto: &'static str, src: &'static str, extra: &'static [&'static str]| {
+        let dst = if proto == "tcp" {
+            "10.0.1.10:80"
+        } else {
+            "10.0.1.10"
+        };
+        let mut args = vec![
+            "explain",
+            "--eni",
+            "e",
+            "--direction",
+            "ingress",
+            "--proto",
+            proto,
+            "--src",
+            src,
+            "--dst",
+            dst,
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let r = filterctl_offline(&explain("tcp", "1.2.3.4:5", &["--icmp-type", "3"])).await?;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("an ICMP type applies to icmp and icmpv6 only, not tcp"),
+        "{}",
+        r.stderr
+    );
+    // Valid: it gets as far as the (absent) daemon.
+    let r = filterctl_offline(&explain("gre", "1.2.3.4", &[])).await?;
+    assert!(
+        r.stderr.contains("cannot connect to filterd"),
+        "{}",
+        r.stderr
+    );
+    let r = filterctl_offline(&explain("icmp", "1.2.3.4", &["--icmp-type", "0"])).await?;
+    assert!(
+        r.stderr.contains("cannot connect to filterd"),
+        "{}",
+        r.stderr
+    );
+    Ok(())
+}
+
+/// A packet of a tracked connection is accepted whatever the rules say of
+/// a first packet: `explain` leads with that verdict.
+#[tokio::test]
+async fn explain_leads_with_the_verdict_the_packet_gets() -> TestResult {
+    let (tmp, d) = TestDaemon::fresh().await?;
+    let file = tmp.path().join("rules.json");
+    std::fs::write(&file, base())?;
+    let r = filterctl(&d, &["apply", file.to_str().ok_or("path")?]).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    d.enforcer.dataplane().connections.push((
+        "tap-web1".into(),
+        filter::verdict::Packet {
+            src: "10.0.1.10".parse()?,
+            dst: "198.51.100.7".parse()?,
+            proto: 6,
+            src_port: 8080,
+            dst_port: 40000,
+            icmp_type: 0,
+        },
+        filter::api::TrackedConnection {
+            state: "tcp_established".into(),
+            rule: "sg-web/http".into(),
+            generation: 1,
+            packets: 12,
+            bytes: 3400,
+        },
+    ));
+    let args = |src: &'static str| {
+        [
+            "explain",
+            "--eni",
+            "eni-web1",
+            "--direction",
+            "ingress",
+            "--proto",
+            "tcp",
+            "--src",
+            src,
+            "--dst",
+            "10.0.1.10:8080",
+        ]
+    };
+    let r = filterctl(&d, &args("198.51.100.7:40000")).await?;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[1..3],
+        [
+            "verdict     ACCEPT by tracked (connection admitted by sg-web/http)",
+            "rules       DROP by default-deny (as the first packet of a connection)",
+        ],
+        "{}",
+        r.stdout
+    );
+    // Not tracked: the rules' verdict.
+    let r = filterctl(&d, &args("198.51.100.8:40000")).await?;
+    assert_eq!(
+        r.stdout.lines().nth(1),
+        Some("verdict     DROP by default-deny"),
         "{}",
         r.stdout
     );

@@ -108,6 +108,12 @@ impl ExplainParams {
         let icmp_type = match proto {
             filter_common::PROTO_ICMP => self.icmp_type.unwrap_or(8),
             filter_common::PROTO_ICMPV6 => self.icmp_type.unwrap_or(128),
+            _ if self.icmp_type.is_some() => {
+                return Err(ApiError::invalid_params(format!(
+                    "an ICMP type applies to icmp and icmpv6 only, not {}",
+                    self.proto
+                )))
+            }
             _ => 0,
         };
         Ok(Packet {

@@ -109,19 +109,23 @@ pub enum Command {
     Status,
     /// What the running rules decide about one packet, and why.
     Explain {
+        /// The ENI (its id in the document) the packet meets.
         #[arg(long, value_name = "ID")]
         eni: String,
+        /// ingress: the packet arrives at the ENI; egress: the ENI sends it.
         #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
         direction: Direction,
         /// tcp, udp, icmp, icmpv6, gre or a protocol number.
         #[arg(long, value_name = "P")]
         proto: String,
-        /// IP[:PORT]; IPv6 with a port as [ADDR]:PORT.
+        /// The source, IP[:PORT]; IPv6 with a port as [ADDR]:PORT. The
+        /// port is required for tcp and udp and refused for the others.
         #[arg(long, value_name = "IP[:PORT]")]
         src: String,
+        /// The destination, as --src.
         #[arg(long, value_name = "IP[:PORT]")]
         dst: String,
-        /// ICMP type (default: echo request).
+        /// ICMP type, icmp and icmpv6 only (default: echo request).
         #[arg(long, value_name = "TYPE")]
         icmp_type: Option<u8>,
     },
@@ -132,8 +136,10 @@ pub enum Command {
         /// stops).
         #[arg(short, long)]
         follow: bool,
+        /// Only the records of this ENI (its id in the document).
         #[arg(long, value_name = "ID")]
         eni: Option<String>,
+        /// Only accepted (ACCEPT) or only rejected (REJECT) traffic.
         #[arg(long, value_enum)]
         action: Option<FlowAction>,
         /// Source or destination address.
@@ -145,6 +151,7 @@ pub enum Command {
         /// tcp, udp, icmp, icmpv6, gre or a protocol number.
         #[arg(long, value_name = "P")]
         proto: Option<String>,
+        /// Only traffic arriving at (ingress) or sent by (egress) the ENI.
         #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
         direction: Option<Direction>,
         /// How many of the newest records from the file to print first
@@ -313,7 +320,22 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             .packet()
             .map_err(|e| Failure::local("invalid_params", e.message))?;
     }
-    let mut client = Client::connect(&cli.socket).await?;
+    let mut client = match Client::connect(&cli.socket).await {
+        Ok(client) => client,
+        // `version` still tells what it can: this side's version.
+        Err(e) if matches!(cli.command, Command::Version) => {
+            let client = env!("CARGO_PKG_VERSION");
+            let message = format!("filterd did not answer at {}: {e}", cli.socket.display());
+            return Err(Failure {
+                lines: vec![format!("filterctl {client}"), message.clone()],
+                json: serde_json::json!({
+                    "client": client,
+                    "error": { "code": "unreachable", "message": message },
+                }),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(match &cli.command {
         Command::Apply {
             dry_run,

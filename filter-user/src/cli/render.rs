@@ -262,12 +262,37 @@ pub fn explain(r: &ExplainResult) -> String {
         ep(p.dst, p.dst_port),
         r.generation
     );
-    let _ = writeln!(
-        out,
-        "verdict     {} by {}",
-        verdict(r.decision.verdict),
-        r.reason
+    // The verdict the packet gets: a tracked connection admits it unless
+    // the stateless NACL drops it (SPEC §3 steps 3–4); then what the rules
+    // say of it as a first packet.
+    let nacl_drops = matches!(
+        &r.nacl,
+        NaclStep::Matched { decision } | NaclStep::NoMatch { decision }
+            if decision.verdict == Verdict::Drop
     );
+    match &r.tracked {
+        Some(t) if !nacl_drops => {
+            let _ = writeln!(
+                out,
+                "verdict     ACCEPT by tracked (connection admitted by {})",
+                t.rule
+            );
+            let _ = writeln!(
+                out,
+                "rules       {} by {} (as the first packet of a connection)",
+                verdict(r.decision.verdict),
+                r.reason
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "verdict     {} by {}",
+                verdict(r.decision.verdict),
+                r.reason
+            );
+        }
+    }
     let step = |out: &mut String, name: &str, how: &str, d: &Decision| {
         let _ = writeln!(
             out,

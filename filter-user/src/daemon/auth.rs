@@ -83,8 +83,8 @@ fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
 /// root or in the socket group (SPEC §5): a mutating method, except an
 /// `apply` with `dry_run: true`, which only reads.
 pub fn changes_state(method: Method, params: &serde_json::Value) -> bool {
-    let dry_run = method == Method::Apply
-        && params.get("dry_run") == Some(&serde_json::Value::Bool(true));
+    let dry_run =
+        method == Method::Apply && params.get("dry_run") == Some(&serde_json::Value::Bool(true));
     method.is_mutating() && !dry_run
 }
 
@@ -183,8 +183,14 @@ mod tests {
     #[test]
     fn a_dry_run_only_reads() {
         use serde_json::json;
-        assert!(!changes_state(Method::Apply, &json!({"document": "{}", "dry_run": true})));
-        assert!(changes_state(Method::Apply, &json!({"document": "{}", "dry_run": false})));
+        assert!(!changes_state(
+            Method::Apply,
+            &json!({"document": "{}", "dry_run": true})
+        ));
+        assert!(changes_state(
+            Method::Apply,
+            &json!({"document": "{}", "dry_run": false})
+        ));
         assert!(changes_state(Method::Apply, &json!({"document": "{}"})));
         // Only apply has a dry run.
         assert!(changes_state(Method::Rollback, &json!({"dry_run": true})));
