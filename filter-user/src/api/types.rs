@@ -544,6 +544,12 @@ pub enum SkipReason {
     /// This `--follow` client fell behind: `skipped` records were not sent
     /// to it (they are in the file).
     SlowReader,
+    /// Writing the flow-log file failed: `skipped` records of an earlier
+    /// window are not in the file (`--follow` clients got them).
+    WriteFailed,
+    /// `skipped` scans of the data plane's maps failed: records may be
+    /// short or missing.
+    ScanFailed,
 }
 
 impl SkipReason {
@@ -553,6 +559,8 @@ impl SkipReason {
             SkipReason::PacketsLost => "packets_lost",
             SkipReason::Evicted => "evicted",
             SkipReason::SlowReader => "slow_reader",
+            SkipReason::WriteFailed => "write_failed",
+            SkipReason::ScanFailed => "scan_failed",
         }
     }
 }
