@@ -393,6 +393,11 @@ pub struct StatusResult {
     /// not (the pinned data plane keeps enforcing what it had).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_error: Option<String>,
+    /// The generation the data plane enforces when it is not `generation`:
+    /// after a failed restore the pinned programs and maps go on enforcing
+    /// what the previous daemon wrote (SPEC §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_generation: Option<u32>,
     /// A pending ENI or a failed restore (`filterctl status` exits 3).
     #[serde(default)]
     pub degraded: bool,

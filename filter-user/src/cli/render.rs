@@ -172,7 +172,15 @@ pub fn status(r: &StatusResult) -> String {
         (Some(g), None) => {
             let _ = writeln!(out, "generation  {g}");
         }
-        _ => out.push_str("generation  none (nothing enforced)\n"),
+        _ => match r.kernel_generation {
+            Some(k) => {
+                let _ = writeln!(
+                    out,
+                    "generation  none known to filterd; the data plane still enforces generation {k} (pinned)"
+                );
+            }
+            None => out.push_str("generation  none (nothing enforced)\n"),
+        },
     }
     if let Some(digest) = &r.digest {
         let _ = writeln!(out, "digest      {digest}");

@@ -20,8 +20,17 @@ impl<E: Enforcer> Daemon<E> {
 
     /// `status`.
     pub async fn status(self: &Arc<Self>) -> Result<StatusResult, DaemonError> {
-        let dataplane = self.blocking(|d| Ok(d.core().enforcer.status()?)).await?;
+        let (dataplane, kernel) = self
+            .blocking(|d| {
+                let core = d.core();
+                Ok((core.enforcer.status()?, core.enforcer.running_generation()))
+            })
+            .await?;
         let running = self.running();
+        // What the kernel enforces, when the daemon does not run it (0:
+        // nothing written into these maps yet).
+        let kernel_generation =
+            kernel.filter(|g| *g != 0 && Some(*g) != running.as_ref().map(|r| r.generation));
         let enis = running
             .as_ref()
             .map(|r| {
@@ -78,6 +87,7 @@ impl<E: Enforcer> Daemon<E> {
                 pin_dir: self.config.pin_dir.display().to_string(),
             },
             restore_error,
+            kernel_generation,
         })
     }
 
