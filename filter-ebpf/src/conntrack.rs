@@ -381,9 +381,9 @@ unsafe fn account(e: *mut CtEntry, p: &Parsed, reply: bool) {
 #[inline(always)]
 pub fn opens(p: &Parsed) -> bool {
     if p.is_icmp != 0 {
-        return !is_icmp_error(p)
-            && !(is_icmp_echo(p.flow.family, p.icmp_type)
-                && is_echo_reply_type(p.flow.family == FAMILY_V6, p.icmp_type));
+        let echo_reply = is_icmp_echo(p.flow.family, p.icmp_type)
+            && is_echo_reply_type(p.flow.family == FAMILY_V6, p.icmp_type);
+        return !(is_icmp_error(p) || echo_reply);
     }
     p.flow.proto != PROTO_TCP || p.tcp_flags & TCP_SYN != 0
 }

@@ -139,6 +139,7 @@ mod tests {
     /// the socket: here the peer has exited (no /proc entry) and had set
     /// groups of its own that its user does not have in the database.
     #[tokio::test]
+    #[expect(clippy::unwrap_used, reason = "test code")]
     async fn supplementary_groups_come_from_the_socket() {
         if !Uid::effective().is_root() {
             eprintln!("skipped: setgroups needs root");

@@ -787,8 +787,8 @@ fn reversed(header: &Packet) -> Packet {
 /// SYN (no pickup mid-stream: ARCHITECTURE.md "Connection tracking").
 fn opens(header: &Packet, flags: u8) -> bool {
     if is_icmp(header) {
-        return !is_icmp_error(header)
-            && !(is_echo(header) && is_echo_reply_type(header.is_v6(), header.icmp_type));
+        let echo_reply = is_echo(header) && is_echo_reply_type(header.is_v6(), header.icmp_type);
+        return !(is_icmp_error(header) || echo_reply);
     }
     header.proto != PROTO_TCP || flags & tcp_flags::SYN != 0
 }
