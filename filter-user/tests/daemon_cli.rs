@@ -15,11 +15,16 @@ struct Run {
 
 async fn filterctl(d: &TestDaemon, args: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
     let socket = d.dirs.socket();
-    let mut argv = vec![
-        "filterctl",
-        "--socket",
-        socket.to_str().ok_or("socket path")?,
-    ];
+    filterctl_at(socket.to_str().ok_or("socket path")?, args).await
+}
+
+/// `filterctl` with `args` and no daemon behind `--socket`.
+async fn filterctl_offline(args: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
+    filterctl_at("/nonexistent/filterd.sock", args).await
+}
+
+async fn filterctl_at(socket: &str, args: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
+    let mut argv = vec!["filterctl", "--socket", socket];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv)?;
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -257,20 +262,6 @@ fn usage_errors_are_clap_errors() {
     assert!(Cli::try_parse_from(["filterctl", "flows", "--action", "MAYBE"]).is_err());
     assert!(Cli::try_parse_from(["filterctl", "rollback", "--to", "x"]).is_err());
     assert!(Cli::try_parse_from(["filterctl", "rollback", "--to", "3", "--json"]).is_ok());
-}
-
-/// `filterctl` with `args` and no daemon behind `--socket`.
-async fn filterctl_offline(args: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
-    let mut argv = vec!["filterctl", "--socket", "/nonexistent/filterd.sock"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv)?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::run(cli, &mut out, &mut err).await;
-    Ok(Run {
-        code,
-        stdout: String::from_utf8(out)?,
-        stderr: String::from_utf8(err)?,
-    })
 }
 
 /// SPEC §11: `validate` and `diff` need no daemon; 0 valid / no change,
