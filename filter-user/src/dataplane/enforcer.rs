@@ -382,7 +382,7 @@ impl Enforcer for KernelEnforcer {
         let Some(ifindex) = ifindex_of(interface) else {
             return Ok(None);
         };
-        let (conn, _) = ConnKey::of(interface, packet, (packet.src_port, packet.dst_port));
+        let (conn, src_is_a) = ConnKey::of(interface, packet, (packet.src_port, packet.dst_port));
         let key = kernel_key(ifindex, &conn);
         let Some(entry): Option<CtEntry> = dataplane
             .lookup_conntrack(&key)
@@ -390,6 +390,12 @@ impl Enforcer for KernelEnforcer {
         else {
             return Ok(None);
         };
+        // An entry under the key that does not track this packet (an ICMP
+        // error, an echo the wrong way) leaves it a first packet.
+        let reply = src_is_a != (entry.orig_src_is_a != 0);
+        if !crate::eval::conntrack::meets(entry.ct_flags, packet, reply) {
+            return Ok(None);
+        }
         // An entry idle past its timeout counts as absent (the data plane
         // deletes it on the next packet).
         let idle = KtimeClock::now().age(entry.last_seen_ns);

@@ -398,24 +398,31 @@ impl Conn {
         now_ns.saturating_sub(self.last_seen_ns) > self.state.timeout_ns(cfg)
     }
 
-    /// Whether this entry tracks `header` travelling the `reply` way (SPEC
-    /// §3.1): an echo entry only echo requests the original way and echo
-    /// replies the other (a far side's request reusing the id is a first
-    /// packet of its own); an entry by address pair no echo message; no
-    /// entry an ICMP error, which is at most related.
+    /// Whether this entry tracks `header` travelling the `reply` way:
+    /// [`meets`].
     pub fn meets(&self, header: &Packet, reply: bool) -> bool {
-        if !is_icmp(header) {
-            return true;
-        }
-        if is_icmp_error(header) {
-            return false;
-        }
-        let echo_entry = self.ct_flags & CT_FLAG_ECHO != 0;
-        if is_echo(header) {
-            echo_entry && reply == is_echo_reply_type(header.is_v6(), header.icmp_type)
-        } else {
-            !echo_entry
-        }
+        meets(self.ct_flags, header, reply)
+    }
+}
+
+/// Whether an entry with `ct_flags` (the kernel's `CtEntry::ct_flags`)
+/// tracks `header` travelling the `reply` way (SPEC §3.1): an echo entry
+/// only echo requests the original way and echo replies the other (a far
+/// side's request reusing the id is a first packet of its own); an entry
+/// by address pair no echo message; no entry an ICMP error, which is at
+/// most related.
+pub fn meets(ct_flags: u8, header: &Packet, reply: bool) -> bool {
+    if !is_icmp(header) {
+        return true;
+    }
+    if is_icmp_error(header) {
+        return false;
+    }
+    let echo_entry = ct_flags & CT_FLAG_ECHO != 0;
+    if is_echo(header) {
+        echo_entry && reply == is_echo_reply_type(header.is_v6(), header.icmp_type)
+    } else {
+        !echo_entry
     }
 }
 
