@@ -340,9 +340,44 @@ pub struct CtEntry {
     /// The same per direction (index 0 original, 1 replies), for the flow
     /// log's per-direction records.
     pub dir_tcp_flags: [u8; 2],
-    pub _pad: [u8; 2],
+    /// `CT_FLAG_*` bits: which directions sent a FIN (half-close), and
+    /// whether an echo request opened the entry. Was padding: entries made
+    /// by an older build read 0 (docs/OPERATIONS.md, "Upgrade").
+    pub ct_flags: u8,
+    pub _pad: u8,
 }
 assert_size!(CtEntry, 96);
+
+/// `CtEntry::ct_flags`: the original direction sent a FIN.
+pub const CT_FLAG_FIN_ORIG: u8 = 0x01;
+/// The reply direction sent a FIN.
+pub const CT_FLAG_FIN_REPLY: u8 = 0x02;
+/// Both directions sent a FIN: `tcp_closing_s` starts (SPEC §3.1).
+pub const CT_FLAG_FIN_BOTH: u8 = CT_FLAG_FIN_ORIG | CT_FLAG_FIN_REPLY;
+/// An ICMP echo request opened the entry: it admits echo requests the
+/// original way and echo replies the other way only (SPEC §3.1).
+pub const CT_FLAG_ECHO: u8 = 0x04;
+
+/// The `ct_flags` bit of a FIN travelling the reply way or not.
+#[inline(always)]
+pub const fn ct_fin_flag(reply: bool) -> u8 {
+    if reply {
+        CT_FLAG_FIN_REPLY
+    } else {
+        CT_FLAG_FIN_ORIG
+    }
+}
+
+/// Whether an echo message of the family (`v6` or not) and type is an
+/// echo reply (v4 0, v6 129), as opposed to a request (8, 128).
+#[inline(always)]
+pub const fn is_echo_reply_type(v6: bool, icmp_type: u8) -> bool {
+    if v6 {
+        icmp_type == 129
+    } else {
+        icmp_type == 0
+    }
+}
 
 /// Fragment tracking key (`FILTER_FRAGS`, LRU): the datagram a fragment
 /// belongs to. `id` is the IPv4 identification or the IPv6 fragment id.

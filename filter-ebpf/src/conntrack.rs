@@ -8,15 +8,15 @@ use core::ptr::{addr_of, addr_of_mut, NonNull};
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use filter_common::{
-    CtEntry, CtKey, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
-    CT_UDP, CT_UDP_STREAM, CT_WAYS, DIR_EGRESS, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP,
-    RULE_SLOT_NONE,
+    ct_fin_flag, is_echo_reply_type, CtEntry, CtKey, GenConfig, CT_FLAG_ECHO, CT_FLAG_FIN_BOTH,
+    CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN, CT_UDP, CT_UDP_STREAM,
+    CT_WAYS, DIR_EGRESS, FAMILY_V6, FLOW_EV_CT_END, PROTO_TCP, PROTO_UDP, RULE_SLOT_NONE,
 };
 
 use crate::{
     flowlog,
     maps::{FILTER_CONFIG, FILTER_CT},
-    parse::{is_icmp_echo, Parsed},
+    parse::{is_icmp_echo, is_icmp_error, Parsed},
     words,
 };
 
@@ -212,6 +212,28 @@ pub fn is_reply(e: NonNull<CtEntry>, src_is_a: bool) -> bool {
     src_is_a != orig_src_is_a
 }
 
+/// Whether entry `e` tracks a packet travelling the `reply` way (SPEC
+/// §3.1): an echo entry only echo requests the original way and echo
+/// replies the other (a far side's request reusing the id is a first
+/// packet of its own); an entry by address pair no echo message; no entry
+/// an ICMP error, which is at most related. Everything else: yes.
+#[inline(always)]
+pub fn meets(e: NonNull<CtEntry>, p: &Parsed, reply: bool) -> bool {
+    if p.is_icmp == 0 {
+        return true;
+    }
+    if is_icmp_error(p) {
+        return false;
+    }
+    // SAFETY: a live map value.
+    let echo_entry = unsafe { (*e.as_ptr()).ct_flags } & CT_FLAG_ECHO != 0;
+    if is_icmp_echo(p.flow.family, p.icmp_type) {
+        echo_entry && reply == is_echo_reply_type(p.flow.family == FAMILY_V6, p.icmp_type)
+    } else {
+        !echo_entry
+    }
+}
+
 /// ENI direction of the first packet of the connection.
 #[inline(always)]
 pub fn orig_dir(e: NonNull<CtEntry>) -> u8 {
@@ -276,8 +298,9 @@ pub(crate) fn atomic_add(counter: *mut u64, n: u64) {
 }
 
 /// Accounts an accepted packet of a tracked connection and moves its state:
-/// FIN or RST → closing; a SYN answered by the other side → established;
-/// UDP seen both ways → stream. Without `FLOW_ACCOUNTING` (the benchmark's
+/// an RST, or a FIN once both ways have sent one → closing (a half-closed
+/// connection keeps its timeout); a SYN answered by the other side →
+/// established; UDP seen both ways → stream. Without `FLOW_ACCOUNTING` (the benchmark's
 /// variant, `pipeline::run`) the packet and byte counters and the flags
 /// stay as they are: only the time stamp and the state move.
 #[inline(always)]
@@ -293,8 +316,16 @@ pub fn update<const FLOW_ACCOUNTING: bool>(e: NonNull<CtEntry>, p: &Parsed, repl
         }
         (*e).last_seen_ns = now;
         let state = (*e).state;
+        let mut fins = (*e).ct_flags;
+        if p.flow.proto == PROTO_TCP && flags & TCP_FIN != 0 {
+            fins |= ct_fin_flag(reply);
+            if fins != (*e).ct_flags {
+                (*e).ct_flags = fins;
+            }
+        }
         let next = match p.flow.proto {
-            PROTO_TCP if flags & (TCP_FIN | TCP_RST) != 0 => CT_TCP_CLOSING,
+            PROTO_TCP if flags & TCP_RST != 0 => CT_TCP_CLOSING,
+            PROTO_TCP if fins & CT_FLAG_FIN_BOTH == CT_FLAG_FIN_BOTH => CT_TCP_CLOSING,
             PROTO_TCP if state == CT_TCP_SYN && reply => CT_TCP_ESTABLISHED,
             PROTO_UDP if state == CT_UDP && reply => CT_UDP_STREAM,
             _ => state,
@@ -339,7 +370,9 @@ unsafe fn account(e: *mut CtEntry, p: &Parsed, reply: bool) {
 }
 
 /// Whether an accepted packet that no entry tracks opens a connection: any
-/// packet but TCP, and TCP only with SYN. A TCP segment without SYN is
+/// packet but TCP, ICMP errors and echo replies, and TCP only with SYN.
+/// An ICMP error or an echo reply answers something: the instance sending
+/// one must not let the far side in (SPEC §3.1). A TCP segment without SYN is
 /// passed or dropped by the rules like a first packet but tracked by no
 /// entry: picked up mid-stream, a connection that a revalidation has just
 /// cut (SPEC §3.1) would come back in the other orientation as soon as
@@ -347,6 +380,11 @@ unsafe fn account(e: *mut CtEntry, p: &Parsed, reply: bool) {
 /// default), its packets then "replies".
 #[inline(always)]
 pub fn opens(p: &Parsed) -> bool {
+    if p.is_icmp != 0 {
+        let echo_reply = is_icmp_echo(p.flow.family, p.icmp_type)
+            && is_echo_reply_type(p.flow.family == FAMILY_V6, p.icmp_type);
+        return !(is_icmp_error(p) || echo_reply);
+    }
     p.flow.proto != PROTO_TCP || p.tcp_flags & TCP_SYN != 0
 }
 
@@ -356,8 +394,9 @@ fn first_state(p: &Parsed) -> u8 {
     match p.flow.proto {
         PROTO_TCP => {
             let f = p.tcp_flags;
-            if f & (TCP_FIN | TCP_RST) != 0 {
+            if f & TCP_RST != 0 {
                 // Already closing: keep it for `tcp_closing_s`, not 910 s.
+                // A FIN is half a close ([`update`]).
                 CT_TCP_CLOSING
             } else if f & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 CT_TCP_SYN
@@ -420,7 +459,15 @@ pub fn init(
     entry.orig_src_is_a = u8::from(src_is_a);
     entry.tcp_flags = p.tcp_flags;
     entry.dir_tcp_flags = [p.tcp_flags, 0];
-    entry._pad = [0; 2];
+    entry.ct_flags = if p.flow.proto == PROTO_TCP && p.tcp_flags & TCP_FIN != 0 {
+        ct_fin_flag(false)
+    } else if p.is_icmp != 0 && is_icmp_echo(p.flow.family, p.icmp_type) {
+        // `opens` lets only requests open an echo entry.
+        CT_FLAG_ECHO
+    } else {
+        0
+    };
+    entry._pad = 0;
 }
 
 /// Inserts a new connection's entry (made by [`init`]); false when it

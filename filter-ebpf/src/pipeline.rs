@@ -273,7 +273,10 @@ fn process<F: Frame, const FLOW_ACCOUNTING: bool>(f: F, c: &mut Packet, d: &mut 
             let reply = conntrack::is_reply(e, src_is_a);
             let cfg = conntrack::config(c.slot);
             let way = conntrack::way(c.hook, reply);
-            if let Some(nacl_slot) = conntrack::fast_nacl_slot(e, way, c.generation, c.now, cfg) {
+            let fast = conntrack::meets(e, &c.p, reply)
+                .then(|| conntrack::fast_nacl_slot(e, way, c.generation, c.now, cfg))
+                .flatten();
+            if let Some(nacl_slot) = fast {
                 if nacl_slot != NO_SLOT {
                     count_rule(nacl_slot, c.p.ip_len, c.now);
                 }
@@ -456,7 +459,10 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
 
     // SPEC §3 step 4: a packet of a tracked connection, either direction,
     // skips the security groups...
-    let tracked = conntrack::live(found, &c.key, c.now, cfg, c.eni.eni_index);
+    // An entry the packet does not meet (an echo request the reply way, an
+    // ICMP error) leaves it a first packet.
+    let tracked = conntrack::live(found, &c.key, c.now, cfg, c.eni.eni_index)
+        .filter(|e| conntrack::meets(*e, &c.p, conntrack::is_reply(*e, src_is_a)));
     let mut reply = false;
     if let Some(e) = tracked {
         reply = conntrack::is_reply(e, src_is_a);
@@ -529,9 +535,14 @@ fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
             c.ct_accounted = 1;
         } else if let Some(e) = conntrack::lookup(&c.key, c.now, cfg, c.eni.eni_index) {
             // Another CPU created the connection a moment ago (its other
-            // direction, say): count into its entry.
-            conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, conntrack::is_reply(e, src_is_a), c.now);
-            c.ct_accounted = 1;
+            // direction, say): count into its entry, if it tracks the
+            // packet (else the key is taken by an entry it does not meet,
+            // and the packet stays untracked).
+            let reply = conntrack::is_reply(e, src_is_a);
+            if conntrack::meets(e, &c.p, reply) {
+                conntrack::update::<FLOW_ACCOUNTING>(e, &c.p, reply, c.now);
+                c.ct_accounted = 1;
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ fn apply(document: String) -> ApplyParams {
     ApplyParams {
         document,
         dry_run: false,
+        if_generation: None,
     }
 }
 
@@ -191,6 +192,7 @@ async fn dry_run_enforces_nothing() -> TestResult {
             ApplyParams {
                 document: grown(),
                 dry_run: true,
+                if_generation: None,
             },
         )
         .await?;
@@ -441,7 +443,7 @@ async fn bad_requests_get_errors_and_the_connection_goes_on() -> TestResult {
 }
 
 #[tokio::test]
-async fn flows_is_not_implemented_yet() -> TestResult {
+async fn flows_without_a_flow_log_is_not_implemented() -> TestResult {
     let (_tmp, d) = TestDaemon::fresh().await?;
     let mut c = d.client().await?;
     assert_eq!(

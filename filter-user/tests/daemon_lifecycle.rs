@@ -15,6 +15,7 @@ fn apply(document: String) -> ApplyParams {
     ApplyParams {
         document,
         dry_run: false,
+        if_generation: None,
     }
 }
 
@@ -304,5 +305,44 @@ async fn shutdown_closes_connections_and_leaves_enforcement() -> TestResult {
     ));
     assert!(!socket.exists());
     assert_eq!(dataplane.dataplane().generation, Some(1));
+    Ok(())
+}
+
+/// SPEC §4: a restore that fails leaves the pinned data plane enforcing
+/// the previous daemon's generation, and `status` says so.
+#[tokio::test]
+async fn status_after_a_failed_restore_names_what_the_kernel_enforces() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let d = TestDaemon::start(Dirs::new(tmp.path()), MemoryEnforcer::new()).await?;
+    let mut c = d.client().await?;
+    c.call(Method::Apply, apply(base())).await?;
+    c.call(Method::Apply, apply(grown())).await?;
+    drop(c);
+    let (dirs, dataplane) = d.stop().await;
+    dataplane.dataplane().fail_compile = Some("injected".to_owned());
+
+    let d = TestDaemon::start(dirs, dataplane).await?;
+    assert!(
+        matches!(d.started, Started::RestoreFailed(_)),
+        "{:?}",
+        d.started
+    );
+    let s: StatusResult = d
+        .client()
+        .await?
+        .call_as(Method::Status, NoParams {})
+        .await?;
+    assert_eq!(
+        (s.generation, s.kernel_generation, s.degraded),
+        (None, Some(2), true)
+    );
+    assert!(s.restore_error.is_some());
+    let text = filter::cli::render::status(&s);
+    assert!(
+        text.starts_with(
+            "generation  none known to filterd; the data plane still enforces generation 2 (pinned)\n"
+        ),
+        "{text}"
+    );
     Ok(())
 }

@@ -21,6 +21,7 @@ async fn two_hundred_concurrent_clients() -> TestResult {
             ApplyParams {
                 document: base(),
                 dry_run: false,
+                if_generation: None,
             },
         )
         .await?;
@@ -40,6 +41,7 @@ async fn two_hundred_concurrent_clients() -> TestResult {
                     ApplyParams {
                         document: grown(),
                         dry_run: i % 100 == 0,
+                        if_generation: None,
                     },
                 )
                 .await?;
@@ -111,6 +113,7 @@ async fn stalled_clients_do_not_block_the_others() -> TestResult {
             ApplyParams {
                 document: base(),
                 dry_run: false,
+                if_generation: None,
             },
         )
         .await?;

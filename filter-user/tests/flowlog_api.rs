@@ -365,6 +365,7 @@ async fn the_flow_source_hears_about_generations() -> TestResult {
         filter::api::ApplyParams {
             document: doc.to_string(),
             dry_run: false,
+            if_generation: None,
         },
     )
     .await?;

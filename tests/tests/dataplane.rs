@@ -614,7 +614,8 @@ fn pinned_maps_survive_a_restart() {
         orig_src_is_a: 1,
         tcp_flags: 0x12,
         dir_tcp_flags: [0x02, 0x12],
-        _pad: [0; 2],
+        ct_flags: 0,
+        _pad: 0,
     };
     {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
@@ -843,4 +844,20 @@ fn detach_all_pinned_of_nothing_is_fine() {
     let path = Path::new("/sys/fs/bpf").join(unique("filter-test-absent-"));
     let report = detach_all_pinned(&path).unwrap();
     assert!(report.links.is_empty() && !report.removed_dir);
+}
+
+/// SPEC §3.1: the connection table is as large as `conntrack.max_entries`
+/// says when the maps are made, and a pinned table keeps its size.
+#[test]
+fn the_connection_table_takes_its_size_when_made() {
+    let private = Dataplane::load_sized(None, 4096).expect("load unpinned");
+    assert_eq!(private.conntrack_capacity().unwrap(), 4096);
+    drop(private);
+
+    let guard = PinDirGuard::new();
+    let first = Dataplane::load_sized(Some(&guard.path), 2048).expect("load pinned");
+    assert_eq!(first.conntrack_capacity().unwrap(), 2048);
+    drop(first);
+    let again = Dataplane::load_sized(Some(&guard.path), 8192).expect("adopt pinned");
+    assert_eq!(again.conntrack_capacity().unwrap(), 2048);
 }

@@ -1413,6 +1413,7 @@ struct CtView {
     bytes: [u64; 2],
     tcp_flags: u8,
     dir_tcp_flags: [u8; 2],
+    ct_flags: u8,
 }
 
 fn model_view(c: &Conn) -> CtView {
@@ -1426,6 +1427,7 @@ fn model_view(c: &Conn) -> CtView {
         bytes: c.bytes,
         tcp_flags: c.tcp_flags,
         dir_tcp_flags: c.dir_tcp_flags,
+        ct_flags: c.ct_flags,
     }
 }
 
@@ -1450,6 +1452,7 @@ fn kernel_view(e: &CtEntry, compiled: &BTreeMap<u32, Compiled>, reason_generatio
         bytes: e.bytes,
         tcp_flags: e.tcp_flags,
         dir_tcp_flags: e.dir_tcp_flags,
+        ct_flags: e.ct_flags,
     }
 }
 
@@ -2189,11 +2192,20 @@ fn expiry_matches_the_model() -> Result<()> {
         (0, out(tcp(40000, 80, 0x02)), Pass),
         (0, out(tcp(40001, 80, 0x02)), Pass),
         (0, out(L4::Gre), Pass),
+        (0, out(tcp(40002, 80, 0x02)), Pass),
+        (0, out(tcp(40003, 80, 0x02)), Pass),
         // 0.3 s: everything is alive; the UDP answer makes a stream (3 s),
         // the SYN-ACK an established connection (3 s).
         (300, back(udp(53, 5000)), Pass),
         (300, back(echo(0, 1)), Pass),
         (300, back(tcp(80, 40000, 0x12)), Pass),
+        // SPEC §3.1 half-close: 40002 is closed one way only and keeps the
+        // established timeout (3 s); 40003 both ways, so closing (1 s).
+        (300, back(tcp(80, 40002, 0x12)), Pass),
+        (300, out(tcp(40002, 80, 0x11)), Pass),
+        (300, back(tcp(80, 40003, 0x12)), Pass),
+        (300, out(tcp(40003, 80, 0x11)), Pass),
+        (300, back(tcp(80, 40003, 0x11)), Pass),
         // 2 s: the one-second entries have expired...
         (2000, back(udp(53, 5001)), Drop),
         (2000, back(echo(0, 2)), Drop),
@@ -2202,6 +2214,8 @@ fn expiry_matches_the_model() -> Result<()> {
         // ...the three-second ones have not.
         (2000, back(udp(53, 5000)), Pass),
         (2000, back(tcp(80, 40000, 0x10)), Pass),
+        (2000, back(tcp(80, 40002, 0x10)), Pass),
+        (2000, back(tcp(80, 40003, 0x10)), Drop),
     ];
     let mut tracker = Tracker::new();
     let start = Instant::now();

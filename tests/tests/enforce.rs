@@ -951,6 +951,130 @@ fn conntrack() -> Vec<Fixture> {
                 ),
             ],
         ),
+        // SPEC §3.1: an echo entry admits replies the other way only; the
+        // far side's request reusing the id is a first packet (ingress:
+        // default-deny). An echo reply the instance sends opens nothing.
+        fx(
+            "echo_entries_are_directional",
+            client(),
+            vec![
+                send(
+                    OUT,
+                    echo(LOCAL4, "198.51.100.1", 8, 90),
+                    PASS,
+                    STAT_ACCEPT_NEW,
+                    "default-accept",
+                ),
+                send(
+                    IN,
+                    echo("198.51.100.1", LOCAL4, 8, 90),
+                    DROP,
+                    STAT_DROP_DEFAULT,
+                    "default-deny",
+                ),
+                send(
+                    IN,
+                    echo("198.51.100.1", LOCAL4, 0, 90),
+                    PASS,
+                    STAT_ACCEPT_TRACKED,
+                    "tracked",
+                ),
+                send(
+                    OUT,
+                    echo(LOCAL6, "2001:db8:ff::1", 128, 91),
+                    PASS,
+                    STAT_ACCEPT_NEW,
+                    "default-accept",
+                ),
+                send(
+                    IN,
+                    echo("2001:db8:ff::1", LOCAL6, 128, 91),
+                    DROP,
+                    STAT_DROP_DEFAULT,
+                    "default-deny",
+                ),
+                send(
+                    OUT,
+                    echo(LOCAL4, "198.51.100.2", 0, 92),
+                    PASS,
+                    STAT_ACCEPT_NEW,
+                    "default-accept",
+                ),
+                send(
+                    IN,
+                    echo("198.51.100.2", LOCAL4, 8, 92),
+                    DROP,
+                    STAT_DROP_DEFAULT,
+                    "default-deny",
+                ),
+            ],
+        ),
+        // An ICMP error the instance sends opens no entry by address pair,
+        // and an entry by address pair never takes an ICMP error as tracked
+        // (only as related, when it quotes a tracked connection).
+        fx(
+            "icmp_error_from_the_instance_opens_nothing",
+            client(),
+            vec![
+                send(
+                    OUT,
+                    error(
+                        LOCAL4,
+                        "198.51.100.1",
+                        3,
+                        udp("198.51.100.1:53", "192.0.2.10:5353"),
+                    ),
+                    PASS,
+                    STAT_ACCEPT_NEW,
+                    "default-accept",
+                ),
+                send(
+                    IN,
+                    icmp("198.51.100.1", LOCAL4, 13),
+                    DROP,
+                    STAT_DROP_DEFAULT,
+                    "default-deny",
+                ),
+                send(
+                    IN,
+                    error(
+                        "198.51.100.1",
+                        LOCAL4,
+                        3,
+                        udp("192.0.2.10:5353", "198.51.100.1:53"),
+                    ),
+                    DROP,
+                    STAT_DROP_DEFAULT,
+                    "default-deny",
+                ),
+                send(
+                    OUT,
+                    icmp(LOCAL4, "198.51.100.2", 13),
+                    PASS,
+                    STAT_ACCEPT_NEW,
+                    "default-accept",
+                ),
+                send(
+                    IN,
+                    icmp("198.51.100.2", LOCAL4, 14),
+                    PASS,
+                    STAT_ACCEPT_TRACKED,
+                    "tracked",
+                ),
+                send(
+                    IN,
+                    error(
+                        "198.51.100.2",
+                        LOCAL4,
+                        3,
+                        udp("192.0.2.10:6000", "198.51.100.2:53"),
+                    ),
+                    DROP,
+                    STAT_DROP_DEFAULT,
+                    "default-deny",
+                ),
+            ],
+        ),
         fx(
             "later_fragment_without_head_drops",
             group(

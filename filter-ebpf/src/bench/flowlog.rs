@@ -48,7 +48,8 @@ pub fn filter_flowlog_bench(_ctx: TcContext) -> i32 {
         orig_src_is_a: 1,
         tcp_flags: 0,
         dir_tcp_flags: [0, 0],
-        _pad: [0; 2],
+        ct_flags: 0,
+        _pad: 0,
     };
     ct_event(FLOW_EV_CT_NEW, 0, &key, &entry);
     TC_ACT_OK

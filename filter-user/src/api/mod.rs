@@ -145,6 +145,8 @@ pub enum ErrorCode {
     /// `apply` or `rollback` while the daemon takes its rules from etcd
     /// (SPEC §10).
     ExternalSource,
+    /// `apply --if-generation N` while another generation is enforced.
+    GenerationMismatch,
     Internal,
 }
 
@@ -166,6 +168,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ExternalSource => "external_source",
+            ErrorCode::GenerationMismatch => "generation_mismatch",
             ErrorCode::Internal => "internal",
         }
     }
@@ -257,10 +260,9 @@ impl Method {
         Method::ALL.into_iter().find(|m| m.as_str() == name)
     }
 
-    /// Whether the method changes what the host enforces, so the peer must
-    /// be root or in the socket group (SPEC §5). A dry-run `apply` changes
-    /// nothing but is checked all the same: the method decides, not its
-    /// parameters.
+    /// Whether the method can change what the host enforces (SPEC §5);
+    /// `daemon::auth::changes_state` says whether one call does (a dry-run
+    /// `apply` does not).
     pub fn is_mutating(self) -> bool {
         matches!(self, Method::Apply | Method::Rollback | Method::Detach)
     }

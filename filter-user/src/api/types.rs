@@ -14,7 +14,7 @@ use crate::{
 
 /// `apply`: validate, compile and enforce a document (or, with `dry_run`,
 /// everything but enforce).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyParams {
     /// The rule-set document (SPEC §2) as text, exactly as in the file, so
@@ -22,6 +22,11 @@ pub struct ApplyParams {
     pub document: String,
     #[serde(default)]
     pub dry_run: bool,
+    /// Refused (`generation_mismatch`) unless this generation is the one
+    /// enforced (SPEC §11), so two automations cannot overwrite each
+    /// other unseen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_generation: Option<u32>,
 }
 
 /// `rollback`: re-apply a saved generation as a new generation.
@@ -103,6 +108,12 @@ impl ExplainParams {
         let icmp_type = match proto {
             filter_common::PROTO_ICMP => self.icmp_type.unwrap_or(8),
             filter_common::PROTO_ICMPV6 => self.icmp_type.unwrap_or(128),
+            _ if self.icmp_type.is_some() => {
+                return Err(ApiError::invalid_params(format!(
+                    "an ICMP type applies to icmp and icmpv6 only, not {}",
+                    self.proto
+                )))
+            }
             _ => 0,
         };
         Ok(Packet {
@@ -373,6 +384,9 @@ pub struct StatusResult {
     /// `detach`.
     pub generation: Option<u32>,
     pub applied_at: Option<u64>,
+    /// SHA-256 of the enforced document's canonical JSON (SPEC §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub enis: Vec<EniStatus>,
     pub conntrack: MapFill,
     /// Every verdict counter of the data plane (drops and passes).
@@ -382,6 +396,11 @@ pub struct StatusResult {
     /// not (the pinned data plane keeps enforcing what it had).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_error: Option<String>,
+    /// The generation the data plane enforces when it is not `generation`:
+    /// after a failed restore the pinned programs and maps go on enforcing
+    /// what the previous daemon wrote (SPEC §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_generation: Option<u32>,
     /// A pending ENI or a failed restore (`filterctl status` exits 3).
     #[serde(default)]
     pub degraded: bool,
@@ -533,6 +552,12 @@ pub enum SkipReason {
     /// This `--follow` client fell behind: `skipped` records were not sent
     /// to it (they are in the file).
     SlowReader,
+    /// Writing the flow-log file failed: `skipped` records of an earlier
+    /// window are not in the file (`--follow` clients got them).
+    WriteFailed,
+    /// `skipped` scans of the data plane's maps failed: records may be
+    /// short or missing.
+    ScanFailed,
 }
 
 impl SkipReason {
@@ -542,6 +567,8 @@ impl SkipReason {
             SkipReason::PacketsLost => "packets_lost",
             SkipReason::Evicted => "evicted",
             SkipReason::SlowReader => "slow_reader",
+            SkipReason::WriteFailed => "write_failed",
+            SkipReason::ScanFailed => "scan_failed",
         }
     }
 }

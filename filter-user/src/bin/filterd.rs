@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use filter::{
     config::{self, Command, LogFormat, Settings, EXIT_USAGE},
     daemon::{
-        auth::Access, library::LibraryValidator, serve, socket, Daemon, DaemonConfig, DaemonError,
-        DirLocks, ServerConfig, Started,
+        auth::Access, conntrack_size_at_start, library::LibraryValidator, serve, socket, Daemon,
+        DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
     },
     dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents},
     fleet::{self, EtcdConfig},
@@ -131,7 +131,10 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     // The data plane locks the pin directory itself when it loads (and
     // mounts bpffs first if needed).
     let locks = DirLocks::state_only(&args.state_dir)?;
-    let enforcer = KernelEnforcer::load(&args.pin_dir)?;
+    // Maps made now get the size of the document the start applies or
+    // restores (SPEC §3.1); pinned ones keep theirs.
+    let ct_entries = conntrack_size_at_start(&args.state_dir, ruleset.as_deref());
+    let enforcer = KernelEnforcer::load(&args.pin_dir, ct_entries)?;
     let bound = socket::bind(&args.socket, gid)?;
     let config = DaemonConfig {
         flow_log: args.flow_log,

@@ -26,10 +26,13 @@ pub struct FleetArgs {
     /// The key prefix; else `etcd_prefix` of the configuration file.
     #[arg(long, value_name = "PREFIX")]
     pub etcd_prefix: Option<String>,
+    /// The CA certificate (PEM) that signed etcd's certificate.
     #[arg(long, value_name = "FILE")]
     pub etcd_cacert: Option<PathBuf>,
+    /// The client certificate (PEM) for etcd.
     #[arg(long, value_name = "FILE")]
     pub etcd_cert: Option<PathBuf>,
+    /// The key (PEM) of --etcd-cert.
     #[arg(long, value_name = "FILE")]
     pub etcd_key: Option<PathBuf>,
     /// filterd's configuration file, for whatever is not given here.

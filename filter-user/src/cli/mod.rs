@@ -6,6 +6,7 @@
 //! document prints every error on stderr, one per line), or it could not
 //! be reached; 2 for usage errors (clap).
 pub mod fleet;
+mod offline;
 pub mod render;
 
 use std::{
@@ -69,6 +70,16 @@ pub enum FlowAction {
     Reject,
 }
 
+/// Which interfaces `validate` takes to exist (SPEC §2.4 pending ENIs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Interfaces {
+    /// This host's: an ENI whose interface is missing gets a notice.
+    Host,
+    /// Any name exists: the document alone is checked.
+    #[default]
+    Any,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum FlowFormat {
     Table,
@@ -80,8 +91,10 @@ pub enum FlowFormat {
 /// The filters `flows` and `monitor` share.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct FlowFilterArgs {
+    /// Only this ENI (its id in the document).
     #[arg(long, value_name = "ID")]
     pub eni: Option<String>,
+    /// Only accepted (ACCEPT) or only rejected (REJECT) traffic.
     #[arg(long, value_enum)]
     pub action: Option<FlowAction>,
     /// Source or destination address.
@@ -93,6 +106,7 @@ pub struct FlowFilterArgs {
     /// tcp, udp, icmp, icmpv6, gre or a protocol number.
     #[arg(long, value_name = "P")]
     pub proto: Option<String>,
+    /// Only traffic arriving at (ingress) or sent by (egress) the ENI.
     #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
     pub direction: Option<Direction>,
 }
@@ -134,6 +148,10 @@ pub enum Command {
         /// Validate and compile, show what would change, enforce nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Refuse unless generation N is the one enforced (see `status`):
+        /// two automations cannot overwrite each other unseen.
+        #[arg(long, value_name = "N")]
+        if_generation: Option<u32>,
     },
     /// Print the running document.
     Get,
@@ -147,19 +165,23 @@ pub enum Command {
     Status,
     /// What the running rules decide about one packet, and why.
     Explain {
+        /// The ENI (its id in the document) the packet meets.
         #[arg(long, value_name = "ID")]
         eni: String,
+        /// ingress: the packet arrives at the ENI; egress: the ENI sends it.
         #[arg(long, value_parser = parse_direction, value_name = "ingress|egress")]
         direction: Direction,
         /// tcp, udp, icmp, icmpv6, gre or a protocol number.
         #[arg(long, value_name = "P")]
         proto: String,
-        /// IP[:PORT]; IPv6 with a port as [ADDR]:PORT.
+        /// The source, IP[:PORT]; IPv6 with a port as [ADDR]:PORT. The
+        /// port is required for tcp and udp and refused for the others.
         #[arg(long, value_name = "IP[:PORT]")]
         src: String,
+        /// The destination, as --src.
         #[arg(long, value_name = "IP[:PORT]")]
         dst: String,
-        /// ICMP type (default: echo request).
+        /// ICMP type, icmp and icmpv6 only (default: echo request).
         #[arg(long, value_name = "TYPE")]
         icmp_type: Option<u8>,
     },
@@ -215,6 +237,24 @@ pub enum Command {
     /// A fleet of hosts in etcd (SPEC §10): status, and validated writes.
     /// Talks to etcd, not to the daemon.
     Fleet(fleet::FleetArgs),
+    /// Check a rule-set document without a daemon: every error with its
+    /// path (exit 1), or valid (exit 0).
+    Validate {
+        /// The document; `-` reads standard input.
+        file: PathBuf,
+        /// host: also a notice per ENI whose interface this host lacks
+        /// (what an apply here would say); any: the document alone.
+        #[arg(long, value_enum, default_value_t)]
+        interfaces: Interfaces,
+    },
+    /// What applying NEW over OLD would change, as `apply` prints it,
+    /// without a daemon: exit 0 no change, 1 changed (or invalid).
+    Diff {
+        /// The document enforced now.
+        old: PathBuf,
+        /// The document to compare it with.
+        new: PathBuf,
+    },
 }
 
 /// Why a command failed, already worded for stderr.
@@ -251,6 +291,18 @@ impl Failure {
             json: serde_json::json!({ "error": { "code": code, "message": message } }),
         }
     }
+
+    /// Prints the failure (JSON on stdout with `--json`, the lines on
+    /// stderr); the exit code.
+    fn report(&self, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+        if json {
+            let _ = out.write_all(pretty(&self.json).as_bytes());
+        }
+        for line in &self.lines {
+            let _ = writeln!(err, "{line}");
+        }
+        EXIT_FAILURE
+    }
 }
 
 /// Runs one command; returns the process exit code.
@@ -262,6 +314,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
     if let Command::Fleet(args) = &cli.command {
         return fleet::run(args, cli.json, out, err).await;
+    }
+    if let Command::Validate { .. } | Command::Diff { .. } = &cli.command {
+        return offline::run(&cli, out, err);
     }
     match execute(&cli).await {
         Ok((json, human)) => {
@@ -275,15 +330,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 Err(_) => EXIT_FAILURE,
             }
         }
-        Err(failure) => {
-            if cli.json {
-                let _ = out.write_all(pretty(&failure.json).as_bytes());
-            }
-            for line in &failure.lines {
-                let _ = writeln!(err, "{line}");
-            }
-            EXIT_FAILURE
-        }
+        Err(failure) => failure.report(cli.json, out, err),
     }
 }
 
@@ -342,12 +389,32 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             .packet()
             .map_err(|e| Failure::local("invalid_params", e.message))?;
     }
-    let mut client = Client::connect(&cli.socket).await?;
+    let mut client = match Client::connect(&cli.socket).await {
+        Ok(client) => client,
+        // `version` still tells what it can: this side's version.
+        Err(e) if matches!(cli.command, Command::Version) => {
+            let client = env!("CARGO_PKG_VERSION");
+            let message = format!("filterd did not answer at {}: {e}", cli.socket.display());
+            return Err(Failure {
+                lines: vec![format!("filterctl {client}"), message.clone()],
+                json: serde_json::json!({
+                    "client": client,
+                    "error": { "code": "unreachable", "message": message },
+                }),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(match &cli.command {
-        Command::Apply { dry_run, .. } => {
+        Command::Apply {
+            dry_run,
+            if_generation,
+            ..
+        } => {
             let params = ApplyParams {
                 document: document.unwrap_or_default(),
                 dry_run: *dry_run,
+                if_generation: *if_generation,
             };
             let (json, r) = call::<_, ApplyResult>(&mut client, Method::Apply, params).await?;
             (json, render::apply(&r))
@@ -407,6 +474,12 @@ async fn execute(cli: &Cli) -> Result<(Value, String), Failure> {
             return Err(Failure::local(
                 "usage",
                 "fleet commands talk to etcd".to_owned(),
+            ))
+        }
+        Command::Validate { .. } | Command::Diff { .. } => {
+            return Err(Failure::local(
+                "internal",
+                "validate and diff run without a daemon".to_owned(),
             ))
         }
     })

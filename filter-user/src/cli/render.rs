@@ -4,8 +4,9 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use crate::{
     api::{
-        ApplyResult, CountersResult, DetachResult, Endpoint, EniState, ExplainResult, FlowRecord,
-        GetResult, GroupStep, MonitorEvent, NaclStep, StatusResult, TraceStep, VersionResult,
+        ApplyResult, ChangeSummary, CountersResult, DetachResult, Endpoint, EniState,
+        ExplainResult, FlowRecord, GetResult, GroupStep, MonitorEvent, NaclStep, StatusResult,
+        TraceStep, VersionResult,
     },
     ruleset::{Action, AttachMode},
     verdict::{Decision, Verdict},
@@ -153,12 +154,21 @@ pub fn apply(r: &ApplyResult) -> String {
     for n in &r.notices {
         let _ = writeln!(out, "notice: {n}");
     }
-    if r.changes.is_empty() {
-        out.push_str("no changes\n");
-        return out;
+    if !r.changes.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&changes(&r.changes));
+    out
+}
+
+/// A change summary: `no changes`, or a table of what was added, removed
+/// or changed (`apply`, `rollback`, `diff`).
+pub fn changes(summary: &ChangeSummary) -> String {
+    if summary.is_empty() {
+        return "no changes\n".to_owned();
     }
     let mut rows = Vec::new();
-    for (section, changes) in r.changes.sections() {
+    for (section, changes) in summary.sections() {
         for (what, ids) in [
             ("added", &changes.added),
             ("removed", &changes.removed),
@@ -170,9 +180,7 @@ pub fn apply(r: &ApplyResult) -> String {
             );
         }
     }
-    out.push('\n');
-    out.push_str(&table(&["CHANGE", "KIND", "ID"], &rows));
-    out
+    table(&["CHANGE", "KIND", "ID"], &rows)
 }
 
 pub fn get(r: &GetResult) -> String {
@@ -192,7 +200,18 @@ pub fn status(r: &StatusResult) -> String {
         (Some(g), None) => {
             let _ = writeln!(out, "generation  {g}");
         }
-        _ => out.push_str("generation  none (nothing enforced)\n"),
+        _ => match r.kernel_generation {
+            Some(k) => {
+                let _ = writeln!(
+                    out,
+                    "generation  none known to filterd; the data plane still enforces generation {k} (pinned)"
+                );
+            }
+            None => out.push_str("generation  none (nothing enforced)\n"),
+        },
+    }
+    if let Some(digest) = &r.digest {
+        let _ = writeln!(out, "digest      {digest}");
     }
     if let Some(e) = &r.restore_error {
         let _ = writeln!(out, "restore     FAILED: {e}");
@@ -279,12 +298,37 @@ pub fn explain(r: &ExplainResult) -> String {
         ep(p.dst, p.dst_port),
         r.generation
     );
-    let _ = writeln!(
-        out,
-        "verdict     {} by {}",
-        verdict(r.decision.verdict),
-        r.reason
+    // The verdict the packet gets: a tracked connection admits it unless
+    // the stateless NACL drops it (SPEC §3 steps 3–4); then what the rules
+    // say of it as a first packet.
+    let nacl_drops = matches!(
+        &r.nacl,
+        NaclStep::Matched { decision } | NaclStep::NoMatch { decision }
+            if decision.verdict == Verdict::Drop
     );
+    match &r.tracked {
+        Some(t) if !nacl_drops => {
+            let _ = writeln!(
+                out,
+                "verdict     ACCEPT by tracked (connection admitted by {})",
+                t.rule
+            );
+            let _ = writeln!(
+                out,
+                "rules       {} by {} (as the first packet of a connection)",
+                verdict(r.decision.verdict),
+                r.reason
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "verdict     {} by {}",
+                verdict(r.decision.verdict),
+                r.reason
+            );
+        }
+    }
     let step = |out: &mut String, name: &str, how: &str, d: &Decision| {
         let _ = writeln!(
             out,

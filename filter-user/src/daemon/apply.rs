@@ -61,8 +61,17 @@ impl<E: Enforcer> Daemon<E> {
                 .validator
                 .load(&params.document)
                 .map_err(DaemonError::Invalid)?;
+            let mut core = d.core();
+            // SPEC §11: checked with the core locked, so no other apply can
+            // come between the check and this one.
+            if let Some(expected) = params.if_generation {
+                let running = d.running().map(|r| r.generation);
+                if running != Some(expected) {
+                    return Err(DaemonError::GenerationMismatch { expected, running });
+                }
+            }
             d.commit(
-                &mut d.core(),
+                &mut core,
                 params.document,
                 ruleset,
                 params.dry_run,
@@ -97,9 +106,14 @@ impl<E: Enforcer> Daemon<E> {
             notices: self.validator.notices(&ruleset),
             changes: summarize(previous.as_ref().map(|r| &*r.ruleset), &ruleset),
         };
+        result
+            .notices
+            .extend(conntrack_size_notice(&core.enforcer, &ruleset));
         if dry_run {
             return Ok(result);
         }
+        core.enforcer
+            .set_conntrack_size(ruleset.conntrack.max_entries);
 
         let record = GenerationRecord {
             format: RECORD_FORMAT,
@@ -145,6 +159,20 @@ impl<E: Enforcer> Daemon<E> {
         self.publish_flows(core);
         Ok(result)
     }
+}
+
+/// A notice when the document asks for another connection-table size
+/// than the live one, which is fixed while its maps exist (SPEC §3.1).
+fn conntrack_size_notice<E: Enforcer>(enforcer: &E, ruleset: &Ruleset) -> Option<String> {
+    let live = enforcer.conntrack_size()?;
+    let wanted = ruleset.conntrack.max_entries;
+    (live != wanted).then(|| {
+        format!(
+            "conntrack.max_entries {wanted} takes effect when the data plane's maps are \
+             created again (`filterctl detach` then an apply, or a restart over fresh pins); \
+             the connection table keeps its {live} entries until then"
+        )
+    })
 }
 
 /// Steps 5–7: attach, switch, detach; undo the attachments on failure.

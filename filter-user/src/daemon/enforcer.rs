@@ -159,4 +159,13 @@ pub trait Enforcer: Send + 'static {
     fn slot_reasons(&self) -> BTreeMap<u32, Reason> {
         BTreeMap::new()
     }
+
+    /// The live connection table's size, when the enforcer has one.
+    fn conntrack_size(&self) -> Option<u32> {
+        None
+    }
+
+    /// The size a connection table created from now on gets (SPEC §3.1
+    /// `conntrack.max_entries`); one that exists keeps its own.
+    fn set_conntrack_size(&mut self, _entries: u32) {}
 }

@@ -45,6 +45,7 @@ pub use self::{
     apply::{next_generation, summarize},
     enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
     lock::{DirLocks, LockError},
+    restore::conntrack_size_at_start,
     server::{serve, ServerConfig},
     store::{GenerationRecord, Origin, StateStore, StoreError},
     validator::Validator,
@@ -103,6 +104,11 @@ pub enum DaemonError {
     NothingToRollBack,
     #[error("{0}")]
     Params(String),
+    #[error(
+        "generation {expected} is not the one enforced ({}); nothing changed",
+        .running.map_or("none".to_owned(), |g| format!("generation {g}"))
+    )]
+    GenerationMismatch { expected: u32, running: Option<u32> },
     #[error("{0}")]
     NotImplemented(String),
     /// `apply` or `rollback` while documents come from elsewhere.
@@ -127,6 +133,7 @@ impl From<DaemonError> for ApiError {
             DaemonError::NoGeneration => ErrorCode::NoGeneration,
             DaemonError::NotSaved { .. } | DaemonError::NothingToRollBack => ErrorCode::NotFound,
             DaemonError::Params(_) => ErrorCode::InvalidParams,
+            DaemonError::GenerationMismatch { .. } => ErrorCode::GenerationMismatch,
             DaemonError::NotImplemented(_) => ErrorCode::NotImplemented,
             DaemonError::ExternalSource(_) => ErrorCode::ExternalSource,
             DaemonError::Lock(_) | DaemonError::Internal(_) => ErrorCode::Internal,

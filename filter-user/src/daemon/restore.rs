@@ -120,3 +120,24 @@ impl<E: Enforcer> Daemon<E> {
         Ok(Started::Adopted(record.generation))
     }
 }
+
+/// The connection-table size to create the data plane's maps with at
+/// start, before any document is applied (SPEC §3.1): that of `--ruleset`
+/// (`ruleset`, its text) or else of the newest saved generation, the one
+/// the start applies or restores; the default when neither reads.
+/// Existing pins keep their size whatever this says.
+pub fn conntrack_size_at_start(state_dir: &std::path::Path, ruleset: Option<&str>) -> u32 {
+    let document = match ruleset {
+        Some(text) => Some(text.to_owned()),
+        None => super::store::StateStore::open(state_dir)
+            .and_then(|store| store.newest())
+            .ok()
+            .and_then(|(record, _)| record)
+            .map(|record| record.document),
+    };
+    document
+        .and_then(|text| crate::validate::load(&text).ok())
+        .map_or(filter_common::DEFAULT_CT_ENTRIES, |rs| {
+            rs.conntrack.max_entries
+        })
+}

@@ -39,7 +39,7 @@ use tokio::{
 };
 
 use super::{
-    auth::{authorize, Access, PeerIdentity},
+    auth::{authorize, changes_state, Access, PeerIdentity},
     Daemon, Enforcer,
 };
 use crate::api::{
@@ -459,7 +459,7 @@ async fn call<E: Enforcer>(
             format!("unknown method {method:?}; methods: {}", known.join(", ")),
         ));
     };
-    if method.is_mutating() {
+    if changes_state(method, &params) {
         match peer {
             Ok(peer) => authorize(method, peer, access)?,
             Err(e) => {

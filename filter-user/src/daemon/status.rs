@@ -20,8 +20,17 @@ impl<E: Enforcer> Daemon<E> {
 
     /// `status`.
     pub async fn status(self: &Arc<Self>) -> Result<StatusResult, DaemonError> {
-        let dataplane = self.blocking(|d| Ok(d.core().enforcer.status()?)).await?;
+        let (dataplane, kernel) = self
+            .blocking(|d| {
+                let core = d.core();
+                Ok((core.enforcer.status()?, core.enforcer.running_generation()))
+            })
+            .await?;
         let running = self.running();
+        // What the kernel enforces, when the daemon does not run it (0:
+        // nothing written into these maps yet).
+        let kernel_generation =
+            kernel.filter(|g| *g != 0 && Some(*g) != running.as_ref().map(|r| r.generation));
         let enis = running
             .as_ref()
             .map(|r| {
@@ -64,6 +73,9 @@ impl<E: Enforcer> Daemon<E> {
             degraded: restore_error.is_some() || enis.iter().any(|e| e.state == EniState::Pending),
             generation: running.as_ref().map(|r| r.generation),
             applied_at: running.as_ref().map(|r| r.applied_at),
+            digest: running
+                .as_ref()
+                .and_then(|r| crate::digest::document_digest(&r.document)),
             enis,
             conntrack: dataplane.conntrack,
             stats: dataplane.stats,
@@ -75,6 +87,7 @@ impl<E: Enforcer> Daemon<E> {
                 pin_dir: self.config.pin_dir.display().to_string(),
             },
             restore_error,
+            kernel_generation,
         })
     }
 

@@ -13,7 +13,7 @@ use std::{
 
 use filter_common::{
     ct_state_name, generation_slot, stat_is_drop, CtEntry, EniConfig, EniKey, GenConfig,
-    DEFAULT_CT_ENTRIES, STAT_LABELS,
+    STAT_LABELS,
 };
 
 use super::{conntrack::kernel_key, pins, Dataplane, DataplaneError, FlowEvents, GenerationMaps};
@@ -52,27 +52,32 @@ pub struct KernelEnforcer {
     /// The running generation and every ENI's `FILTER_ENIS` value by
     /// interface, pending ones included: what `guard` writes.
     interfaces: Option<(u32, BTreeMap<String, EniConfig>)>,
+    /// The connection table's size when the maps are created next (SPEC
+    /// §3.1 `conntrack.max_entries`): existing pins keep theirs.
+    ct_entries: u32,
 }
 
 impl KernelEnforcer {
     /// Loads the programs and adopts (or creates) the pinned maps and links
     /// under `pin_dir`, mounting bpffs first if needed; takes the pin
-    /// directory's lock.
-    pub fn load(pin_dir: &Path) -> Result<Self, EnforceError> {
-        let dataplane =
-            Dataplane::load(Some(pin_dir)).map_err(|e| EnforceError::Load(chain(&e)))?;
+    /// directory's lock. A connection table this creates has `ct_entries`
+    /// entries.
+    pub fn load(pin_dir: &Path, ct_entries: u32) -> Result<Self, EnforceError> {
+        let dataplane = Dataplane::load_sized(Some(pin_dir), ct_entries)
+            .map_err(|e| EnforceError::Load(chain(&e)))?;
         Ok(KernelEnforcer {
             pin_dir: pin_dir.to_owned(),
             dataplane: Some(dataplane),
             reasons: BTreeMap::new(),
             config: None,
             interfaces: None,
+            ct_entries,
         })
     }
 
     fn dataplane(&mut self) -> Result<&mut Dataplane, String> {
         if self.dataplane.is_none() {
-            let loaded = Dataplane::load(Some(&self.pin_dir))
+            let loaded = Dataplane::load_sized(Some(&self.pin_dir), self.ct_entries)
                 .map_err(|e| format!("loading the data plane: {}", chain(&e)))?;
             self.dataplane = Some(loaded);
         }
@@ -325,7 +330,7 @@ impl Enforcer for KernelEnforcer {
             hooks,
             conntrack: MapFill {
                 used: dataplane.conntrack_count().map_err(read)? as u64,
-                size: u64::from(DEFAULT_CT_ENTRIES),
+                size: u64::from(dataplane.conntrack_capacity().map_err(read)?),
             },
             stats: STAT_LABELS
                 .iter()
@@ -377,7 +382,7 @@ impl Enforcer for KernelEnforcer {
         let Some(ifindex) = ifindex_of(interface) else {
             return Ok(None);
         };
-        let (conn, _) = ConnKey::of(interface, packet, (packet.src_port, packet.dst_port));
+        let (conn, src_is_a) = ConnKey::of(interface, packet, (packet.src_port, packet.dst_port));
         let key = kernel_key(ifindex, &conn);
         let Some(entry): Option<CtEntry> = dataplane
             .lookup_conntrack(&key)
@@ -385,6 +390,12 @@ impl Enforcer for KernelEnforcer {
         else {
             return Ok(None);
         };
+        // An entry under the key that does not track this packet (an ICMP
+        // error, an echo the wrong way) leaves it a first packet.
+        let reply = src_is_a != (entry.orig_src_is_a != 0);
+        if !crate::eval::conntrack::meets(entry.ct_flags, packet, reply) {
+            return Ok(None);
+        }
         // An entry idle past its timeout counts as absent (the data plane
         // deletes it on the next packet).
         let idle = KtimeClock::now().age(entry.last_seen_ns);
@@ -433,6 +444,14 @@ impl Enforcer for KernelEnforcer {
                 None
             }
         }
+    }
+
+    fn conntrack_size(&self) -> Option<u32> {
+        self.dataplane.as_ref()?.conntrack_capacity().ok()
+    }
+
+    fn set_conntrack_size(&mut self, entries: u32) {
+        self.ct_entries = entries;
     }
 
     fn slot_reasons(&self) -> BTreeMap<u32, Reason> {

@@ -33,7 +33,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use filter_common::{names, CtEntry, CtKey, EniConfig, EniKey, STAT_COUNT};
+use filter_common::{names, CtEntry, CtKey, EniConfig, EniKey, DEFAULT_CT_ENTRIES, STAT_COUNT};
 
 pub use attach::Attachment;
 pub use counters::RuleCounters;
@@ -73,8 +73,10 @@ struct Upgrade {
 
 /// Opens the object: maps pinned under `pin_dir` adopted (checked against
 /// this build's layouts) or created and pinned.
-fn open(object: &[u8], pin_dir: Option<&PinDir>) -> Result<(Ebpf, Maps)> {
+fn open(object: &[u8], pin_dir: Option<&PinDir>, ct_entries: u32) -> Result<(Ebpf, Maps)> {
     let mut loader = EbpfLoader::new();
+    // Only a map this load creates takes it; aya reuses a pin as it is.
+    loader.map_max_entries(names::CT, ct_entries);
     if let Some(dir) = pin_dir {
         for name in PINNED_MAPS {
             loader.map_pin_path(name, dir.root().join(name));
@@ -108,7 +110,15 @@ impl Dataplane {
     /// A program the verifier rejects fails with
     /// [`DataplaneError::Verifier`], which carries the verifier log.
     pub fn load(pins: Option<&Path>) -> Result<Self> {
-        Self::load_object(object::object()?, pins)
+        Self::load_sized(pins, DEFAULT_CT_ENTRIES)
+    }
+
+    /// [`Self::load`] with a connection table of `ct_entries` entries
+    /// (`conntrack.max_entries`, SPEC §3.1) if this load creates it. A
+    /// pinned table keeps the size it was made with:
+    /// [`Self::conntrack_capacity`] says which.
+    pub fn load_sized(pins: Option<&Path>, ct_entries: u32) -> Result<Self> {
+        Self::load_object_sized(object::object()?, pins, ct_entries)
     }
 
     /// [`Self::load`] from another build of the object: the benchmark's
@@ -121,8 +131,12 @@ impl Dataplane {
     /// generation is written ([`Self::write_generation`]): no moment
     /// unguarded. Tracked connections do not carry over.
     pub fn load_object(object: &[u8], pins: Option<&Path>) -> Result<Self> {
+        Self::load_object_sized(object, pins, DEFAULT_CT_ENTRIES)
+    }
+
+    fn load_object_sized(object: &[u8], pins: Option<&Path>, ct_entries: u32) -> Result<Self> {
         let pin_dir = pins.map(PinDir::open).transpose()?;
-        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref()) {
+        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref(), ct_entries) {
             Ok((ebpf, maps)) => (ebpf, maps, None),
             Err(e @ (DataplaneError::PinnedLayout { .. } | DataplaneError::Load(_))) => {
                 let Some(dir) = &pin_dir else {
@@ -137,7 +151,7 @@ impl Dataplane {
                      tracked connections cannot be carried over",
                     dir.root().display()
                 );
-                let (ebpf, maps) = open(object, Some(dir))?;
+                let (ebpf, maps) = open(object, Some(dir), ct_entries)?;
                 (ebpf, maps, Some(Upgrade::default()))
             }
             Err(e) => return Err(e),

@@ -14,11 +14,11 @@ use std::{
 
 pub use filter_common::NS_PER_S;
 use filter_common::{
-    ct_state_name, GenConfig, CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN,
-    CT_UDP, CT_UDP_STREAM, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_ACCEPT_FRAGMENT,
-    STAT_ACCEPT_NEW, STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT,
-    STAT_DROP_FRAGMENT, STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE,
-    STAT_DROP_SG_RULE, STAT_PASS_ND,
+    ct_fin_flag, ct_state_name, is_echo_reply_type, GenConfig, CT_FLAG_ECHO, CT_FLAG_FIN_BOTH,
+    CT_ICMP, CT_OTHER, CT_TCP_CLOSING, CT_TCP_ESTABLISHED, CT_TCP_SYN, CT_UDP, CT_UDP_STREAM,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW,
+    STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT,
+    STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND,
 };
 use serde::{Deserialize, Serialize};
 
@@ -300,11 +300,11 @@ fn addr_number(addr: IpAddr) -> u128 {
 
 /// Connection states (SPEC §3.1), each with its own timeout. TCP: a SYN
 /// (without ACK) creates `TcpSyn`, the first packet from the other side makes
-/// it `TcpEstablished`, a FIN or RST (either side, any state) `TcpClosing`; a
-/// first SYN with FIN or RST creates `TcpClosing`, a SYN-ACK
-/// `TcpEstablished`. UDP is `Udp` until the other side answers, then
-/// `UdpStream`. An entry idle past its state's timeout counts as absent and
-/// is removed when next looked up.
+/// it `TcpEstablished`, an RST, or a FIN once both sides have sent one,
+/// `TcpClosing` (half-closed keeps its state); a first SYN with RST creates
+/// `TcpClosing`, a SYN-ACK `TcpEstablished`. UDP is `Udp` until the other
+/// side answers, then `UdpStream`. An entry idle past its state's timeout
+/// counts as absent and is removed when next looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnState {
@@ -387,12 +387,42 @@ pub struct Conn {
     pub tcp_flags: u8,
     /// The same per direction: `[original, reply]`.
     pub dir_tcp_flags: [u8; 2],
+    /// The kernel's `ct_flags`: `CT_FLAG_FIN_*` per direction that sent a
+    /// FIN, `CT_FLAG_ECHO` when an echo request opened the entry.
+    pub ct_flags: u8,
 }
 
 impl Conn {
     /// Whether the entry is idle past its state's timeout at `now_ns`.
     pub fn expired(&self, cfg: &ConntrackConfig, now_ns: u64) -> bool {
         now_ns.saturating_sub(self.last_seen_ns) > self.state.timeout_ns(cfg)
+    }
+
+    /// Whether this entry tracks `header` travelling the `reply` way:
+    /// [`meets`].
+    pub fn meets(&self, header: &Packet, reply: bool) -> bool {
+        meets(self.ct_flags, header, reply)
+    }
+}
+
+/// Whether an entry with `ct_flags` (the kernel's `CtEntry::ct_flags`)
+/// tracks `header` travelling the `reply` way (SPEC §3.1): an echo entry
+/// only echo requests the original way and echo replies the other (a far
+/// side's request reusing the id is a first packet of its own); an entry
+/// by address pair no echo message; no entry an ICMP error, which is at
+/// most related.
+pub fn meets(ct_flags: u8, header: &Packet, reply: bool) -> bool {
+    if !is_icmp(header) {
+        return true;
+    }
+    if is_icmp_error(header) {
+        return false;
+    }
+    let echo_entry = ct_flags & CT_FLAG_ECHO != 0;
+    if is_echo(header) {
+        echo_entry && reply == is_echo_reply_type(header.is_v6(), header.icmp_type)
+    } else {
+        !echo_entry
     }
 }
 
@@ -578,7 +608,12 @@ impl Tracker {
 
         let (key, src_is_a) = ConnKey::of(interface, header, d.ct_ports());
         let mut tracked_reply = None;
-        let out = if let Some(conn) = self.live(&key, &rs.conntrack, now_ns) {
+        // An entry the packet does not meet (an echo request the reply way,
+        // an ICMP error) leaves it a first packet.
+        let tracked = self
+            .live(&key, &rs.conntrack, now_ns)
+            .filter(|conn| conn.meets(header, src_is_a != conn.orig_src_is_a));
+        let out = if let Some(conn) = tracked {
             // SPEC §3 step 4: a packet of a tracked connection, either
             // direction, skips the security groups...
             let reply = src_is_a != conn.orig_src_is_a;
@@ -634,7 +669,12 @@ impl Tracker {
             if let Some(conn) = self.conns.get_mut(&key) {
                 account(conn, header.proto, d.tcp_flags, reply, d.len, now_ns);
             }
-        } else if out.step == Step::AcceptNew && opens(header.proto, d.tcp_flags) {
+        } else if out.step == Step::AcceptNew
+            && opens(header, d.tcp_flags)
+            // A live entry the packet does not meet keeps its key (the
+            // kernel inserts with BPF_NOEXIST).
+            && !self.conns.contains_key(&key)
+        {
             let conn = Conn {
                 state: first_state(header, d.tcp_flags),
                 orig_direction: direction,
@@ -648,6 +688,7 @@ impl Tracker {
                 bytes: [u64::from(d.len), 0],
                 tcp_flags: d.tcp_flags,
                 dir_tcp_flags: [d.tcp_flags, 0],
+                ct_flags: first_ct_flags(header, d.tcp_flags),
             };
             self.conns.insert(key, conn);
         }
@@ -748,16 +789,34 @@ fn reversed(header: &Packet) -> Packet {
 }
 
 /// Whether an accepted packet that no entry tracks opens a connection: any
-/// but TCP, and TCP only with SYN (no pickup mid-stream: ARCHITECTURE.md
-/// "Connection tracking").
-fn opens(proto: u8, flags: u8) -> bool {
-    proto != PROTO_TCP || flags & tcp_flags::SYN != 0
+/// but TCP, ICMP errors and echo replies (they answer something: the
+/// instance sending one must not let the far side in), and TCP only with
+/// SYN (no pickup mid-stream: ARCHITECTURE.md "Connection tracking").
+fn opens(header: &Packet, flags: u8) -> bool {
+    if is_icmp(header) {
+        let echo_reply = is_echo(header) && is_echo_reply_type(header.is_v6(), header.icmp_type);
+        return !(is_icmp_error(header) || echo_reply);
+    }
+    header.proto != PROTO_TCP || flags & tcp_flags::SYN != 0
+}
+
+/// `Conn::ct_flags` of a new connection: a FIN of its first packet, or an
+/// echo entry.
+fn first_ct_flags(header: &Packet, flags: u8) -> u8 {
+    if header.proto == PROTO_TCP && flags & tcp_flags::FIN != 0 {
+        ct_fin_flag(false)
+    } else if is_echo(header) {
+        CT_FLAG_ECHO
+    } else {
+        0
+    }
 }
 
 /// State of a new connection from its accepted first packet.
 fn first_state(header: &Packet, flags: u8) -> ConnState {
     match header.proto {
-        PROTO_TCP if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => ConnState::TcpClosing,
+        // A FIN is half a close (`account`).
+        PROTO_TCP if flags & tcp_flags::RST != 0 => ConnState::TcpClosing,
         PROTO_TCP if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN => {
             ConnState::TcpSyn
         }
@@ -771,8 +830,9 @@ fn first_state(header: &Packet, flags: u8) -> ConnState {
 }
 
 /// Accounts an accepted packet of a tracked connection and moves its state:
-/// FIN or RST → closing; a SYN answered by the other side → established;
-/// UDP seen both ways → stream.
+/// an RST, or a FIN once both ways have sent one → closing (a half-closed
+/// connection keeps its timeout); a SYN answered by the other side →
+/// established; UDP seen both ways → stream.
 fn account(conn: &mut Conn, proto: u8, flags: u8, reply: bool, len: u32, now_ns: u64) {
     let dir = usize::from(reply);
     conn.packets[dir] += 1;
@@ -780,8 +840,12 @@ fn account(conn: &mut Conn, proto: u8, flags: u8, reply: bool, len: u32, now_ns:
     conn.last_seen_ns = now_ns;
     conn.tcp_flags |= flags;
     conn.dir_tcp_flags[dir] |= flags;
+    if proto == PROTO_TCP && flags & tcp_flags::FIN != 0 {
+        conn.ct_flags |= ct_fin_flag(reply);
+    }
+    let both_fins = conn.ct_flags & CT_FLAG_FIN_BOTH == CT_FLAG_FIN_BOTH;
     conn.state = match (proto, conn.state) {
-        (PROTO_TCP, _) if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => ConnState::TcpClosing,
+        (PROTO_TCP, _) if flags & tcp_flags::RST != 0 || both_fins => ConnState::TcpClosing,
         (PROTO_TCP, ConnState::TcpSyn) if reply => ConnState::TcpEstablished,
         (PROTO_UDP, ConnState::Udp) if reply => ConnState::UdpStream,
         (_, state) => state,

@@ -130,10 +130,12 @@ impl Collector {
             Ok(Ok(scan)) => scan,
             Ok(Err(e)) => {
                 tracing::warn!("flow log: reading the data plane's maps: {e}");
+                self.table.scan_failed(&self.shared.catalog());
                 return;
             }
             Err(e) => {
                 tracing::error!("flow log: the scan failed: {e}");
+                self.table.scan_failed(&self.shared.catalog());
                 return;
             }
         };
@@ -183,11 +185,19 @@ impl Collector {
                             "flow log: writing {}: {e}",
                             self.shared.config.file.path.display()
                         );
+                        self.table.unwritten(batch.records.iter().map(|r| &**r));
                     }
                     self.sink = Some(sink);
                 }
-                Err(e) => tracing::error!("flow log: the file writer failed: {e}"),
+                Err(e) => {
+                    tracing::error!("flow log: the file writer failed: {e}");
+                    self.table.unwritten(batch.records.iter().map(|r| &**r));
+                }
             }
+        } else {
+            // The writer was lost to a panic: the file gets nothing more,
+            // and every window says how much.
+            self.table.unwritten(batch.records.iter().map(|r| &**r));
         }
         let slow_reader_lost = self.shared.fanout.publish(&batch);
         for observer in self.shared.observers() {

@@ -8,17 +8,14 @@ use crate::{
 };
 
 /// The record in the space-separated form of SPEC §7, `-` where a field
-/// does not apply. A `SKIPDATA` record says what and how many in its
-/// `rule_id` column (`slow_reader=12`), the only column free to.
+/// does not apply. A `SKIPDATA` record says what and how many in two
+/// columns of its own after the 19 of SPEC §7, `skip_reason skipped`
+/// (docs/FLOWLOGS.md): no SPEC column changes its meaning.
 pub fn text(r: &FlowRecord) -> String {
     fn opt<T: ToString>(v: Option<T>) -> String {
         v.map_or_else(|| "-".to_owned(), |v| v.to_string())
     }
-    let rule_id = match (r.skip_reason, r.skipped) {
-        (Some(reason), Some(n)) => format!("{}={n}", reason.as_str()),
-        _ => opt(r.rule_id.as_deref()),
-    };
-    [
+    let mut fields = vec![
         r.version.to_string(),
         r.eni_id.clone(),
         opt(r.vswitch_id.as_deref()),
@@ -36,10 +33,13 @@ pub fn text(r: &FlowRecord) -> String {
         opt(r.action.map(FlowAction::as_str)),
         r.log_status.as_str().to_owned(),
         opt(r.tcp_flags),
-        rule_id,
+        opt(r.rule_id.as_deref()),
         opt(r.generation),
-    ]
-    .join(" ")
+    ];
+    if let (Some(reason), Some(n)) = (r.skip_reason, r.skipped) {
+        fields.extend([reason.as_str().to_owned(), n.to_string()]);
+    }
+    fields.join(" ")
 }
 
 /// The record as one JSON line (without the newline).
@@ -228,11 +228,11 @@ pub(crate) mod tests {
         assert_eq!(
             text(&skipdata()),
             "1 eni-web1 vsw-web vpc-prod - - - - - - - - 1700000000 1700000060 - SKIPDATA - \
-             slow_reader=12 -"
+             - - slow_reader 12"
         );
-        // 19 fields, always.
-        for r in [tcp_record(), icmp, skipdata()] {
-            assert_eq!(text(&r).split(' ').count(), 19);
+        // The 19 fields of SPEC §7, and a SKIPDATA's two after them.
+        for (r, n) in [(tcp_record(), 19), (icmp, 19), (skipdata(), 21)] {
+            assert_eq!(text(&r).split(' ').count(), n);
         }
     }
 

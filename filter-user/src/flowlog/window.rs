@@ -130,6 +130,8 @@ struct Lost {
     events: u64,
     packets: u64,
     evicted: u64,
+    /// Scans of the maps that failed.
+    failed_scans: u64,
 }
 
 /// The incarnations the collector knows, and the losses of the window.
@@ -143,6 +145,9 @@ pub struct FlowTable {
     loss_totals: Option<HashMap<u32, FlowLoss>>,
     /// Loss counted against an ENI index whose interface is unknown yet.
     lost: BTreeMap<u32, Lost>,
+    /// Records the flow-log file did not get, by ENI id (with the names
+    /// their records gave).
+    unwritten: BTreeMap<String, (EniMeta, u64)>,
 }
 
 /// How a scan or an event reading was made.
@@ -317,6 +322,31 @@ impl FlowTable {
         }
     }
 
+    /// A scan of the maps failed: every running ENI's next records may be
+    /// short or missing, which its `SKIPDATA` record says (§7: nothing is
+    /// lost silently).
+    pub fn scan_failed(&mut self, catalog: &Catalog) {
+        for (ifindex, _) in catalog.current_enis() {
+            self.lost.entry(*ifindex).or_default().failed_scans += 1;
+        }
+    }
+
+    /// Writing `records` to the flow-log file failed: the next window
+    /// counts them per ENI in `SKIPDATA` records.
+    pub fn unwritten<'a>(&mut self, records: impl IntoIterator<Item = &'a FlowRecord>) {
+        for r in records {
+            let (_, n) = self.unwritten.entry(r.eni_id.clone()).or_insert_with(|| {
+                let eni = EniMeta {
+                    id: r.eni_id.clone(),
+                    vswitch_id: r.vswitch_id.clone(),
+                    vpc_id: r.vpc_id.clone(),
+                };
+                (eni, 0)
+            });
+            *n += 1;
+        }
+    }
+
     /// The maps are gone (detached): what was observed is reported at the
     /// next boundary, then everything is forgotten without a `SKIPDATA`
     /// note; new maps start counting from zero.
@@ -432,11 +462,15 @@ impl FlowTable {
                 (lost.evicted, SkipReason::Evicted),
                 (lost.events, SkipReason::EventsLost),
                 (lost.packets, SkipReason::PacketsLost),
+                (lost.failed_scans, SkipReason::ScanFailed),
             ] {
                 if n > 0 {
                     records.push(skipdata(&eni, window, reason, n));
                 }
             }
+        }
+        for (_, (eni, n)) in std::mem::take(&mut self.unwritten) {
+            records.push(skipdata(&eni, window, SkipReason::WriteFailed, n));
         }
         for (ifindex, eni) in catalog.current_enis() {
             if !busy.contains_key(ifindex) {

@@ -84,7 +84,8 @@ fn conn(created_s: u64, last_s: u64, packets: [u64; 2], bytes: [u64; 2]) -> CtEn
         orig_src_is_a: 0,
         tcp_flags: 0x1b,
         dir_tcp_flags: [0x1a, 0x13],
-        _pad: [0; 2],
+        ct_flags: 0,
+        _pad: 0,
     }
 }
 
@@ -533,4 +534,36 @@ fn egress_connections_and_ipv6() {
     assert_eq!((ok[0].srcport, ok[0].dstport), (Some(5000), Some(53)));
     assert_eq!(ok[0].tcp_flags, None);
     assert_eq!(ok[0].protocol, Some(PROTO_UDP));
+}
+
+/// SPEC §7 "nothing is dropped silently": failed scans and records the
+/// file did not get are counted exactly, per ENI, once.
+#[test]
+fn failed_scans_and_unwritten_records_become_skipdata() {
+    let c = catalog();
+    let mut t = FlowTable::new();
+    t.scan_failed(&c);
+    t.scan_failed(&c);
+    let a = skipdata(&eni_meta(&c, IF_A), win(1000), SkipReason::SlowReader, 1);
+    let b = skipdata(&eni_meta(&c, IF_B), win(1000), SkipReason::SlowReader, 1);
+    t.unwritten([&a, &a, &a, &b]);
+    let r = close(&mut t, &c, win(1010));
+    let seen: Vec<_> = r
+        .iter()
+        .map(|r| (r.eni_id.as_str(), r.skip_reason, r.skipped, r.log_status))
+        .collect();
+    let skip = LogStatus::Skipdata;
+    assert_eq!(
+        seen,
+        [
+            ("eni-a", Some(SkipReason::ScanFailed), Some(2), skip),
+            ("eni-a", Some(SkipReason::WriteFailed), Some(3), skip),
+            ("eni-b", Some(SkipReason::ScanFailed), Some(2), skip),
+            ("eni-b", Some(SkipReason::WriteFailed), Some(1), skip),
+        ],
+        "{r:#?}"
+    );
+    assert_eq!(r[1].vswitch_id.as_deref(), Some("vsw-1"));
+    // Reported once.
+    assert!(close(&mut t, &c, win(1011)).is_empty());
 }

@@ -201,6 +201,8 @@ mod tests {
             },
             restore_error: None,
             degraded: true,
+            digest: None,
+            kernel_generation: None,
         };
         let s = Snapshot::from(&status);
         assert_eq!(s.generation, 4);

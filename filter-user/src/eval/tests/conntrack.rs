@@ -316,18 +316,46 @@ fn tcp_reply_is_tracked_and_moves_syn_established_closing() {
         Step::AcceptTracked,
         &Reason::Tracked,
     );
+    // SPEC §3.1 half-close: one FIN keeps the established timeout, so the
+    // instance may go on sending after 15 s of silence (past
+    // tcp_closing_s, 10 s).
+    let conn = t.get(&key).unwrap();
+    assert_eq!(conn.state, ConnState::TcpEstablished);
+    assert_eq!(conn.ct_flags, filter_common::CT_FLAG_FIN_REPLY);
+    let data = tcp("192.0.2.10:40000", "198.51.100.1:80", tcp_flags::ACK);
+    expect(
+        &run(&mut t, &rs, OUT, &data, 18 * S),
+        Step::AcceptTracked,
+        &Reason::Tracked,
+    );
+    let ack = tcp("198.51.100.1:80", "192.0.2.10:40000", tcp_flags::ACK);
+    expect(
+        &run(&mut t, &rs, IN, &ack, 33 * S),
+        Step::AcceptTracked,
+        &Reason::Tracked,
+    );
+    // The instance's FIN closes the other half: closing starts.
+    let our_fin = tcp(
+        "192.0.2.10:40000",
+        "198.51.100.1:80",
+        tcp_flags::FIN | tcp_flags::ACK,
+    );
+    expect(
+        &run(&mut t, &rs, OUT, &our_fin, 34 * S),
+        Step::AcceptTracked,
+        &Reason::Tracked,
+    );
     assert_eq!(t.get(&key).unwrap().state, ConnState::TcpClosing);
 
     // Closing lasts tcp_closing_s (10 s) of idleness, then the reply is a
     // first packet again, and inbound is default-deny.
-    let ack = tcp("198.51.100.1:80", "192.0.2.10:40000", tcp_flags::ACK);
     expect(
-        &run(&mut t, &rs, IN, &ack, 13 * S),
+        &run(&mut t, &rs, IN, &ack, 44 * S),
         Step::AcceptTracked,
         &Reason::Tracked,
     );
     expect(
-        &run(&mut t, &rs, IN, &ack, 23 * S + 1),
+        &run(&mut t, &rs, IN, &ack, 54 * S + 1),
         Step::DropDefault,
         &Reason::DefaultDeny,
     );
@@ -338,27 +366,18 @@ fn tcp_reply_is_tracked_and_moves_syn_established_closing() {
 }
 
 #[test]
-fn reply_without_a_flow_drops_on_ingress() {
+fn an_rst_starts_closing_at_once() {
     let rs = web_client();
     let mut t = Tracker::new();
-    let synack = tcp(
-        "198.51.100.1:80",
-        "192.0.2.10:40000",
-        tcp_flags::SYN | tcp_flags::ACK,
-    );
-    expect(
-        &run(&mut t, &rs, IN, &synack, 0),
-        Step::DropDefault,
-        &Reason::DefaultDeny,
-    );
-    // A flow to another port does not make this one tracked.
-    let syn = tcp("192.0.2.10:40001", "198.51.100.1:80", tcp_flags::SYN);
+    let syn = tcp("192.0.2.10:40000", "198.51.100.1:80", tcp_flags::SYN);
     run(&mut t, &rs, OUT, &syn, 0);
+    let rst = tcp("198.51.100.1:80", "192.0.2.10:40000", tcp_flags::RST);
     expect(
-        &run(&mut t, &rs, IN, &synack, 0),
-        Step::DropDefault,
-        &Reason::DefaultDeny,
+        &run(&mut t, &rs, IN, &rst, S),
+        Step::AcceptTracked,
+        &Reason::Tracked,
     );
+    assert_eq!(t.get(&key_of(&syn)).unwrap().state, ConnState::TcpClosing);
 }
 
 #[test]
@@ -371,6 +390,8 @@ fn first_tcp_state_follows_the_flags() {
             Some(ConnState::TcpEstablished),
         ),
         (tcp_flags::SYN | tcp_flags::RST, Some(ConnState::TcpClosing)),
+        // A FIN is half a close: the other way has not sent one.
+        (tcp_flags::SYN | tcp_flags::FIN, Some(ConnState::TcpSyn)),
         // Without SYN: accepted by the rules, tracked by nothing.
         (tcp_flags::ACK, None),
         (0, None),

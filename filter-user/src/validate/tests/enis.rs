@@ -85,7 +85,7 @@ fn interface_names_are_linux_names() {
 }
 
 #[test]
-fn host_interfaces_looks_in_sysfs() {
+fn host_interfaces_are_looked_up_by_name_in_the_kernel() {
     assert!(!HostInterfaces.interface_exists("no-such-if0"));
     assert!(!HostInterfaces.interface_exists(".."));
     assert!(!HostInterfaces.interface_exists(""));
