@@ -29,6 +29,8 @@ pub mod names {
     /// Program names (the entry functions in `filter-ebpf`).
     pub const PROG_XDP: &str = "filter_xdp";
     pub const PROG_TC: &str = "filter_tc";
+    /// The interface's ingress on tcx (SPEC §2.4 `hook: tc`).
+    pub const PROG_TC_INGRESS: &str = "filter_tc_ingress";
     /// Samples the two clocks for the calibration of `FILTER_CLOCK`.
     pub const PROG_CLOCK: &str = "filter_clock_sample";
 }

@@ -51,10 +51,10 @@ use crate::{
     words,
 };
 
-/// The program sees the interface's ingress.
-pub const HOOK_XDP: u8 = 0;
-/// The program sees the interface's egress.
-pub const HOOK_TC: u8 = 1;
+/// The program sees the interface's ingress (XDP or tcx ingress).
+pub const HOOK_INGRESS: u8 = 0;
+/// The program sees the interface's egress (tcx egress).
+pub const HOOK_EGRESS: u8 = 1;
 
 /// No rule counter: malformed packets and headless fragments are counted in
 /// `FILTER_STATS` only (no rule, default or fixed reason decided them).
@@ -344,13 +344,13 @@ fn set_key(c: &mut Packet, proto: u8, sport: u16, dport: u16) -> bool {
     conntrack::make_key(&mut c.key, &c.p.flow.src, sport, &c.p.flow.dst, dport)
 }
 
-/// ENI direction (SPEC §2.4): XDP sees what arrives on the interface, TC
-/// what leaves it. On a tap that is the instance sending (egress) and
+/// ENI direction (SPEC §2.4): the ingress hook (XDP or tcx ingress) sees
+/// what arrives on the interface, tcx egress what leaves it. On a tap that is the instance sending (egress) and
 /// receiving (ingress); on the instance's own NIC it is the other way round.
 /// An unknown mode is treated as `tap`, the default.
 #[inline(always)]
 fn direction(hook: u8, mode: u8) -> u8 {
-    if (hook == HOOK_XDP) == (mode == MODE_NIC) {
+    if (hook == HOOK_INGRESS) == (mode == MODE_NIC) {
         DIR_INGRESS
     } else {
         DIR_EGRESS

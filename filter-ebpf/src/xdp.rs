@@ -4,7 +4,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 use crate::{
     frame::XdpFrame,
-    pipeline::{self, HOOK_XDP},
+    pipeline::{self, HOOK_INGRESS},
 };
 
 #[xdp]
@@ -19,7 +19,7 @@ pub fn filter_xdp(ctx: XdpContext) -> u32 {
 pub fn run<const FLOW_ACCOUNTING: bool>(ctx: &XdpContext) -> u32 {
     // SAFETY: the kernel's context; `ingress_ifindex` is a plain field.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if pipeline::run::<_, FLOW_ACCOUNTING>(XdpFrame(ctx.ctx), HOOK_XDP, ifindex) {
+    if pipeline::run::<_, FLOW_ACCOUNTING>(XdpFrame(ctx.ctx), HOOK_INGRESS, ifindex) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

@@ -191,6 +191,10 @@ pub struct Eni {
     /// `tap` (default) | `nic`.
     #[serde(default = "default_attach_mode")]
     pub attach_mode: String,
+    /// `auto` (default) | `xdp` | `tc`: which program filters the
+    /// interface's ingress (SPEC §2.4).
+    #[serde(default = "default_hook")]
+    pub hook: String,
     pub vswitch_id: String,
     /// IPv4 and IPv6 addresses.
     #[serde(default)]
@@ -201,6 +205,10 @@ pub struct Eni {
 
 fn default_attach_mode() -> String {
     "tap".to_owned()
+}
+
+fn default_hook() -> String {
+    "auto".to_owned()
 }
 
 /// `conntrack` (SPEC §3.1): every field may be left out and takes the

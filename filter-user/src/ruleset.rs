@@ -74,6 +74,18 @@ pub enum AttachMode {
     Nic,
 }
 
+/// Which program filters an interface's ingress (SPEC §2.4 `hook`); its
+/// egress is always tcx egress. `Auto` is tcx ingress on virtual devices,
+/// XDP on NICs with native XDP (`dataplane::hooks` decides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookChoice {
+    #[default]
+    Auto,
+    Xdp,
+    Tc,
+}
+
 /// The protocols a rule or ACL entry can name (SPEC §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +242,9 @@ pub struct Eni {
     pub id: String,
     pub interface: String,
     pub mode: AttachMode,
+    /// The ingress hook asked for.
+    #[serde(default)]
+    pub hook: HookChoice,
     pub vswitch: VSwitchIdx,
     pub ips: Vec<IpAddr>,
     /// 1–10 groups, all of one kind, all in the ENI's VPC.

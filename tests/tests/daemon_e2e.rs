@@ -467,15 +467,25 @@ fn xdp_attached(ns: &Netns, iface: &str) -> Result<bool> {
 
 /// Program ids on tcx egress of `iface`.
 fn tcx_egress(ns: &Netns, iface: &str) -> Result<Vec<u32>> {
+    tcx(ns, iface, TcAttachType::Egress)
+}
+
+fn tcx(ns: &Netns, iface: &str, at: TcAttachType) -> Result<Vec<u32>> {
     let name = iface.to_owned();
-    let (_, progs) = ns.run(move || SchedClassifier::query_tcx(&name, TcAttachType::Egress))??;
+    let (_, progs) = ns.run(move || SchedClassifier::query_tcx(&name, at))??;
     Ok(progs.iter().map(|p| p.id()).collect())
+}
+
+/// Whether a program filters `iface`'s ingress: XDP or tcx ingress (the
+/// `auto` hook of a veth, SPEC §2.4).
+fn ingress_attached(ns: &Netns, iface: &str) -> Result<bool> {
+    Ok(xdp_attached(ns, iface)? || !tcx(ns, iface, TcAttachType::Ingress)?.is_empty())
 }
 
 fn assert_hooked(ns: &Netns, iface: &str, hooked: bool) -> Result<()> {
     ensure!(
-        xdp_attached(ns, iface)? == hooked,
-        "XDP on {iface} should be attached: {hooked}"
+        ingress_attached(ns, iface)? == hooked,
+        "a program on {iface}'s ingress should be attached: {hooked}"
     );
     let tcx = tcx_egress(ns, iface)?;
     ensure!(
@@ -494,8 +504,8 @@ fn wait_hooked(ns: &Netns, iface: &str, limit: Duration) -> Result<()> {
     assert_hooked(ns, iface, true)
 }
 
-/// Ids of the programs on `iface`: XDP (`prog/xdp id N` in `ip -d link`)
-/// and tcx egress.
+/// Ids of the programs on `iface`: XDP (`prog/xdp id N` in `ip -d link`),
+/// tcx ingress and egress.
 fn program_ids(ns: &Netns, iface: &str) -> Result<Vec<u32>> {
     let link = ns.ip(&["-d", "link", "show", "dev", iface])?;
     let mut ids: Vec<u32> = link
@@ -506,6 +516,7 @@ fn program_ids(ns: &Netns, iface: &str) -> Result<Vec<u32>> {
             words.nth(1)?.parse().ok()
         })
         .collect();
+    ids.extend(tcx(ns, iface, TcAttachType::Ingress)?);
     ids.extend(tcx_egress(ns, iface)?);
     Ok(ids)
 }
@@ -534,7 +545,7 @@ fn assert_unloaded(ids: &[u32]) -> Result<()> {
 
 /// The link pins of `iface` under `pin_dir`.
 fn link_pins(pin_dir: &Path, iface: &str) -> Vec<String> {
-    ["xdp", "tc"]
+    ["xdp", "tci", "tc"]
         .iter()
         .map(|hook| pin_dir.join("links").join(format!("{iface}-{hook}")))
         .filter(|p| p.exists())
@@ -785,16 +796,20 @@ fn every_command_as_table_and_json() -> Result<()> {
             ensure!(status.contains(&want), "no {want:?} in:\n{status}");
         }
         ensure!(
-            status.lines().any(|l| l
-                .split_whitespace()
-                .eq(["eni-0", iface, "tap", "vsw-0", "xdp,tc"])),
+            status.lines().any(|l| l.split_whitespace().eq([
+                "eni-0",
+                iface,
+                "tap",
+                "vsw-0",
+                "tc-ingress,tc"
+            ])),
             "no ENI row in:\n{status}"
         );
         let status = daemon.ctl_json(&["status"])?;
         ensure!(
             status["enis"]
                 == json!([{"id": "eni-0", "interface": iface, "attach_mode": "tap",
-                           "vswitch": "vsw-0", "hooks": ["xdp", "tc"], "state": "attached"}]),
+                           "vswitch": "vsw-0", "hooks": ["tc-ingress", "tc"], "state": "attached"}]),
             "{status}"
         );
         ensure!(
@@ -1255,7 +1270,7 @@ fn kill9_keeps_enforcing_and_restart_keeps_connections() -> Result<()> {
         );
         let status = daemon.ctl_json(&["status"])?;
         ensure!(
-            status["enis"][0]["hooks"] == json!(["xdp", "tc"]),
+            status["enis"][0]["hooks"] == json!(["tc-ingress", "tc"]),
             "{status}"
         );
         assert_web(&site, &daemon, 0)?;
@@ -2059,7 +2074,12 @@ fn interfaces_join_and_leave_with_the_document() -> Result<()> {
                 .attach(&i2_iface, aya::programs::XdpMode::default())
                 .context("attaching a foreign XDP program")
         })??;
-        let path = daemon.write_file("three", &doc(&[i0, i1, i2], web_rules()).to_string())?;
+        // (On XDP, asked for: `auto` would put a veth on tcx.)
+        let mut three = doc(&[i0, i1, i2], web_rules());
+        for eni in three["enis"].as_array_mut().into_iter().flatten() {
+            eni["hook"] = json!("xdp");
+        }
+        let path = daemon.write_file("three", &three.to_string())?;
         let (error, err) = daemon.ctl_json_err(&["apply", &path.to_string_lossy()])?;
         ensure!(
             error["code"] == json!("enforcement_failed"),
@@ -2122,7 +2142,7 @@ fn a_recreated_interface_is_guarded_again() -> Result<()> {
         ensure!(daemon.generation()? == Some(g));
         let status = daemon.ctl_json(&["status"])?;
         ensure!(
-            status["enis"][0]["hooks"] == json!(["xdp", "tc"])
+            status["enis"][0]["hooks"] == json!(["tc-ingress", "tc"])
                 && status["enis"][0]["state"] == json!("attached"),
             "{status}"
         );
@@ -2656,6 +2676,49 @@ fn an_upgrade_over_another_layout_keeps_every_verdict() -> Result<()> {
             "the old maps' pins are left"
         );
         assert_hooked(&site.host, &inst.guarded, true)?;
+        assert_web(&site, &daemon, 0)?;
+        Ok(())
+    })
+}
+
+/// SPEC §2.4 `hook`: a veth is filtered on tcx ingress by default (XDP
+/// there would cost the sender its GSO), on XDP when the document asks,
+/// and back; the hook moves without a moment unguarded and `status` names
+/// it.
+#[test]
+fn the_ingress_hook_follows_the_document() -> Result<()> {
+    e2e("d_hook", |id| {
+        let site = Site::new(id, 1)?;
+        let daemon = DaemonGuard::start(id, &site.host)?;
+        let inst = site.inst(0);
+        let with_hook = |hook: &str| {
+            let mut d = doc(&[inst], web_rules());
+            d["enis"][0]["hook"] = json!(hook);
+            d
+        };
+        let hooks = |daemon: &DaemonGuard| -> Result<Value> {
+            Ok(daemon.ctl_json(&["status"])?["enis"][0]["hooks"].clone())
+        };
+        let tcx_in = |ns: &Netns| tcx(ns, &inst.guarded, TcAttachType::Ingress);
+
+        daemon.apply(&doc(&[inst], web_rules()))?;
+        ensure!(hooks(&daemon)? == json!(["tc-ingress", "tc"]));
+        ensure!(!xdp_attached(&site.host, &inst.guarded)? && !tcx_in(&site.host)?.is_empty());
+        assert_web(&site, &daemon, 0)?;
+
+        daemon.apply(&with_hook("xdp"))?;
+        ensure!(
+            hooks(&daemon)? == json!(["xdp", "tc"]),
+            "{}",
+            hooks(&daemon)?
+        );
+        ensure!(xdp_attached(&site.host, &inst.guarded)? && tcx_in(&site.host)?.is_empty());
+        ensure!(link_pins(daemon.pin_dir(), &inst.guarded).len() == 2);
+        assert_web(&site, &daemon, 0)?;
+
+        daemon.apply(&with_hook("tc"))?;
+        ensure!(hooks(&daemon)? == json!(["tc-ingress", "tc"]));
+        ensure!(!xdp_attached(&site.host, &inst.guarded)?);
         assert_web(&site, &daemon, 0)?;
         Ok(())
     })

@@ -511,7 +511,12 @@ fn the_programs_leave_the_verifier_a_tenth_of_its_budget() {
     let mut dp = Dataplane::load(None).expect("load");
     let xdp = dp.xdp_program().unwrap().info().unwrap();
     let tc = dp.tc_program().unwrap().info().unwrap();
-    for (name, info) in [("filter_xdp", xdp), ("filter_tc", tc)] {
+    let tc_in = dp.tc_ingress_program().unwrap().info().unwrap();
+    for (name, info) in [
+        ("filter_xdp", xdp),
+        ("filter_tc", tc),
+        ("filter_tc_ingress", tc_in),
+    ] {
         let walked = info
             .verified_instruction_count()
             .expect("the kernel reports verified instructions (5.16 and later)");

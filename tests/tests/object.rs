@@ -10,7 +10,12 @@ use object::{
 
 /// What the daemon attaches (`filter_xdp`, `filter_tc`) or runs
 /// (`filter_clock_sample`, the clock calibration).
-const PRODUCT_PROGRAMS: [&str; 3] = [names::PROG_XDP, names::PROG_TC, names::PROG_CLOCK];
+const PRODUCT_PROGRAMS: [&str; 4] = [
+    names::PROG_XDP,
+    names::PROG_TC,
+    names::PROG_TC_INGRESS,
+    names::PROG_CLOCK,
+];
 
 /// What only `cargo xtask bench` loads (`filter-ebpf/src/bench/`).
 const BENCH_PROGRAMS: [&str; 8] = [

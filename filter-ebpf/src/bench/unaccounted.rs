@@ -20,5 +20,5 @@ pub fn filter_xdp_unaccounted(ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn filter_tc_unaccounted(ctx: TcContext) -> i32 {
-    tc::run::<false>(&ctx)
+    tc::run::<false>(&ctx, crate::pipeline::HOOK_EGRESS)
 }

@@ -41,7 +41,7 @@ use self::{
     tables::SlotRef,
 };
 use crate::{
-    ruleset::{AttachMode, Ruleset},
+    ruleset::{AttachMode, HookChoice, Ruleset},
     verdict::Reason,
 };
 
@@ -63,10 +63,9 @@ pub struct Compiled {
     pub config: GenConfig,
     /// The ENIs whose interface exists now, by its index.
     pub enis: Vec<(EniKey, EniConfig)>,
-    /// Every ENI's interface and its `FILTER_ENIS` value, pending ENIs
-    /// (no such interface yet, SPEC §2.4) included: the value written when
-    /// the interface appears.
-    pub interfaces: Vec<(String, EniConfig)>,
+    /// Every ENI's interface, pending ENIs (no such interface yet, SPEC
+    /// §2.4) included: what is written and attached when it appears.
+    pub interfaces: Vec<EniInterface>,
     pub tables: Vec<(u32, TableMeta)>,
     pub dport: Vec<LpmEntry<PortKeyData, u32>>,
     pub sport: Vec<LpmEntry<PortKeyData, u32>>,
@@ -91,6 +90,16 @@ pub struct Compiled {
     /// The prefix tables above as the kernel searches them: what
     /// `FILTER_TABLES`, `FILTER_RULE_SETS` and `FILTER_BOUNDS` get.
     pub layout: Layout,
+}
+
+/// An ENI's interface as the data plane guards it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EniInterface {
+    pub name: String,
+    /// The ingress hook the document asks for.
+    pub hook: HookChoice,
+    /// Its `FILTER_ENIS` value.
+    pub config: EniConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,7 +233,11 @@ pub fn compile(
         if let Some(ifindex) = *ifindex {
             enis.push((EniKey { slot, ifindex }, config));
         }
-        interfaces.push((eni.interface.clone(), config));
+        interfaces.push(EniInterface {
+            name: eni.interface.clone(),
+            hook: eni.hook,
+            config,
+        });
         eni_index.push((index, eni.id.clone()));
     }
 

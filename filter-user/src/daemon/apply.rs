@@ -17,7 +17,7 @@
 //! running. After 6 the new generation runs; a failure in 7 only leaves an
 //! interface with programs that no longer guard it, which the result says.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
@@ -28,7 +28,7 @@ use crate::{
     api::{ApplyParams, ApplyResult, ChangeSummary, Changes},
     clock::unix_now,
     daemon::{enforcer::EnforceError, store::RECORD_FORMAT},
-    ruleset::{Ruleset, SgRule},
+    ruleset::{HookChoice, Ruleset, SgRule},
 };
 
 /// The number of the next generation: above every generation the data
@@ -48,8 +48,12 @@ pub fn next_generation(dataplane: Option<u32>, daemon: Option<u32>, saved: Optio
 }
 
 /// The interfaces a rule set guards.
-pub(super) fn interfaces(ruleset: &Ruleset) -> BTreeSet<String> {
-    ruleset.enis.iter().map(|e| e.interface.clone()).collect()
+pub(super) fn interfaces(ruleset: &Ruleset) -> BTreeMap<String, HookChoice> {
+    ruleset
+        .enis
+        .iter()
+        .map(|e| (e.interface.clone(), e.hook))
+        .collect()
 }
 
 impl<E: Enforcer> Daemon<E> {
@@ -178,7 +182,7 @@ fn conntrack_size_notice<E: Enforcer>(enforcer: &E, ruleset: &Ruleset) -> Option
 /// Steps 5–7: attach, switch, detach; undo the attachments on failure.
 fn enforce<E: Enforcer>(
     enforcer: &mut E,
-    wanted: &BTreeSet<String>,
+    wanted: &BTreeMap<String, HookChoice>,
     plan: &E::Plan,
     notices: &mut Vec<String>,
 ) -> Result<(), EnforceError> {
@@ -195,8 +199,8 @@ fn enforce<E: Enforcer>(
     // attached already this is a no-op, and one that was deleted and made
     // again under its name (a restarted VM's tap) gets the programs back.
     // Only those that join are detached again on failure.
-    for interface in wanted {
-        match enforcer.attach(interface) {
+    for (interface, hook) in wanted {
+        match enforcer.attach(interface, *hook) {
             Ok(true) if !before.contains(interface) => attached.push(interface.clone()),
             // Attached already, or pending: the link watcher guards it
             // when it appears (`links.rs`).
@@ -211,7 +215,7 @@ fn enforce<E: Enforcer>(
         undo(enforcer, &attached);
         return Err(e);
     }
-    for interface in before.difference(wanted) {
+    for interface in before.iter().filter(|i| !wanted.contains_key(*i)) {
         if let Err(e) = enforcer.detach(interface) {
             tracing::warn!("{e}");
             notices.push(format!(

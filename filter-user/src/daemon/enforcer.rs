@@ -14,7 +14,7 @@ use crate::{
     api::{MapFill, StatCounter, TrackedConnection},
     compile::SlotTable,
     dataplane::FlowEvents,
-    ruleset::{Direction, Ruleset},
+    ruleset::{Direction, HookChoice, Ruleset},
     verdict::{Packet, Reason},
 };
 
@@ -96,10 +96,11 @@ pub trait Enforcer: Send + 'static {
         slots: &SlotTable,
     ) -> Result<Compiled<Self::Plan>, EnforceError>;
 
-    /// Attaches the programs to `interface` (XDP and TC), pinned. Attaching
+    /// Attaches the programs to `interface` (`hook` on its ingress, tcx on
+    /// its egress), pinned. Attaching
     /// an interface that is already attached succeeds. `false`: there is no
     /// such interface (yet); its ENI is pending (SPEC §2.4).
-    fn attach(&mut self, interface: &str) -> Result<bool, EnforceError>;
+    fn attach(&mut self, interface: &str, hook: HookChoice) -> Result<bool, EnforceError>;
 
     /// `interface` appeared or was made again (a link event): when it is
     /// the interface of an ENI of the running generation, guard it under

@@ -89,10 +89,10 @@ impl<E: Enforcer> Daemon<E> {
             .compile(record.generation, &ruleset, &record.slots)?;
         let wanted = apply::interfaces(&ruleset);
         let attached = core.enforcer.attached();
-        for interface in &wanted {
+        for (interface, hook) in &wanted {
             // Takes over the pinned links (and puts back any that went
             // missing while the daemon was away).
-            core.enforcer.attach(interface)?;
+            core.enforcer.attach(interface, *hook)?;
         }
         if let Err(e) = core.enforcer.adopt(&compiled.plan) {
             // The pinned generation does not guard the interfaces as they
@@ -102,7 +102,7 @@ impl<E: Enforcer> Daemon<E> {
             tracing::warn!("not taking over generation {}: {e}", record.generation);
             return self.restore_as_new(&mut core, record, ruleset);
         }
-        for interface in attached.difference(&wanted) {
+        for interface in attached.iter().filter(|i| !wanted.contains_key(*i)) {
             if let Err(e) = core.enforcer.detach(interface) {
                 tracing::warn!("{e}");
             }

@@ -1,5 +1,6 @@
-//! Attaching the programs to interfaces: XDP on the interface's ingress,
-//! TC (tcx) on its egress (`docs/ARCHITECTURE.md`, "Direction").
+//! Attaching the programs to interfaces: XDP or tcx on the interface's
+//! ingress ([`IngressHook`]), tcx on its egress (`docs/ARCHITECTURE.md`,
+//! "Direction").
 use std::{io, path::PathBuf};
 
 use aya::{
@@ -18,18 +19,27 @@ use super::{
     sys, Dataplane,
 };
 
+/// The program on an interface's ingress (SPEC §2.4 `hook`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngressHook {
+    Xdp,
+    /// tcx ingress: the same pipeline as a classifier.
+    Tc,
+}
+
 /// The programs on one interface, as [`Dataplane::attach`] left them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub ifname: String,
     pub ifindex: u32,
-    /// `Default` (the kernel picked native XDP where the driver has it) or
-    /// `Skb` (generic XDP, after the default mode was refused).
+    pub ingress: IngressHook,
+    /// With XDP: `Default` (the kernel picked native XDP where the driver
+    /// has it) or `Skb` (generic XDP, after the default mode was refused).
     pub xdp_mode: XdpMode,
     /// The links were pinned by an earlier process and now run this
     /// process's programs (swapped in atomically, no gap).
     pub adopted: bool,
-    /// Pin paths of the two links (pinned mode only).
+    /// Pin paths of the ingress and egress links (pinned mode only).
     pub pins: Option<(PathBuf, PathBuf)>,
 }
 
@@ -68,15 +78,15 @@ impl HeldLink {
 #[derive(Debug)]
 pub(crate) struct IfaceLinks {
     pub(crate) info: Attachment,
-    pub(crate) xdp: HeldLink,
-    pub(crate) tc: HeldLink,
+    pub(crate) ingress: HeldLink,
+    pub(crate) egress: HeldLink,
 }
 
 impl IfaceLinks {
     fn detach(self) -> Result<()> {
-        let tc = self.tc.detach();
-        let xdp = self.xdp.detach();
-        tc.and(xdp)
+        let egress = self.egress.detach();
+        let ingress = self.ingress.detach();
+        egress.and(ingress)
     }
 }
 
@@ -144,8 +154,14 @@ fn open_pinned(path: &std::path::Path) -> Result<Option<FdLink>> {
 }
 
 impl Dataplane {
-    /// Attaches the data plane to `ifname`: XDP on its ingress (the default
-    /// mode, falling back to generic XDP) and TC on its egress.
+    /// [`Self::attach_with`] XDP on the ingress.
+    pub fn attach(&mut self, ifname: &str) -> Result<Attachment> {
+        self.attach_with(ifname, IngressHook::Xdp)
+    }
+
+    /// Attaches the data plane to `ifname`: `ingress` on its ingress (XDP in
+    /// the default mode, falling back to generic XDP; or tcx ingress) and
+    /// tcx on its egress.
     ///
     /// With a pin directory ([`Dataplane::load`] with `Some`) both links are
     /// pinned under `<pin>/links/` and stay attached after this process
@@ -153,55 +169,81 @@ impl Dataplane {
     /// adopted by swapping this process's programs in atomically. Without
     /// one, dropping the `Dataplane` detaches.
     ///
-    /// Both hooks or neither: when TC fails, a freshly attached XDP link is
-    /// removed again. Attaching an interface twice is a no-op.
-    pub fn attach(&mut self, ifname: &str) -> Result<Attachment> {
+    /// Both hooks or neither: when the egress fails, a freshly attached
+    /// ingress link is removed again. Attaching an interface twice is a
+    /// no-op; attaching it with the other ingress hook moves it, the new
+    /// hook on before the old one comes off.
+    pub fn attach_with(&mut self, ifname: &str, ingress: IngressHook) -> Result<Attachment> {
         check_ifname(ifname)?;
         let ifindex = ifindex(ifname)?;
-        if let Some(held) = self.hold_back(ifname, ifindex) {
+        if let Some(held) = self.hold_back(ifname, ifindex, ingress) {
             return Ok(held);
         }
         if let Some(held) = self.links.remove(ifname) {
-            if held.info.ifindex == ifindex {
-                let info = held.info.clone();
-                self.links.insert(ifname.to_owned(), held);
-                return Ok(info);
+            match (held.info.ifindex == ifindex, held.info.ingress == ingress) {
+                (true, true) => {
+                    let info = held.info.clone();
+                    self.links.insert(ifname.to_owned(), held);
+                    return Ok(info);
+                }
+                // The other ingress hook: the new link goes on before the
+                // old one comes off (below); closing our fds leaves the
+                // pinned links in place meanwhile.
+                (true, false) => drop(held),
+                // The interface was deleted and made again: the old links
+                // died with it.
+                (false, _) => held.detach()?,
             }
-            // The interface was deleted and made again: the old links died
-            // with it.
-            held.detach()?;
         }
-        let (xdp, xdp_mode, xdp_adopted) = self.attach_xdp(ifname, ifindex)?;
-        let (tc, tc_adopted) = match self.attach_tc(ifname, ifindex) {
-            Ok(tc) => tc,
+        let (in_link, xdp_mode, in_adopted) = match ingress {
+            IngressHook::Xdp => self.attach_xdp(ifname, ifindex)?,
+            IngressHook::Tc => {
+                let (link, adopted) = self.attach_tcx(ifname, ifindex, Hook::TcIngress)?;
+                (link, XdpMode::Default, adopted)
+            }
+        };
+        let (egress, egress_adopted) = match self.attach_tcx(ifname, ifindex, Hook::Tc) {
+            Ok(egress) => egress,
             Err(e) => {
-                if !xdp_adopted {
-                    if let Err(undo) = xdp.detach() {
-                        tracing::warn!("removing the XDP link of {ifname} after TC failed: {undo}");
+                if !in_adopted {
+                    if let Err(undo) = in_link.detach() {
+                        tracing::warn!(
+                            "removing the ingress link of {ifname} after the egress failed: {undo}"
+                        );
                     }
                 }
                 return Err(e);
             }
         };
+        let in_hook = ingress_pin_hook(ingress);
+        // The other ingress hook's link, if an earlier apply chose it.
+        if let Some(p) = &self.pins {
+            let other = match ingress {
+                IngressHook::Xdp => Hook::TcIngress,
+                IngressHook::Tc => Hook::Xdp,
+            };
+            pins::remove_pinned_link(&link_pin_path(p.root(), ifname, other))?;
+        }
         let pins = self.pins.as_ref().map(|p| {
             (
-                link_pin_path(p.root(), ifname, Hook::Xdp),
+                link_pin_path(p.root(), ifname, in_hook),
                 link_pin_path(p.root(), ifname, Hook::Tc),
             )
         });
         let info = Attachment {
             ifname: ifname.to_owned(),
             ifindex,
+            ingress,
             xdp_mode,
-            adopted: xdp_adopted && tc_adopted,
+            adopted: in_adopted && egress_adopted,
             pins,
         };
         self.links.insert(
             ifname.to_owned(),
             IfaceLinks {
                 info: info.clone(),
-                xdp,
-                tc,
+                ingress: in_link,
+                egress,
             },
         );
         Ok(info)
@@ -210,22 +252,27 @@ impl Dataplane {
     /// During an upgrade ([`Dataplane::load_object`]), an interface whose
     /// pinned links run the old build's programs keeps them until the new
     /// maps hold a generation: moving it now would leave it unguarded.
-    fn hold_back(&mut self, ifname: &str, ifindex: u32) -> Option<Attachment> {
+    fn hold_back(&mut self, ifname: &str, ifindex: u32, wanted: IngressHook) -> Option<Attachment> {
         let root = self.pins.as_ref()?.root().to_owned();
         let upgrade = self.upgrade.as_mut()?;
+        let ingress = if link_pin_path(&root, ifname, Hook::TcIngress).exists() {
+            IngressHook::Tc
+        } else {
+            IngressHook::Xdp
+        };
         let pins = (
-            link_pin_path(&root, ifname, Hook::Xdp),
+            link_pin_path(&root, ifname, ingress_pin_hook(ingress)),
             link_pin_path(&root, ifname, Hook::Tc),
         );
         if !pins.0.exists() && !pins.1.exists() {
             return None;
         }
-        if !upgrade.held_back.iter().any(|i| i == ifname) {
-            upgrade.held_back.push(ifname.to_owned());
-        }
+        upgrade.held_back.retain(|(i, _)| i != ifname);
+        upgrade.held_back.push((ifname.to_owned(), wanted));
         Some(Attachment {
             ifname: ifname.to_owned(),
             ifindex,
+            ingress,
             xdp_mode: XdpMode::Default,
             adopted: true,
             pins: Some(pins),
@@ -243,7 +290,7 @@ impl Dataplane {
             found = true;
         }
         if let Some(p) = &self.pins {
-            for hook in [Hook::Xdp, Hook::Tc] {
+            for hook in Hook::ALL {
                 found |= pins::remove_pinned_link(&link_pin_path(p.root(), ifname, hook))?;
             }
         }
@@ -360,18 +407,22 @@ impl Dataplane {
         ))
     }
 
-    fn attach_tc(&mut self, ifname: &str, ifindex: u32) -> Result<(HeldLink, bool)> {
-        const PROG: &str = names::PROG_TC;
+    /// tcx on the egress (`Hook::Tc`) or the ingress (`Hook::TcIngress`).
+    fn attach_tcx(&mut self, ifname: &str, ifindex: u32, hook: Hook) -> Result<(HeldLink, bool)> {
+        let (prog_name, attach_type) = match hook {
+            Hook::TcIngress => (names::PROG_TC_INGRESS, TcAttachType::Ingress),
+            _ => (names::PROG_TC, TcAttachType::Egress),
+        };
         let pin_path = self
             .pins
             .as_ref()
-            .map(|p| link_pin_path(p.root(), ifname, Hook::Tc));
+            .map(|p| link_pin_path(p.root(), ifname, hook));
         let prog: &mut SchedClassifier = self
             .ebpf
-            .program_mut(PROG)
-            .ok_or(DataplaneError::MissingProgram(PROG))?
+            .program_mut(prog_name)
+            .ok_or(DataplaneError::MissingProgram(prog_name))?
             .try_into()
-            .map_err(|e| DataplaneError::program(PROG, "expecting a TC classifier", e))?;
+            .map_err(|e| DataplaneError::program(prog_name, "expecting a TC classifier", e))?;
 
         if let Some(path) = &pin_path {
             drop_pin_if_elsewhere(path, ifindex)?;
@@ -379,9 +430,9 @@ impl Dataplane {
                 match SchedClassifierLink::try_from(old) {
                     Ok(old) => match prog.attach_to_link(old) {
                         Ok(id) => {
-                            let link = prog
-                                .take_link(id)
-                                .map_err(|e| DataplaneError::program(PROG, "taking the link", e))?;
+                            let link = prog.take_link(id).map_err(|e| {
+                                DataplaneError::program(prog_name, "taking the link", e)
+                            })?;
                             let link = FdLink::try_from(link).map_err(|_| {
                                 DataplaneError::NotPinnable {
                                     ifname: ifname.to_owned(),
@@ -425,11 +476,11 @@ impl Dataplane {
             }
         }
         let id = prog
-            .attach(ifname, TcAttachType::Egress)
-            .map_err(|e| DataplaneError::program(PROG, "attaching to egress", e))?;
+            .attach(ifname, attach_type)
+            .map_err(|e| DataplaneError::program(prog_name, "attaching", e))?;
         let link = prog
             .take_link(id)
-            .map_err(|e| DataplaneError::program(PROG, "taking the link", e))?;
+            .map_err(|e| DataplaneError::program(prog_name, "taking the link", e))?;
         let Some(path) = pin_path else {
             return Ok((HeldLink::Tc(link), false));
         };
@@ -448,6 +499,14 @@ impl Dataplane {
             },
             false,
         ))
+    }
+}
+
+/// Where the link of an ingress hook is pinned.
+fn ingress_pin_hook(ingress: IngressHook) -> Hook {
+    match ingress {
+        IngressHook::Xdp => Hook::Xdp,
+        IngressHook::Tc => Hook::TcIngress,
     }
 }
 

@@ -12,18 +12,20 @@ use std::{
 };
 
 use filter_common::{
-    ct_state_name, generation_slot, stat_is_drop, CtEntry, EniConfig, EniKey, GenConfig,
-    STAT_LABELS,
+    ct_state_name, generation_slot, stat_is_drop, CtEntry, EniKey, GenConfig, STAT_LABELS,
 };
 
-use super::{conntrack::kernel_key, pins, Dataplane, DataplaneError, FlowEvents, GenerationMaps};
+use super::{
+    conntrack::kernel_key, hooks, pins, Dataplane, DataplaneError, FlowEvents, GenerationMaps,
+    IngressHook,
+};
 use crate::{
     api::{MapFill, StatCounter, TrackedConnection},
     clock::KtimeClock,
-    compile::{self, SlotTable},
+    compile::{self, EniInterface, SlotTable},
     daemon::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
     eval::conntrack::ConnKey,
-    ruleset::{Direction, Ruleset},
+    ruleset::{Direction, HookChoice, Ruleset},
     verdict::{Packet, Reason},
 };
 
@@ -51,7 +53,7 @@ pub struct KernelEnforcer {
     config: Option<GenConfig>,
     /// The running generation and every ENI's `FILTER_ENIS` value by
     /// interface, pending ones included: what `guard` writes.
-    interfaces: Option<(u32, BTreeMap<String, EniConfig>)>,
+    interfaces: Option<(u32, BTreeMap<String, EniInterface>)>,
     /// The connection table's size when the maps are created next (SPEC
     /// §3.1 `conntrack.max_entries`): existing pins keep theirs.
     ct_entries: u32,
@@ -96,7 +98,8 @@ impl KernelEnforcer {
     fn learn(&mut self, plan: &compile::Compiled) {
         self.reasons = plan.slot_reasons.clone();
         self.config = Some(plan.config);
-        self.interfaces = Some((plan.generation, plan.interfaces.iter().cloned().collect()));
+        let interfaces = plan.interfaces.iter().map(|i| (i.name.clone(), i.clone()));
+        self.interfaces = Some((plan.generation, interfaces.collect()));
     }
 }
 
@@ -138,13 +141,13 @@ impl Enforcer for KernelEnforcer {
         Ok(Compiled { plan, slots })
     }
 
-    fn attach(&mut self, interface: &str) -> Result<bool, EnforceError> {
+    fn attach(&mut self, interface: &str, hook: HookChoice) -> Result<bool, EnforceError> {
         let error = |message: String| EnforceError::Attach {
             interface: interface.to_owned(),
             message,
         };
         let dataplane = self.dataplane().map_err(error)?;
-        match dataplane.attach(interface) {
+        match dataplane.attach_with(interface, hooks::resolve(interface, hook)) {
             Ok(_) => Ok(true),
             // Gone, or not there yet: pending.
             Err(DataplaneError::UnknownInterface(_)) => Ok(false),
@@ -153,10 +156,10 @@ impl Enforcer for KernelEnforcer {
     }
 
     fn guard(&mut self, interface: &str) -> Result<bool, EnforceError> {
-        let Some((generation, config)) = self
+        let Some((generation, EniInterface { hook, config, .. })) = self
             .interfaces
             .as_ref()
-            .and_then(|(g, all)| Some((*g, *all.get(interface)?)))
+            .and_then(|(g, all)| Some((*g, all.get(interface)?.clone())))
         else {
             return Ok(false);
         };
@@ -183,7 +186,7 @@ impl Enforcer for KernelEnforcer {
         dataplane
             .add_eni(EniKey { slot, ifindex }, config)
             .map_err(|e| error(chain(&e)))?;
-        match dataplane.attach(interface) {
+        match dataplane.attach_with(interface, hooks::resolve(interface, hook)) {
             Ok(_) => Ok(true),
             Err(DataplaneError::UnknownInterface(_)) => Ok(false),
             Err(e) => Err(error(chain(&e))),
@@ -213,7 +216,7 @@ impl Enforcer for KernelEnforcer {
         let Some((generation, config)) = self
             .interfaces
             .as_ref()
-            .and_then(|(g, all)| Some((*g, *all.get(interface)?)))
+            .and_then(|(g, all)| Some((*g, all.get(interface)?.config)))
         else {
             return Ok(());
         };
@@ -311,11 +314,12 @@ impl Enforcer for KernelEnforcer {
             if ifindex_of(&a.ifname) != Some(a.ifindex) {
                 continue;
             }
-            let xdp = match a.xdp_mode {
-                aya::programs::XdpMode::Skb => "xdp (generic)",
-                _ => "xdp",
+            let ingress = match (a.ingress, a.xdp_mode) {
+                (IngressHook::Tc, _) => "tc-ingress",
+                (IngressHook::Xdp, aya::programs::XdpMode::Skb) => "xdp (generic)",
+                (IngressHook::Xdp, _) => "xdp",
             };
-            hooks.insert(a.ifname, vec![xdp.to_owned(), "tc".to_owned()]);
+            hooks.insert(a.ifname, vec![ingress.to_owned(), "tc".to_owned()]);
         }
         for ifname in pins::pinned_interfaces(&self.pin_dir)
             .into_iter()
@@ -323,7 +327,7 @@ impl Enforcer for KernelEnforcer {
         {
             hooks
                 .entry(ifname)
-                .or_insert_with(|| vec!["xdp (pinned)".to_owned(), "tc (pinned)".to_owned()]);
+                .or_insert_with(|| vec!["pinned".to_owned()]);
         }
         let stats = dataplane.stats().map_err(read)?;
         Ok(DataplaneStatus {

@@ -20,6 +20,7 @@ mod enforcer;
 mod error;
 mod flows;
 mod generation;
+pub mod hooks;
 mod links;
 mod maps;
 pub mod object;
@@ -35,7 +36,7 @@ use aya::{
 };
 use filter_common::{names, CtEntry, CtKey, EniConfig, EniKey, DEFAULT_CT_ENTRIES, STAT_COUNT};
 
-pub use attach::Attachment;
+pub use attach::{Attachment, IngressHook};
 pub use counters::RuleCounters;
 pub use enforcer::KernelEnforcer;
 pub use error::{DataplaneError, Result};
@@ -67,8 +68,9 @@ pub struct Dataplane {
 /// generation is written.
 #[derive(Debug, Default)]
 struct Upgrade {
-    /// Interfaces whose pinned links still run the old programs.
-    held_back: Vec<String>,
+    /// Interfaces whose pinned links still run the old programs, and the
+    /// ingress hook this build attaches them with.
+    held_back: Vec<(String, IngressHook)>,
 }
 
 /// Opens the object: maps pinned under `pin_dir` adopted (checked against
@@ -188,8 +190,8 @@ impl Dataplane {
         let Some(upgrade) = self.upgrade.take() else {
             return;
         };
-        for ifname in upgrade.held_back {
-            match self.attach(&ifname) {
+        for (ifname, ingress) in upgrade.held_back {
+            match self.attach_with(&ifname, ingress) {
                 Ok(_) => tracing::info!("{ifname}: now on this build's programs"),
                 Err(e) => tracing::error!(
                     "{ifname}: moving to this build's programs failed, the old ones keep \
@@ -341,11 +343,20 @@ impl Dataplane {
 
     /// See [`Self::xdp_program`].
     pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
+        self.classifier(names::PROG_TC)
+    }
+
+    /// See [`Self::xdp_program`]: the interface's ingress on tcx.
+    pub fn tc_ingress_program(&mut self) -> Result<&mut SchedClassifier> {
+        self.classifier(names::PROG_TC_INGRESS)
+    }
+
+    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier> {
         self.ebpf
-            .program_mut(names::PROG_TC)
-            .ok_or(DataplaneError::MissingProgram(names::PROG_TC))?
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
             .try_into()
-            .map_err(|e| DataplaneError::program(names::PROG_TC, "expecting a TC classifier", e))
+            .map_err(|e| DataplaneError::program(name, "expecting a TC classifier", e))
     }
 
     /// Another program of the object, by name, on this data plane's maps:
@@ -375,10 +386,11 @@ impl Dataplane {
 fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
     load_xdp(ebpf, names::PROG_XDP)?;
     load_tc(ebpf, names::PROG_TC)?;
+    load_tc(ebpf, names::PROG_TC_INGRESS)?;
     let Some(pins) = pins else {
         return Ok(());
     };
-    for name in [names::PROG_XDP, names::PROG_TC] {
+    for name in [names::PROG_XDP, names::PROG_TC, names::PROG_TC_INGRESS] {
         let path = pins.root().join(pins::PROGS_DIR).join(name);
         replace_pin(&path)?;
         ebpf.program_mut(name)

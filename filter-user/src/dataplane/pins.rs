@@ -118,7 +118,7 @@ pub fn link_pin_path(pin_dir: &Path, ifname: &str, hook: Hook) -> PathBuf {
 }
 
 /// The interfaces with a pinned link under `pin_dir`
-/// (`links/<ifname>-xdp`, `links/<ifname>-tc`).
+/// (`links/<ifname>-xdp`, `-tci`, `-tc`).
 pub fn pinned_interfaces(pin_dir: &Path) -> std::collections::BTreeSet<String> {
     let Ok(entries) = fs::read_dir(pin_dir.join(LINKS_DIR)) else {
         return Default::default();
@@ -127,7 +127,7 @@ pub fn pinned_interfaces(pin_dir: &Path) -> std::collections::BTreeSet<String> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            [Hook::Xdp, Hook::Tc]
+            Hook::ALL
                 .into_iter()
                 .find_map(|hook| name.strip_suffix(&format!("-{}", hook.suffix())))
                 .map(str::to_owned)
@@ -135,20 +135,26 @@ pub fn pinned_interfaces(pin_dir: &Path) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// The two hooks an interface gets a program on.
+/// The hooks an interface gets a program on: one of the two ingress hooks,
+/// and the egress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     /// XDP: the interface's ingress.
     Xdp,
-    /// TC (tcx) egress.
+    /// tcx egress.
     Tc,
+    /// tcx ingress.
+    TcIngress,
 }
 
 impl Hook {
+    pub(crate) const ALL: [Hook; 3] = [Hook::Xdp, Hook::Tc, Hook::TcIngress];
+
     pub(crate) const fn suffix(self) -> &'static str {
         match self {
             Self::Xdp => "xdp",
             Self::Tc => "tc",
+            Self::TcIngress => "tci",
         }
     }
 }

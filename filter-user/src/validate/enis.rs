@@ -16,10 +16,15 @@ use super::{
 };
 use crate::{
     model::{Document, Eni},
-    ruleset::{self, AttachMode, GroupKind},
+    ruleset::{self, AttachMode, GroupKind, HookChoice},
 };
 
 const ATTACH_MODES: &[(&str, AttachMode)] = &[("tap", AttachMode::Tap), ("nic", AttachMode::Nic)];
+const HOOKS: &[(&str, HookChoice)] = &[
+    ("auto", HookChoice::Auto),
+    ("xdp", HookChoice::Xdp),
+    ("tc", HookChoice::Tc),
+];
 
 /// What ENIs must not share: interfaces and addresses.
 #[derive(Default)]
@@ -73,6 +78,7 @@ fn check_eni<'d>(
         &eni.attach_mode,
         ATTACH_MODES,
     );
+    let hook = values::keyword(errs, &path.field("hook"), &eni.hook, HOOKS);
     let vswitch = cx.ix.resolve(
         errs,
         &path.field("vswitch_id"),
@@ -86,6 +92,7 @@ fn check_eni<'d>(
         id: eni.id.clone(),
         interface: eni.interface.clone(),
         mode: mode?,
+        hook: hook?,
         vswitch: vswitch?,
         ips: ips?,
         groups: groups?,

@@ -10,7 +10,7 @@ use filter::{
     compile::SlotTable,
     daemon::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
     eval,
-    ruleset::{Direction, Ruleset},
+    ruleset::{Direction, HookChoice, Ruleset},
     verdict::{Packet, Reason},
 };
 
@@ -103,7 +103,7 @@ impl Enforcer for MemoryEnforcer {
         })
     }
 
-    fn attach(&mut self, interface: &str) -> Result<bool, EnforceError> {
+    fn attach(&mut self, interface: &str, _hook: HookChoice) -> Result<bool, EnforceError> {
         let mut dp = self.dataplane();
         if dp.fail_attach.contains(interface) {
             return Err(EnforceError::Attach {
@@ -120,7 +120,7 @@ impl Enforcer for MemoryEnforcer {
     }
 
     fn guard(&mut self, interface: &str) -> Result<bool, EnforceError> {
-        self.attach(interface)
+        self.attach(interface, HookChoice::Auto)
     }
 
     fn forget(&mut self, interface: &str, _ifindex: u32) -> Result<(), EnforceError> {
@@ -140,7 +140,7 @@ impl Enforcer for MemoryEnforcer {
                 .collect()
         };
         for interface in &unguarded {
-            self.attach(interface)?;
+            self.attach(interface, HookChoice::Auto)?;
         }
         Ok(unguarded)
     }

@@ -660,10 +660,10 @@ fn a_missing_interface_is_pending_and_a_shared_one_an_error() {
     let pending = compile(&rs, 1, &|_| None, &mut slots).unwrap_or_else(|e| panic!("{e}"));
     assert!(pending.enis.is_empty());
     assert_eq!(pending.interfaces.len(), 1);
-    assert_eq!(pending.interfaces[0].0, rs.enis[0].interface);
+    assert_eq!(pending.interfaces[0].name, rs.enis[0].interface);
     let present = compile(&rs, 3, &|_| Some(7), &mut slots).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(present.enis.len(), 1);
-    assert_eq!(present.enis[0].1, present.interfaces[0].1);
+    assert_eq!(present.enis[0].1, present.interfaces[0].config);
     let mut slots = SlotTable::new();
     eni(&mut rs, "eni-2", AttachMode::Tap, &["10.0.1.11"], &[0]);
     let err = compile(&rs, 1, &|_| Some(7), &mut slots);

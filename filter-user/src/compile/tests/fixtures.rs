@@ -82,6 +82,7 @@ pub fn eni(rs: &mut Ruleset, id: &str, mode: AttachMode, ips: &[&str], groups: &
         id: id.into(),
         interface: format!("if-{id}"),
         mode,
+        hook: Default::default(),
         vswitch: 0,
         ips,
         groups: groups.to_vec(),

@@ -281,6 +281,7 @@ pub fn ruleset(tape: &mut Tape) -> Ruleset {
             } else {
                 AttachMode::Tap
             },
+            hook: Default::default(),
             vswitch,
             ips,
             groups: chosen,

@@ -528,6 +528,7 @@ impl Doc {
                 id: e.id.clone(),
                 interface: format!("tap-{}", e.id),
                 mode: AttachMode::Tap,
+                hook: Default::default(),
                 vswitch: 0,
                 ips: e.ips.clone(),
                 groups: e.groups.iter().map(|g| group_idx(g)).collect(),
