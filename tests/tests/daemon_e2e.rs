@@ -2262,54 +2262,15 @@ fn applies_are_atomic_under_traffic() -> Result<()> {
         daemon.apply(&a)?;
         let mut conn = open(&site, ALLOWED4, inst.addr(false, 80))?;
 
-        // A receiver in the instance counts what arrives.
-        let receiver = inst
-            .ns
-            .run(|| std::net::UdpSocket::bind("0.0.0.0:5353"))??;
-        receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let sender = site
-            .host
-            .run(|| std::net::UdpSocket::bind((DENIED4, 0)))??;
-        let target = inst.addr(false, 5353);
         let before = daemon.ctl_json(&["status"])?;
-        let stop = AtomicBool::new(false);
-        let (sent, received, applied) = thread::scope(|s| -> Result<_> {
-            let flood = s.spawn(|| {
-                let mut sent = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if sender.send_to(b"should never arrive", target).is_ok() {
-                        sent += 1;
-                    }
-                    if sent.is_multiple_of(64) {
-                        thread::sleep(Duration::from_millis(1));
-                    }
-                }
-                sent
-            });
-            let count = s.spawn(|| {
-                let mut n = 0u64;
-                let mut buf = [0u8; 64];
-                while !stop.load(Ordering::Relaxed) {
-                    if receiver.recv_from(&mut buf).is_ok() {
-                        n += 1;
-                    }
-                }
-                n
-            });
+        let (sent, received, applied) = flood_during(&site, inst, DENIED4, || {
             let mut applied = 0;
-            let result = (|| -> Result<()> {
-                for round in 0..12 {
-                    daemon.apply(if round % 2 == 0 { &b } else { &a })?;
-                    applied += 1;
-                    echo(&mut conn, &format!("round {round}"))?;
-                }
-                Ok(())
-            })();
-            stop.store(true, Ordering::Relaxed);
-            let sent = flood.join().map_err(|_| anyhow!("the sender panicked"))?;
-            let received = count.join().map_err(|_| anyhow!("the receiver panicked"))?;
-            result?;
-            Ok((sent, received, applied))
+            for round in 0..12 {
+                daemon.apply(if round % 2 == 0 { &b } else { &a })?;
+                applied += 1;
+                echo(&mut conn, &format!("round {round}"))?;
+            }
+            Ok(applied)
         })?;
         let after = daemon.ctl_json(&["status"])?;
         ensure!(
@@ -2330,6 +2291,55 @@ fn applies_are_atomic_under_traffic() -> Result<()> {
             "packets passed unguarded during the applies"
         );
         Ok(())
+    })
+}
+
+/// Floods instance `inst`'s UDP port 5353 from the host's `from` while
+/// `during` runs, counting what arrives in the instance: (datagrams sent,
+/// datagrams received, what `during` returned).
+fn flood_during<T>(
+    site: &Site,
+    inst: &Inst,
+    from: &str,
+    during: impl FnOnce() -> Result<T>,
+) -> Result<(u64, u64, T)> {
+    let receiver = inst
+        .ns
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:5353"))??;
+    receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let sender = site
+        .host
+        .run(|| std::net::UdpSocket::bind((ip(from), 0)))??;
+    let target = inst.addr(false, 5353);
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if sender.send_to(b"should never arrive", target).is_ok() {
+                    sent += 1;
+                }
+                if sent.is_multiple_of(16) {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+            sent
+        });
+        let count = s.spawn(|| {
+            let mut n = 0u64;
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if receiver.recv_from(&mut buf).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        });
+        let result = during();
+        stop.store(true, Ordering::Relaxed);
+        let sent = flood.join().map_err(|_| anyhow!("the sender panicked"))?;
+        let received = count.join().map_err(|_| anyhow!("the receiver panicked"))?;
+        Ok((sent, received, result?))
     })
 }
 
@@ -2498,58 +2508,20 @@ fn recreating_an_interface_under_traffic_lets_nothing_through() -> Result<()> {
         let daemon = DaemonGuard::start(id, &site.host)?;
         let inst = site.inst(0);
         daemon.apply(&doc(&[inst], web_rules()))?;
-        let receiver = inst
-            .ns
-            .run(|| std::net::UdpSocket::bind("0.0.0.0:5353"))??;
-        receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let sender = site
-            .host
-            .run(|| std::net::UdpSocket::bind((ALLOWED4, 0)))??;
-        let target = inst.addr(false, 5353);
-        let stop = AtomicBool::new(false);
-        let mut guards = Vec::new();
-        let (sent, received) = thread::scope(|s| -> Result<_> {
-            let flood = s.spawn(|| {
-                let mut sent = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if sender.send_to(b"should never arrive", target).is_ok() {
-                        sent += 1;
-                    }
-                    if sent.is_multiple_of(16) {
-                        thread::sleep(Duration::from_micros(200));
-                    }
-                }
-                sent
-            });
-            let count = s.spawn(|| {
-                let mut n = 0u64;
-                let mut buf = [0u8; 64];
-                while !stop.load(Ordering::Relaxed) {
-                    if receiver.recv_from(&mut buf).is_ok() {
-                        n += 1;
-                    }
-                }
-                n
-            });
-            let result = (|| -> Result<()> {
-                for _ in 0..8 {
-                    let created = Instant::now();
-                    let watch =
-                        time_to_guard(&site.host, &inst.guarded, created, Duration::from_secs(5));
-                    recreate_link(&site, inst)?;
-                    guards.push(report_guard(
-                        "recreated veth",
-                        watch.join().map_err(|_| anyhow!("watcher panicked"))?,
-                    )?);
-                    open(&site, ALLOWED4, inst.addr(false, 80))?;
-                }
-                Ok(())
-            })();
-            stop.store(true, Ordering::Relaxed);
-            let sent = flood.join().map_err(|_| anyhow!("the sender panicked"))?;
-            let received = count.join().map_err(|_| anyhow!("the receiver panicked"))?;
-            result?;
-            Ok((sent, received))
+        let (sent, received, guards) = flood_during(&site, inst, ALLOWED4, || {
+            let mut guards = Vec::new();
+            for _ in 0..8 {
+                let created = Instant::now();
+                let watch =
+                    time_to_guard(&site.host, &inst.guarded, created, Duration::from_secs(5));
+                recreate_link(&site, inst)?;
+                guards.push(report_guard(
+                    "recreated veth",
+                    watch.join().map_err(|_| anyhow!("watcher panicked"))?,
+                )?);
+                open(&site, ALLOWED4, inst.addr(false, 80))?;
+            }
+            Ok(guards)
         })?;
         ensure!(sent > 1000, "only {sent} datagrams sent");
         ensure!(
@@ -2616,45 +2588,10 @@ fn an_upgrade_over_another_layout_keeps_every_verdict() -> Result<()> {
         fs::rename(&b, &a)?;
         fs::rename(&tmp, &b)?;
 
-        let receiver = inst
-            .ns
-            .run(|| std::net::UdpSocket::bind("0.0.0.0:5353"))??;
-        receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let sender = site
-            .host
-            .run(|| std::net::UdpSocket::bind((ALLOWED4, 0)))??;
-        let target = inst.addr(false, 5353);
-        let stop = AtomicBool::new(false);
-        let (sent, received) = thread::scope(|s| -> Result<_> {
-            let flood = s.spawn(|| {
-                let mut sent = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if sender.send_to(b"should never arrive", target).is_ok() {
-                        sent += 1;
-                    }
-                    if sent.is_multiple_of(16) {
-                        thread::sleep(Duration::from_micros(200));
-                    }
-                }
-                sent
-            });
-            let count = s.spawn(|| {
-                let mut n = 0u64;
-                let mut buf = [0u8; 64];
-                while !stop.load(Ordering::Relaxed) {
-                    if receiver.recv_from(&mut buf).is_ok() {
-                        n += 1;
-                    }
-                }
-                n
-            });
-            let restarted = daemon.restart();
+        let (sent, received, ()) = flood_during(&site, inst, ALLOWED4, || {
+            daemon.restart()?;
             thread::sleep(Duration::from_millis(300));
-            stop.store(true, Ordering::Relaxed);
-            let sent = flood.join().map_err(|_| anyhow!("the sender panicked"))?;
-            let received = count.join().map_err(|_| anyhow!("the receiver panicked"))?;
-            restarted?;
-            Ok((sent, received))
+            Ok(())
         })?;
         ensure!(sent > 1000, "only {sent} datagrams sent");
         ensure!(

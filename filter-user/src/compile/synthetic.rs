@@ -101,32 +101,33 @@ const SERVICES: &[(&str, Option<(u16, u16)>)] = &[
     ("gre", None),
 ];
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+/// xorshift64*: deterministic, no dependency (the benchmarks' generators
+/// share it).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 
     /// A random prefix of one of `lens` inside `base/base_len` (IPv4).
     fn v4_in(&mut self, base: u32, base_len: u32, lens: &[u32]) -> String {
         let len = lens[self.below(lens.len())];
-        let host = (self.next() as u32) & (u32::MAX >> base_len);
+        let host = (self.next_u64() as u32) & (u32::MAX >> base_len);
         let addr = (base | host) & (u32::MAX << (32 - len));
         format!("{}/{len}", Ipv4Addr::from(addr))
     }
 
     fn v6(&mut self) -> String {
         let len = [128u32, 64, 56, 48][self.below(4)];
-        let addr = (0xfd00u128 << 112) | (u128::from(self.next()) << 32);
+        let addr = (0xfd00u128 << 112) | (u128::from(self.next_u64()) << 32);
         let addr = addr & (u128::MAX << (128 - len));
         format!("{}/{len}", std::net::Ipv6Addr::from(addr))
     }

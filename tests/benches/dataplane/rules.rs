@@ -23,7 +23,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, Result};
-use filter::{ruleset::Ruleset, validate::load};
+use filter::{compile::synthetic::Rng, ruleset::Ruleset, validate::load};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
@@ -77,24 +77,9 @@ const GROUPS: usize = 10;
 const PREFIX_LISTS: usize = 8;
 const PREFIX_LIST_ENTRIES: usize = 20;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// An address of `198.18.0.0/15`.
 fn bench_v4(rng: &mut Rng) -> Ipv4Addr {
-    Ipv4Addr::from(0xc612_0000 | (rng.next() as u32 & 0x0001_ffff))
+    Ipv4Addr::from(0xc612_0000 | (rng.next_u64() as u32 & 0x0001_ffff))
 }
 
 /// A prefix of `198.18.0.0/15`: hosts, /24 and /28 subnets and a few
@@ -110,7 +95,7 @@ fn v4(rng: &mut Rng) -> IpNet {
 fn v6(rng: &mut Rng) -> IpNet {
     let len = [128u8, 64, 56, 48][rng.below(4)];
     let addr = IpAddr::V6(Ipv6Addr::from(
-        (0xfd00u128 << 112) | u128::from(rng.next()) << 32,
+        (0xfd00u128 << 112) | u128::from(rng.next_u64()) << 32,
     ));
     IpNet::new(addr, len)
         .map(|n| n.trunc())
