@@ -850,7 +850,8 @@ fn every_command_as_table_and_json() -> Result<()> {
         };
         let text = explain(&src, &dst, false)?;
         for want in [
-            "verdict     ACCEPT by sg-web/http".to_owned(),
+            "verdict     ACCEPT by tracked (connection admitted by sg-web/http)".to_owned(),
+            "rules       ACCEPT by sg-web/http".to_owned(),
             format!("tracked     yes: tcp_established, admitted by sg-web/http in generation {g1}"),
             "admitted by sg-web/http".to_owned(),
         ] {

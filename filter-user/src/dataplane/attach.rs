@@ -463,6 +463,9 @@ impl Dataplane {
         // aya attaches through tcx (a BPF link) from Linux 6.6 on; older
         // kernels need the clsact qdisc for a netlink filter.
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if tcx {
+            refuse_another_filterd(prog, ifname, attach_type)?;
+        }
         if !tcx {
             match tc::qdisc_add_clsact(ifname) {
                 Ok(()) => {}
@@ -499,6 +502,35 @@ impl Dataplane {
             },
             false,
         ))
+    }
+}
+
+/// tcx runs several programs on one hook; XDP refuses a second one. Two
+/// daemons must not guard one interface (their rule sets would both
+/// decide), so a `filter_*` program of another load on the hook refuses
+/// this attach, as XDP would.
+fn refuse_another_filterd(
+    prog: &SchedClassifier,
+    ifname: &str,
+    attach_type: TcAttachType,
+) -> Result<()> {
+    let ours = prog.info().ok().map(|i| i.id());
+    let Ok((_, progs)) = SchedClassifier::query_tcx(ifname, attach_type) else {
+        return Ok(());
+    };
+    let theirs = progs.iter().find(|p| {
+        Some(p.id()) != ours && p.name_as_str().is_some_and(|n| n.starts_with("filter_"))
+    });
+    match theirs {
+        Some(p) => Err(DataplaneError::HookTaken {
+            ifname: ifname.to_owned(),
+            hook: match attach_type {
+                TcAttachType::Ingress => "tcx ingress",
+                _ => "tcx egress",
+            },
+            program: p.name_as_str().unwrap_or("filter_*").to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 

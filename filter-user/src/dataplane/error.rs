@@ -99,6 +99,15 @@ pub enum DataplaneError {
     #[error("no network interface named {0:?}")]
     UnknownInterface(String),
 
+    /// Another filterd's program is on the hook (tcx allows several; two
+    /// daemons must not guard one interface with two rule sets).
+    #[error("{ifname}: {program} of another filterd is attached at its {hook}")]
+    HookTaken {
+        ifname: String,
+        hook: &'static str,
+        program: String,
+    },
+
     #[error("cannot pin {path}")]
     Pin {
         path: PathBuf,
