@@ -59,7 +59,7 @@ impl Audit {
 
     /// `running`: the generation before the detach.
     pub fn detach(peer: Result<&PeerIdentity, &String>, running: Option<Arc<Running>>) -> Audit {
-        let digest = running.and_then(|r| document_digest(&r.document));
+        let digest = running.and_then(|r| r.digest.clone());
         Audit::new("detach", peer, digest)
     }
 
@@ -104,7 +104,7 @@ impl Audit {
                 let digest = digest.or_else(|| {
                     running
                         .filter(|r| Some(r.generation) == generation)
-                        .and_then(|r| document_digest(&r.document))
+                        .and_then(|r| r.digest.clone())
                 });
                 tracing::info!(
                     target: "filterd::audit",

@@ -154,12 +154,12 @@ impl<E: Enforcer> Daemon<E> {
             Err(e) => tracing::warn!("pruning saved generations: {e}"),
         }
         tracing::info!("generation {generation} enforced ({:?})", record.origin);
-        self.set_running(Some(Arc::new(Running {
+        self.set_running(Some(Arc::new(Running::new(
             generation,
-            applied_at: record.applied_at,
-            document: record.document,
-            ruleset: Arc::new(ruleset),
-        })));
+            record.applied_at,
+            record.document,
+            ruleset,
+        ))));
         self.publish_flows(core);
         Ok(result)
     }

@@ -165,7 +165,22 @@ pub struct Running {
     /// Unix seconds.
     pub applied_at: u64,
     pub document: String,
+    /// [`crate::digest::document_digest`] of `document`, computed once:
+    /// `status` shows it on every call.
+    pub digest: Option<String>,
     pub ruleset: Arc<Ruleset>,
+}
+
+impl Running {
+    pub fn new(generation: u32, applied_at: u64, document: String, ruleset: Ruleset) -> Running {
+        Running {
+            generation,
+            applied_at,
+            digest: crate::digest::document_digest(&document),
+            document,
+            ruleset: Arc::new(ruleset),
+        }
+    }
 }
 
 /// What [`Daemon::start`] did.
@@ -200,6 +215,8 @@ pub struct Daemon<E: Enforcer> {
     core: Mutex<Core<E>>,
     running: RwLock<Option<Arc<Running>>>,
     restore_error: RwLock<Option<String>>,
+    /// The data-plane read that concurrent `status` calls share.
+    status_read: status::SharedRead,
     /// Set when documents come from etcd ([`source`]).
     external_source: Option<String>,
     started_at: u64,
@@ -231,6 +248,7 @@ impl<E: Enforcer> Daemon<E> {
             }),
             running: RwLock::new(None),
             restore_error: RwLock::new(None),
+            status_read: status::SharedRead::default(),
             external_source: None,
             started_at: unix_now(),
             _locks: locks,

@@ -110,12 +110,12 @@ impl<E: Enforcer> Daemon<E> {
         // The slot table as saved: compiling the same generation again
         // gives every rule the slot it has.
         core.slots = record.slots;
-        self.set_running(Some(Arc::new(Running {
-            generation: record.generation,
-            applied_at: record.applied_at,
-            document: record.document,
-            ruleset: Arc::new(ruleset),
-        })));
+        self.set_running(Some(Arc::new(Running::new(
+            record.generation,
+            record.applied_at,
+            record.document,
+            ruleset,
+        ))));
         self.publish_flows(&mut core);
         Ok(Started::Adopted(record.generation))
     }

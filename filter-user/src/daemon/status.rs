@@ -1,7 +1,9 @@
 //! `status`, `get` and `version`: what runs, read-only.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Daemon, DaemonError, Enforcer};
+use tokio::sync::OnceCell;
+
+use super::{Daemon, DaemonError, DataplaneStatus, Enforcer};
 use crate::api::{
     DaemonInfo, EniState, EniStatus, GetResult, Method, StatusResult, VersionResult,
     PROTOCOL_VERSION,
@@ -20,12 +22,7 @@ impl<E: Enforcer> Daemon<E> {
 
     /// `status`.
     pub async fn status(self: &Arc<Self>) -> Result<StatusResult, DaemonError> {
-        let (dataplane, kernel) = self
-            .blocking(|d| {
-                let core = d.core();
-                Ok((core.enforcer.status()?, core.enforcer.running_generation()))
-            })
-            .await?;
+        let (dataplane, kernel) = self.read_dataplane().await?;
         let running = self.running();
         // What the kernel enforces, when the daemon does not run it (0:
         // nothing written into these maps yet).
@@ -73,9 +70,7 @@ impl<E: Enforcer> Daemon<E> {
             degraded: restore_error.is_some() || enis.iter().any(|e| e.state == EniState::Pending),
             generation: running.as_ref().map(|r| r.generation),
             applied_at: running.as_ref().map(|r| r.applied_at),
-            digest: running
-                .as_ref()
-                .and_then(|r| crate::digest::document_digest(&r.document)),
+            digest: running.as_ref().and_then(|r| r.digest.clone()),
             enis,
             conntrack: dataplane.conntrack,
             stats: dataplane.stats,
@@ -91,6 +86,41 @@ impl<E: Enforcer> Daemon<E> {
         })
     }
 
+    /// What the data plane says, read once for every `status` call that
+    /// comes while a read is under way: a burst of clients asking at once
+    /// costs one read, not one each in turn behind the core lock. A read
+    /// under way holds that lock, so no apply can have finished between its
+    /// start and a caller joining it: the answer is as fresh as a read of
+    /// the caller's own.
+    async fn read_dataplane(self: &Arc<Self>) -> Result<Snapshot, DaemonError> {
+        let read = {
+            let mut current = self
+                .status_read
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match &*current {
+                Some(read) if !read.initialized() => Arc::clone(read),
+                _ => {
+                    let read = Arc::new(OnceCell::new());
+                    *current = Some(Arc::clone(&read));
+                    read
+                }
+            }
+        };
+        read.get_or_init(|| async {
+            self.blocking(|d| {
+                let core = d.core();
+                Ok((core.enforcer.status()?, core.enforcer.running_generation()))
+            })
+            .await
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .clone()
+        .map_err(DaemonError::Internal)
+    }
+
     /// `version`.
     pub fn version(&self) -> VersionResult {
         VersionResult {
@@ -100,3 +130,10 @@ impl<E: Enforcer> Daemon<E> {
         }
     }
 }
+
+/// The data plane's status and the generation its maps hold.
+type Snapshot = (DataplaneStatus, Option<u32>);
+
+/// The data-plane read under way, if any ([`Daemon::read_dataplane`]).
+#[derive(Debug, Default)]
+pub(super) struct SharedRead(Mutex<Option<Arc<OnceCell<Result<Snapshot, String>>>>>);
