@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use crate::{
     api::{DEFAULT_MAX_REQUEST_SIZE, DEFAULT_SOCKET},
-    daemon::parse_capture_window,
+    daemon::{parse_capture_window, DEFAULT_MAX_CLIENTS},
     flowlog::DEFAULT_KEEP_FILES,
 };
 
@@ -106,6 +106,11 @@ pub struct Settings {
     /// rule; a longer request gets an error that names this limit.
     #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_REQUEST_SIZE)]
     pub max_request_size: Size,
+    /// How many socket clients are served at once. When all are taken, the
+    /// one that has waited longest for a request makes room for a new one;
+    /// filterd raises its open-file limit to fit.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
     /// Apply this document at start instead of restoring the saved
     /// generation.
     #[arg(long, value_name = "FILE")]

@@ -9,7 +9,11 @@ use filter::{
     api::{client::Client, ApplyParams, ErrorCode, GetResult, Method, NoParams, StatusResult},
     daemon::ServerConfig,
 };
-use tokio::{io::AsyncWriteExt, net::UnixStream, time::timeout};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+    time::timeout,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_clients() -> TestResult {
@@ -93,6 +97,44 @@ async fn clients_over_the_limit_are_told_to_come_back() -> TestResult {
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_client_idle_longest_makes_room_for_a_new_one() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let server = ServerConfig {
+        max_clients: 2,
+        evict_after: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let d =
+        TestDaemon::start_with(Dirs::new(tmp.path()), MemoryEnforcer::new(), server, None).await?;
+    // One idle client, and one stalled half way through a request.
+    let mut idle = d.client().await?;
+    idle.call(Method::Version, NoParams {}).await?;
+    let mut half = UnixStream::connect(d.dirs.socket()).await?;
+    half.write_all(br#"{"v":1,"id":1,"method":"sta"#).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Both slots are taken, yet a new client is served, twice over.
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let mut fresh = d.client().await?;
+        let s: StatusResult = timeout(
+            Duration::from_secs(5),
+            fresh.call_as(Method::Status, NoParams {}),
+        )
+        .await??;
+        assert_eq!(s.generation, None);
+        served.push(fresh);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Both made room: the one that waited longest first.
+    let mut byte = [0u8; 1];
+    let read = timeout(Duration::from_secs(5), half.read(&mut byte)).await??;
+    assert_eq!(read, 0, "the half-open client was closed");
+    assert!(idle.call(Method::Version, NoParams {}).await.is_err());
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use filter::{
     config::{self, Command, LogFormat, Settings, EXIT_USAGE},
     daemon::{
-        auth::Access, conntrack_size_at_start, library::LibraryValidator, serve, socket, Daemon,
-        DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
+        auth::Access, conntrack_size_at_start, fd_limit, library::LibraryValidator, serve, socket,
+        Daemon, DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
     },
     dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents},
     fleet::{self, EtcdConfig},
@@ -193,8 +193,23 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let server = ServerConfig {
         access: Access::new(gid),
         max_request_bytes: usize::try_from(args.max_request_size.0).unwrap_or(usize::MAX),
+        max_clients: args.max_clients,
         ..ServerConfig::default()
     };
+    match fd_limit::raise_open_file_limit(server.max_clients) {
+        Ok(limit) if limit.fits() => {
+            tracing::debug!("open-file limit {} (hard {})", limit.soft, limit.hard)
+        }
+        Ok(limit) => tracing::warn!(
+            "the open-file limit is {} (hard limit {}), below the {} that {} clients need: \
+             raise LimitNOFILE= or lower max_clients",
+            limit.soft,
+            limit.hard,
+            limit.needed,
+            server.max_clients
+        ),
+        Err(e) => tracing::warn!("reading or raising the open-file limit: {e}"),
+    }
     // The flow log runs until the server has stopped, then closes the open
     // capture window so what was counted until then reaches the file.
     let (stop_flows, mut flows_stopped) = watch::channel(false);

@@ -20,6 +20,7 @@ mod counters;
 mod detach;
 pub mod enforcer;
 mod explain;
+pub mod fd_limit;
 mod flows;
 pub mod library;
 mod links;
@@ -27,6 +28,7 @@ pub mod lock;
 mod restore;
 mod rollback;
 pub mod server;
+mod slots;
 pub mod socket;
 mod source;
 mod status;
@@ -46,7 +48,7 @@ pub use self::{
     enforcer::{Compiled, DataplaneStatus, EnforceError, Enforcer, ReasonCounter},
     lock::{DirLocks, LockError},
     restore::conntrack_size_at_start,
-    server::{serve, ServerConfig},
+    server::{serve, ServerConfig, DEFAULT_MAX_CLIENTS},
     store::{GenerationRecord, Origin, StateStore, StoreError},
     validator::Validator,
 };

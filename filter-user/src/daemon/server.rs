@@ -2,8 +2,10 @@
 //! bound listener and a shutdown future, so tests run it on a socket in a
 //! temporary directory and stop it when they like.
 //!
-//! - One task per connection; a semaphore bounds how many (a client over
-//!   the bound gets a `busy` error and is closed).
+//! - One task per connection; [`Slots`] bounds how many. When every slot
+//!   is taken, the connection that has waited longest for a request gives
+//!   its slot to the new one; when none waits, the new one gets a `busy`
+//!   error and is closed.
 //! - Requests on one connection are answered in order. Every write has a
 //!   timeout and every read an idle timeout, so a slow or stuck client only
 //!   ever holds its own task.
@@ -34,12 +36,13 @@ use tokio::{
         unix::{OwnedReadHalf, OwnedWriteHalf},
         UnixListener, UnixStream,
     },
-    sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore},
+    sync::{broadcast, mpsc},
     time::timeout,
 };
 
 use super::{
     auth::{authorize, changes_state, Access, PeerIdentity},
+    slots::{Slot, Slots},
     Daemon, Enforcer,
 };
 use crate::api::{
@@ -60,6 +63,10 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// How many connections are served at once.
     pub max_clients: usize,
+    /// When every slot is taken, a connection that has waited this long for
+    /// a request gives its slot to a new one ([`Slots`]). Shorter waits
+    /// are a client between two requests, not one that has gone quiet.
+    pub evict_after: Duration,
     /// How long one response may take to write before the connection is
     /// dropped.
     pub write_timeout: Duration,
@@ -73,13 +80,28 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_clients: 256,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            evict_after: Duration::from_secs(1),
             write_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             access: Access::new(None),
         }
     }
 }
+
+/// [`ServerConfig::max_clients`] by default: every local client a host has
+/// (CLIs, agents tailing flows) with room to spare; each costs a file
+/// descriptor and a few kilobytes.
+pub const DEFAULT_MAX_CLIENTS: usize = 1024;
+
+/// How long a new connection waits for the slot an idle one gives up (it
+/// closes at once; this only bounds a daemon too loaded to schedule it).
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// A connection's request buffer above this size is freed after the
+/// request, so an idle client does not keep the memory of its largest
+/// request (up to `max_request_bytes`).
+const KEEP_REQUEST_BUFFER: usize = 64 * 1024;
 
 /// Serves `listener` until `shutdown` completes, then waits for the
 /// connections to finish what they are doing.
@@ -93,7 +115,7 @@ pub async fn serve<E: Enforcer>(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let server = Server {
         daemon,
-        limit: Arc::new(Semaphore::new(config.max_clients)),
+        slots: Slots::new(config.max_clients),
         config: Arc::new(config),
         notify_shutdown,
         done_tx,
@@ -116,7 +138,7 @@ pub async fn serve<E: Enforcer>(
 struct Server<E: Enforcer> {
     daemon: Arc<Daemon<E>>,
     config: Arc<ServerConfig>,
-    limit: Arc<Semaphore>,
+    slots: Arc<Slots>,
     notify_shutdown: broadcast::Sender<()>,
     done_tx: mpsc::Sender<()>,
 }
@@ -134,21 +156,23 @@ impl<E: Enforcer> Server<E> {
                     continue;
                 }
             };
-            match Arc::clone(&self.limit).try_acquire_owned() {
-                Ok(permit) => {
-                    let connection = Connection {
-                        daemon: Arc::clone(&self.daemon),
-                        config: Arc::clone(&self.config),
-                        shutdown: self.notify_shutdown.subscribe(),
-                        _permit: permit,
-                        _done: self.done_tx.clone(),
-                    };
-                    tokio::spawn(connection.run(stream));
-                }
-                Err(_) => {
-                    let config = Arc::clone(&self.config);
-                    tokio::spawn(refuse_busy(stream, config));
-                }
+            let connection = Connection {
+                daemon: Arc::clone(&self.daemon),
+                config: Arc::clone(&self.config),
+                shutdown: self.notify_shutdown.subscribe(),
+                _done: self.done_tx.clone(),
+            };
+            if let Some(slot) = self.slots.try_take() {
+                tokio::spawn(connection.run(stream, slot));
+            } else if let Some(heir) = self.slots.evict_one(self.config.evict_after) {
+                tokio::spawn(async move {
+                    match heir.slot(EVICT_WAIT).await {
+                        Some(slot) => connection.run(stream, slot).await,
+                        None => refuse_busy(stream, connection.config).await,
+                    }
+                });
+            } else {
+                tokio::spawn(refuse_busy(stream, connection.config));
             }
         }
     }
@@ -173,21 +197,29 @@ struct Connection<E: Enforcer> {
     daemon: Arc<Daemon<E>>,
     config: Arc<ServerConfig>,
     shutdown: broadcast::Receiver<()>,
-    _permit: OwnedSemaphorePermit,
     _done: mpsc::Sender<()>,
 }
 
 impl<E: Enforcer> Connection<E> {
-    async fn run(mut self, stream: UnixStream) {
+    async fn run(mut self, stream: UnixStream, slot: Slot) {
         let peer = PeerIdentity::of(&stream).map_err(|e| e.to_string());
         let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
         loop {
+            if line.capacity() > KEEP_REQUEST_BUFFER {
+                line = Vec::new();
+            }
+            slot.waiting();
             let frame = tokio::select! {
                 frame = timeout(self.config.idle_timeout, read_frame(&mut reader, self.config.max_request_bytes, &mut line)) => frame,
                 _ = self.shutdown.recv() => return,
+                () = slot.evicted() => {
+                    tracing::debug!("closing a connection that waited longest, to make room");
+                    return;
+                }
             };
+            slot.working();
             let response = match frame {
                 Err(_) => {
                     tracing::debug!("closing an idle connection");
