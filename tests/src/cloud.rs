@@ -48,6 +48,9 @@ use crate::{
 
 /// The bridge in the host namespace.
 pub const FABRIC: &str = "fabric";
+/// The bridge's MAC address (locally administered; one bridge per host
+/// namespace, so every cloud may use the same).
+const FABRIC_MAC: &str = "02:00:00:00:fa:b1";
 /// Every node's interface inside its own namespace.
 pub const NODE_IF: &str = "eth0";
 
@@ -176,11 +179,17 @@ impl Cloud {
         let host = net.netns("host")?;
         // Multicast snooping off: a filter that drops an instance's MLD
         // reports must not make the bridge stop forwarding its neighbour
-        // solicitations.
+        // solicitations. A MAC address of its own: a bridge without one
+        // takes the lowest of its ports', so a port plugged in later
+        // (`Cloud::replug`) could change the gateways' MAC under every
+        // node's neighbour cache, and their packets would be flooded to
+        // no one until the caches expire.
         host.ip(&[
             "link",
             "add",
             FABRIC,
+            "address",
+            FABRIC_MAC,
             "type",
             "bridge",
             "mcast_snooping",
@@ -434,21 +443,52 @@ impl Cloud {
         Ok(())
     }
 
-    /// The veth pair `<port>` (host namespace, on the bridge) ↔ `eth0`
-    /// (the node's namespace), the node's addresses and default routes.
+    /// Deletes the instance's port, and with it the link to its namespace
+    /// (an instance whose VM stopped: the ENI's interface is gone).
+    pub fn unplug(&self, node: &Node) -> Result<()> {
+        self.host.ip(&["link", "del", &node.port]).map(drop)
+    }
+
+    /// Creates the port of an [`Cloud::unplug`]ged instance again, with
+    /// its addresses and routes (the VM started again).
+    pub fn replug(&self, node: &Node) -> Result<()> {
+        let vsw = node
+            .vswitch
+            .as_ref()
+            .and_then(|id| self.vswitches.iter().find(|v| &v.id == id))
+            .ok_or_else(|| anyhow!("{node} is not an instance on a vSwitch"))?;
+        self.connect(
+            node,
+            IpNet::V4(Ipv4Net::new(node.v4, vsw.cidr.prefix_len())?),
+            IpNet::V6(Ipv6Net::new(node.v6, vsw.ipv6_cidr.prefix_len())?),
+            self.nodes.iter().position(|n| n.name == node.name),
+        )
+    }
+
+    /// [`Cloud::connect`] a new node.
     fn plug(&mut self, node: &Node, v4: IpNet, v6: IpNet) -> Result<()> {
         ensure!(
             self.nodes.iter().all(|n| n.name != node.name),
             "two nodes called {}",
             node.name
         );
+        self.connect(node, v4, v6, Some(self.nodes.len()))?;
+        self.nodes.push(node.clone());
+        Ok(())
+    }
+
+    /// The veth pair `<port>` (host namespace, on the bridge) ↔ `eth0`
+    /// (the node's namespace), the node's addresses and default routes.
+    /// `position` is the node's place in the cloud.
+    fn connect(&self, node: &Node, v4: IpNet, v6: IpNet, position: Option<usize>) -> Result<()> {
+        let position = position.unwrap_or(self.nodes.len());
         // Every other port gets an ifindex past the data plane's direct
         // ENI array, so the scenarios go through both ENI lookups
         // (ARCHITECTURE.md, "ENI lookup"). Indexes are per namespace: the
         // host namespace is this test's own.
-        let index = (filter_common::ENI_DIRECT_IFINDEXES + self.nodes.len() as u32).to_string();
+        let index = (filter_common::ENI_DIRECT_IFINDEXES + position as u32).to_string();
         let mut add = vec!["link", "add", &node.port];
-        if self.nodes.len() % 2 == 1 {
+        if position % 2 == 1 {
             add.extend(["index", &index]);
         }
         add.extend([
@@ -481,7 +521,6 @@ impl Cloud {
             node.netns
                 .ip(&[family, "route", "add", "default", "via", &gw])?;
         }
-        self.nodes.push(node.clone());
         Ok(())
     }
 
