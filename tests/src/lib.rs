@@ -11,6 +11,7 @@
 //!   and the check that nothing is left behind.
 //! - [`daemon`]: the real `filterd` in a namespace and the real
 //!   `filterctl` against it, stopped and cleaned up on drop.
+//! - [`process`]: a process's memory, descriptors and open-file limit.
 //! - [`etcd`]: a real etcd with its own data dir (and TLS), for the fleet.
 //! - [`cloud`]: a small cloud in namespaces (a bridge for the vSwitch
 //!   fabric, instances behind guarded tap ports, outside hosts), shared by
@@ -30,6 +31,7 @@ pub mod instance;
 pub mod netns;
 pub mod packet;
 pub mod pins;
+pub mod process;
 #[cfg(test)]
 mod readme;
 pub mod tap;
