@@ -93,6 +93,17 @@ fn ifindex_of(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
+/// Whether `interface` went away (or was made again, under another index)
+/// since it had index `before`: an attach that failed then failed because
+/// the interface went, and the ENI is pending like any other whose
+/// interface is missing (SPEC §2.4); the link watcher guards it when it
+/// comes back. Without this, an apply that met a VM's tap on its way out
+/// failed ("No such device") and left the previous generation running.
+fn vanished(interface: &str, before: Option<u32>) -> bool {
+    let now = ifindex_of(interface);
+    now.is_none() || now != before
+}
+
 impl KernelEnforcer {
     /// What the running generation's counter slots mean, and its timeouts.
     fn learn(&mut self, plan: &compile::Compiled) {
@@ -147,10 +158,12 @@ impl Enforcer for KernelEnforcer {
             message,
         };
         let dataplane = self.dataplane().map_err(error)?;
+        let before = ifindex_of(interface);
         match dataplane.attach_with(interface, hooks::resolve(interface, hook)) {
             Ok(_) => Ok(true),
             // Gone, or not there yet: pending.
             Err(DataplaneError::UnknownInterface(_)) => Ok(false),
+            Err(_) if vanished(interface, before) => Ok(false),
             Err(e) => Err(error(chain(&e))),
         }
     }
@@ -189,6 +202,7 @@ impl Enforcer for KernelEnforcer {
         match dataplane.attach_with(interface, hooks::resolve(interface, hook)) {
             Ok(_) => Ok(true),
             Err(DataplaneError::UnknownInterface(_)) => Ok(false),
+            Err(_) if vanished(interface, Some(ifindex)) => Ok(false),
             Err(e) => Err(error(chain(&e))),
         }
     }
