@@ -10,6 +10,7 @@ mod dist;
 mod lint;
 mod run;
 mod setup;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -66,6 +67,10 @@ enum Command {
         #[arg(long, default_value = "release")]
         profile: String,
     },
+    /// The soak (as root): traffic, applies every 100 ms, clients and
+    /// interfaces that come and go; fails on a wrong verdict, a crash, or
+    /// growth in filterd's memory or descriptors.
+    Soak(soak::Options),
     /// The demo: a small cloud in network namespaces, guarded by filterd.
     Demo {
         /// End after the traffic script instead of tailing the flow log
@@ -107,6 +112,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         }
         Command::Bench(opts) => bench::bench(&toolchain, &opts),
         Command::Dist { profile } => dist::dist(&toolchain, &dist::Options { profile }).map(drop),
+        Command::Soak(opts) => soak::soak(&toolchain, &opts),
         Command::Demo { no_follow } => demo::demo(&toolchain, &demo::Options { no_follow }),
     }
 }
