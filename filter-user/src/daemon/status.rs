@@ -134,6 +134,9 @@ impl<E: Enforcer> Daemon<E> {
 /// The data plane's status and the generation its maps hold.
 type Snapshot = (DataplaneStatus, Option<u32>);
 
+/// One data-plane read: its result once done, for everyone who joined it.
+type Read = OnceCell<Result<Snapshot, String>>;
+
 /// The data-plane read under way, if any ([`Daemon::read_dataplane`]).
 #[derive(Debug, Default)]
-pub(super) struct SharedRead(Mutex<Option<Arc<OnceCell<Result<Snapshot, String>>>>>);
+pub(super) struct SharedRead(Mutex<Option<Arc<Read>>>);
