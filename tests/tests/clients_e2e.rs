@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use filter::daemon::fd_limit::OTHER_FILES;
 use filter_tests::{
     daemon::{DaemonGuard, DaemonOptions},
@@ -83,7 +83,7 @@ fn status_answers_within_100ms_under_1000_clients() -> Result<()> {
         stop.store(true, Ordering::SeqCst);
         let samples = sampler
             .join()
-            .map_err(|_| anyhow::anyhow!("the sampler panicked"))?
+            .map_err(|_| anyhow!("the sampler panicked"))?
             .with_context(|| {
                 let log = daemon.log();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -91,8 +91,9 @@ fn status_answers_within_100ms_under_1000_clients() -> Result<()> {
             })?;
         let held = result?;
 
-        let mut sorted = samples.clone();
+        let mut sorted = samples;
         sorted.sort();
+        ensure!(sorted.len() >= 200, "only {} status samples", sorted.len());
         let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
         println!(
             "status under load: {} samples, p50 {:?}, p99 {:?}, max {:?}; filterd fds {} \
@@ -104,7 +105,6 @@ fn status_answers_within_100ms_under_1000_clients() -> Result<()> {
             fds_before,
             held.fds,
         );
-        ensure!(sorted.len() >= 200, "only {} status samples", sorted.len());
         ensure!(
             pct(1.0) < STATUS_LIMIT,
             "the slowest status took {:?} (limit {STATUS_LIMIT:?})",

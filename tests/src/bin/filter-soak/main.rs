@@ -49,9 +49,11 @@ const APPLY_EVERY: Duration = Duration::from_millis(100);
 /// Probes per round (one round per apply).
 const ROUND: usize = 12;
 /// The share of the run before the first memory and descriptor sample:
-/// the flow log's tables, the allocator's arenas and tokio's workers
-/// reach their working size in the first seconds.
-const WARM_UP: f64 = 0.25;
+/// the flow log's tables (one entry per flow the kernel's maps hold), the
+/// allocator's arenas and tokio's workers reach their working size in the
+/// first seconds (measured: filterd's RSS grows by about 2 MiB in each of
+/// the first two quarter-minutes, then by less and less).
+const WARM_UP: f64 = 1.0 / 3.0;
 /// How much filterd's resident memory may grow between the samples.
 /// glibc's allocator keeps freed memory in per-thread arenas and returns
 /// it lazily, so the same work at two moments shows a few MiB of noise; a
