@@ -15,8 +15,10 @@
 //! - An incarnation the data plane removed (an event said so) is reported
 //!   once more and retired. One that vanished from the maps without an
 //!   event (two scans in a row missed it) was evicted from a full table
-//!   (or its event was lost): its last known counts are reported, and a
-//!   `SKIPDATA` record says its counts may be short.
+//!   (or its event was lost): its last known counts are reported. For a
+//!   connection a `SKIPDATA` record says its counts may be short; for a
+//!   reject flow, [`RejectBook`] finds exactly how many packets were not
+//!   read, from the data plane's total.
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
@@ -42,15 +44,6 @@ use crate::{
 enum Key {
     Ct(CtKey),
     Reject(RejectKey),
-}
-
-impl Key {
-    fn ifindex(&self) -> u32 {
-        match self {
-            Key::Ct(k) => k.ifindex,
-            Key::Reject(k) => k.ifindex,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,10 +127,65 @@ struct Lost {
     failed_scans: u64,
 }
 
+/// One interface's `FILTER_REJECTS` packets: what the collector read in
+/// its entries against what the data plane counted into them
+/// (`FlowLoss::rejected`). The difference is what entries the LRU evicted
+/// counted after their last reading: lost, exactly.
+///
+/// The total is taken two scans late: a packet it counted was in its entry
+/// when each of the next two scans walked the map, so only an entry gone
+/// (or missed by both walks, as [`VANISHED_AFTER_SCANS`] assumes) makes a
+/// difference. Both start at their first reading, so what was lost before
+/// is not this collector's to report.
+#[derive(Clone, Copy, Debug, Default)]
+struct RejectBook {
+    /// Packets read in the interface's reject flows: the growth of their
+    /// counters, summed over incarnations.
+    observed: u64,
+    /// (total, observed) at the first reading of the total.
+    zero: Option<(u64, u64)>,
+    /// The totals the last two scans read, newest first.
+    recent: [u64; 2],
+    /// Packets already reported lost.
+    claimed: u64,
+    /// The ENI index whose total this is.
+    eni_index: u32,
+}
+
+impl RejectBook {
+    /// Takes in a scan's total of ENI index `eni_index`; the packets newly
+    /// found lost.
+    fn read(&mut self, eni_index: u32, total: u64) -> u64 {
+        if self.eni_index != eni_index {
+            // Another ENI on this interface: another counter, read afresh.
+            self.zero = None;
+            self.eni_index = eni_index;
+        }
+        let Some((total0, observed0)) = self.zero else {
+            self.zero = Some((total, self.observed));
+            self.claimed = 0;
+            self.recent = [total, total];
+            return 0;
+        };
+        let counted = self.recent[1].saturating_sub(total0);
+        let seen = self.observed.saturating_sub(observed0);
+        self.recent = [total, self.recent[0]];
+        // A packet read before its total was (the scan races the data
+        // plane) makes `seen` run ahead for a while: the running maximum
+        // never reports a packet twice.
+        let owed = counted.saturating_sub(seen);
+        let new = owed.saturating_sub(self.claimed);
+        self.claimed = self.claimed.max(owed);
+        new
+    }
+}
+
 /// The incarnations the collector knows, and the losses of the window.
 #[derive(Debug, Default)]
 pub struct FlowTable {
     flows: HashMap<Id, Flow>,
+    /// Reject packets read and counted, by interface index.
+    rejects: HashMap<u32, RejectBook>,
     scans: u64,
     /// The loss counters as last read; `None` until the first read, which
     /// is the baseline (what was lost before this collector started is not
@@ -183,6 +231,7 @@ impl FlowTable {
 
     fn observe(&mut self, id: Id, seen: Flow, origin: Origin) {
         let scan = self.scans;
+        let mut grew = 0;
         let flow = self.flows.entry(id).or_insert_with(|| {
             let mut new = Flow {
                 orig_dir: seen.orig_dir,
@@ -203,6 +252,7 @@ impl FlowTable {
             }
             new
         });
+        grew += seen.packets[0].saturating_sub(flow.packets[0]);
         for d in 0..2 {
             flow.packets[d] = flow.packets[d].max(seen.packets[d]);
             flow.bytes[d] = flow.bytes[d].max(seen.bytes[d]);
@@ -220,6 +270,9 @@ impl FlowTable {
             }
             Origin::Ended => flow.ended = true,
             Origin::Created => {}
+        }
+        if let Key::Reject(k) = &id.key {
+            self.rejects.entry(k.ifindex).or_default().observed += grew;
         }
     }
 
@@ -289,7 +342,11 @@ impl FlowTable {
                 flow.missed_scans = flow.missed_scans.saturating_add(1);
                 if flow.missed_scans >= VANISHED_AFTER_SCANS {
                     flow.vanished = true;
-                    evicted.push(id.key.ifindex());
+                    // A reject flow's unread packets are counted exactly
+                    // below (`RejectBook`).
+                    if let Key::Ct(k) = &id.key {
+                        evicted.push(k.ifindex);
+                    }
                 }
             }
             true
@@ -319,6 +376,20 @@ impl FlowTable {
             let lost = self.lost.entry(at).or_default();
             lost.events += events;
             lost.packets += packets;
+        }
+        // `FILTER_ENIS` names an interface once per generation slot.
+        let enis: BTreeMap<u32, u32> = scan.enis.iter().copied().collect();
+        let rejected: HashMap<u32, u64> = scan.loss.iter().map(|(i, l)| (*i, l.rejected)).collect();
+        for (ifindex, eni_index) in enis {
+            let total = rejected.get(&eni_index).copied().unwrap_or(0);
+            let unread = self
+                .rejects
+                .entry(ifindex)
+                .or_default()
+                .read(eni_index, total);
+            if unread > 0 {
+                self.lost.entry(ifindex).or_default().packets += unread;
+            }
         }
     }
 
@@ -356,6 +427,7 @@ impl FlowTable {
             flow.ended = true;
         }
         self.loss_totals = Some(HashMap::new());
+        self.rejects.clear();
     }
 
     /// Closes `window`: the records of everything counted since the last
