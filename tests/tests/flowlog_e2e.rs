@@ -45,6 +45,7 @@ use filter::{
 };
 use filter_tests::{
     daemon::{DaemonGuard, DaemonOptions},
+    flowlog::{read_log, unix_now, wait_for_window_end},
     id::TestId,
     netns::{Netns, TestNet},
 };
@@ -505,54 +506,6 @@ fn raw_syns(ns: &Netns, src: &str, sport: u16, dst: &str, dport: u16, count: usi
 // ---------------------------------------------------------------------------
 // Reading records
 // ---------------------------------------------------------------------------
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Every record of the flow-log file (and its rotated files, oldest first).
-fn read_log(path: &Path) -> Result<Vec<FlowRecord>> {
-    let mut files: Vec<PathBuf> = (1..=10)
-        .rev()
-        .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
-        .filter(|p| p.exists())
-        .collect();
-    files.push(path.to_owned());
-    let mut out = Vec::new();
-    for file in files {
-        let text = match fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        };
-        for line in text.lines() {
-            out.push(
-                serde_json::from_str(line)
-                    .with_context(|| format!("{}: not a record: {line}", file.display()))?,
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// Waits until the file has a record of a window that ended at or after
-/// `unix` (every earlier window is then closed).
-fn wait_for_window_end(path: &Path, unix: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if read_log(path)?.iter().any(|r| r.end >= unix) {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no capture window ending at {unix} or later reached {}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The key records add up under.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
