@@ -8,11 +8,13 @@ use tokio::io::{unix::AsyncFd, Interest};
 use super::{
     fanout::Batch,
     monitor,
+    reported::Reported,
     sink::FileSink,
     window::{FlowTable, Origin, Window},
     Shared,
 };
 use crate::{
+    api::FlowRecord,
     clock::{ktime_now, unix_time, KtimeClock},
     dataplane::{scan_flow_maps, Event, FlowEvents, FlowScan},
 };
@@ -60,11 +62,16 @@ impl Collector {
     /// Runs until `shutdown` completes, then closes the open window (so
     /// what was counted until then reaches the file) and returns.
     pub async fn run(mut self, shutdown: impl Future) {
-        // The baseline: what the maps counted before this daemon started is
-        // not this daemon's to report.
-        let baseline = ktime_now();
+        // What the previous daemon reported, if it said: the rest is ours to
+        // report. Else the baseline: what the maps counted before this
+        // daemon started is not reported.
+        let baseline = if self.restore().await {
+            None
+        } else {
+            Some(ktime_now())
+        };
         self.take_ring();
-        self.scan(Some(baseline)).await;
+        self.scan(baseline).await;
         tokio::pin!(shutdown);
         loop {
             let boundary = next_boundary(unix_time(), self.window_len());
@@ -87,6 +94,48 @@ impl Collector {
                 }
             }
             self.close(boundary).await;
+        }
+    }
+
+    /// Reads what the previous daemon reported (`reported`); true when
+    /// there was something to go on from.
+    async fn restore(&mut self) -> bool {
+        let Some(path) = self.shared.config.reported.clone() else {
+            return false;
+        };
+        match tokio::task::spawn_blocking(move || Reported::load(&path)).await {
+            Ok(Ok(Some(reported))) => {
+                self.table.restore(reported);
+                true
+            }
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "flow log: ignoring what the previous daemon reported ({e}); what was \
+                     counted before this start is not reported"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::error!("flow log: reading what was reported: {e}");
+                false
+            }
+        }
+    }
+
+    /// Saves what the records so far reported, for the next start.
+    async fn save_reported(&mut self) {
+        let Some(path) = self.shared.config.reported.clone() else {
+            return;
+        };
+        let reported = self.table.reported();
+        match tokio::task::spawn_blocking(move || reported.save(&path)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "flow log: saving what was reported ({e}): a start after a crash may report \
+                 the last windows again"
+            ),
+            Err(e) => tracing::error!("flow log: saving what was reported: {e}"),
         }
     }
 
@@ -166,6 +215,12 @@ impl Collector {
         if records.is_empty() {
             return;
         }
+        self.publish(window, records).await;
+        self.save_reported().await;
+    }
+
+    /// The file, then the subscribers and observers.
+    async fn publish(&mut self, window: Window, records: Vec<FlowRecord>) {
         let batch = Batch {
             window,
             records: records.into_iter().map(Arc::new).collect(),

@@ -32,7 +32,10 @@ use filter_common::{
     FAMILY_V4, PROTO_TCP, PROTO_UDP, RULE_SLOT_NONE,
 };
 
-use super::catalog::{Catalog, EniMeta};
+use super::{
+    catalog::{Catalog, EniMeta},
+    reported::{EniAccount, FlowAccount, Reported},
+};
 use crate::{
     api::{FlowAction, FlowRecord, LogStatus, SkipReason, FLOW_RECORD_VERSION},
     dataplane::FlowScan,
@@ -41,7 +44,7 @@ use crate::{
 
 /// Which map an incarnation lives in, and its key there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
+pub(super) enum Key {
     Ct(CtKey),
     Reject(RejectKey),
 }
@@ -153,11 +156,30 @@ struct RejectBook {
 }
 
 impl RejectBook {
+    /// A book that starts where a previous daemon's ended: `accounted`
+    /// packets of the total were in its records or `packets_lost` notes.
+    fn restored(eni_index: u32, accounted: u64) -> Self {
+        RejectBook {
+            zero: Some((accounted, 0)),
+            recent: [accounted; 2],
+            eni_index,
+            ..RejectBook::default()
+        }
+    }
+
+    /// How much of the total records and `packets_lost` accounted for;
+    /// `None` before the first reading.
+    fn accounted(&self) -> Option<u64> {
+        let (total0, observed0) = self.zero?;
+        Some(total0 + self.observed.saturating_sub(observed0) + self.claimed)
+    }
+
     /// Takes in a scan's total of ENI index `eni_index`; the packets newly
     /// found lost.
     fn read(&mut self, eni_index: u32, total: u64) -> u64 {
-        if self.eni_index != eni_index {
-            // Another ENI on this interface: another counter, read afresh.
+        if self.eni_index != eni_index || total < self.recent[0] {
+            // Another ENI on this interface, or new maps: another counter,
+            // read afresh.
             self.zero = None;
             self.eni_index = eni_index;
         }
@@ -186,6 +208,11 @@ pub struct FlowTable {
     flows: HashMap<Id, Flow>,
     /// Reject packets read and counted, by interface index.
     rejects: HashMap<u32, RejectBook>,
+    /// What a previous daemon reported of incarnations not seen yet
+    /// ([`FlowTable::restore`]); emptied by the second scan.
+    restored: HashMap<Id, FlowAccount>,
+    /// Scans since the restore.
+    restored_scans: u8,
     scans: u64,
     /// The loss counters as last read; `None` until the first read, which
     /// is the baseline (what was lost before this collector started is not
@@ -232,6 +259,11 @@ impl FlowTable {
     fn observe(&mut self, id: Id, seen: Flow, origin: Origin) {
         let scan = self.scans;
         let mut grew = 0;
+        let restored = if self.restored.is_empty() {
+            None
+        } else {
+            self.restored.remove(&id)
+        };
         let flow = self.flows.entry(id).or_insert_with(|| {
             let mut new = Flow {
                 orig_dir: seen.orig_dir,
@@ -240,7 +272,13 @@ impl FlowTable {
                 generation: seen.generation,
                 ..Flow::default()
             };
-            if let Origin::FlowScan {
+            if let Some(r) = restored {
+                // A previous daemon reported this much: the rest is ours.
+                new.packets = r.packets;
+                new.bytes = r.bytes;
+                new.reported_packets = r.packets;
+                new.reported_bytes = r.bytes;
+            } else if let Origin::FlowScan {
                 baseline_ns: Some(t),
             } = origin
             {
@@ -351,6 +389,17 @@ impl FlowTable {
             }
             true
         });
+        // Connections a previous daemon reported that ended while no
+        // daemon ran (two scans missed them, as above): their last counts
+        // are unknown. A reject flow's are in its interface's total.
+        self.restored_scans += 1;
+        if self.restored_scans >= VANISHED_AFTER_SCANS {
+            for (id, _) in self.restored.drain() {
+                if let Key::Ct(k) = id.key {
+                    evicted.push(k.ifindex);
+                }
+            }
+        }
         for ifindex in evicted {
             self.lost.entry(ifindex).or_default().evicted += 1;
         }
@@ -428,6 +477,56 @@ impl FlowTable {
         }
         self.loss_totals = Some(HashMap::new());
         self.rejects.clear();
+        self.restored.clear();
+    }
+
+    /// What the records so far reported, for the next daemon
+    /// ([`Reported`]): call it after [`FlowTable::close`]. Incarnations the
+    /// data plane removed are left out (they will not be seen again).
+    pub fn reported(&self) -> Reported {
+        let enis = self
+            .rejects
+            .iter()
+            .filter_map(|(ifindex, book)| {
+                Some(EniAccount {
+                    ifindex: *ifindex,
+                    eni_index: book.eni_index,
+                    accounted: book.accounted()?,
+                })
+            })
+            .collect();
+        let flows = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.ended && !f.vanished)
+            .map(|(id, f)| FlowAccount {
+                key: id.key,
+                created_ns: id.created_ns,
+                packets: f.reported_packets,
+                bytes: f.reported_bytes,
+            })
+            .chain(self.restored.values().copied())
+            .collect();
+        Reported { enis, flows }
+    }
+
+    /// Starts where a previous daemon's [`FlowTable::reported`] ended,
+    /// before the first scan: incarnations it names report what they
+    /// counted since, every other one everything (pass that scan no
+    /// baseline), and its ENIs' reject totals go on from what it accounted.
+    pub fn restore(&mut self, reported: Reported) {
+        for e in reported.enis {
+            self.rejects
+                .insert(e.ifindex, RejectBook::restored(e.eni_index, e.accounted));
+        }
+        for f in reported.flows {
+            let id = Id {
+                key: f.key,
+                created_ns: f.created_ns,
+            };
+            self.restored.insert(id, f);
+        }
+        self.restored_scans = 0;
     }
 
     /// Closes `window`: the records of everything counted since the last

@@ -683,3 +683,135 @@ fn a_scan_racing_the_total_reports_no_loss() {
     let r = close(&mut t, &c, win(1014));
     assert_eq!(reject_sums(&r), (3, 0), "{r:#?}");
 }
+
+/// `scan` with ENI A's `FILTER_REJECTS` total.
+fn with_total(mut scan: FlowScan, total: u64) -> FlowScan {
+    scan.loss = vec![(
+        0,
+        FlowLoss {
+            rejected: total,
+            ..FlowLoss::default()
+        },
+    )];
+    scan
+}
+
+/// (packets of `OK` records per (direction, action), `SKIPDATA` counts
+/// per reason) of some windows' records.
+fn tally(records: &[FlowRecord]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let (mut ok, mut skip) = (BTreeMap::new(), BTreeMap::new());
+    for r in records {
+        if let (LogStatus::Ok, Some(d), Some(a)) = (r.log_status, r.direction, r.action) {
+            *ok.entry(format!("{d:?} {a:?} {:?}", r.dstport))
+                .or_default() += r.packets.unwrap_or(0);
+        }
+        if let (Some(reason), Some(n)) = (r.skip_reason, r.skipped) {
+            *skip.entry(format!("{reason:?}")).or_default() += n;
+        }
+    }
+    (ok, skip)
+}
+
+/// Issue 21 point 5: a daemon killed after a window boundary, packets
+/// counted while none ran, and a new daemon that starts from what the
+/// first one saved. It reports exactly what was not reported: the growth
+/// of flows it can name as records, a reject flow evicted meanwhile as
+/// `packets_lost`, a connection that ended meanwhile as `evicted`.
+#[test]
+fn a_restarted_collector_reports_what_was_counted_while_none_ran() {
+    let c = catalog();
+    let mut cat = catalog();
+    let conn1 = conn_key();
+    let gone = CtKey {
+        port_b: 40009,
+        ..conn_key()
+    };
+    let conn2 = CtKey {
+        port_b: 40002,
+        ..conn_key()
+    };
+    let (r1, r2, r3) = (
+        reject_key(PROTO_UDP, 1),
+        reject_key(PROTO_UDP, 2),
+        reject_key(PROTO_UDP, 3),
+    );
+    let mut first = FlowTable::new();
+    first.scan(
+        &with_total(
+            scan_of(
+                11,
+                vec![
+                    (conn1, conn(10, 10, [5, 3], [300, 180])),
+                    (gone, conn(10, 10, [1, 1], [60, 60])),
+                ],
+                vec![(r1, rejected(10, 10, 2, 60)), (r2, rejected(10, 10, 1, 30))],
+            ),
+            3,
+        ),
+        Some(9 * S),
+        &mut cat,
+    );
+    let before = close(&mut first, &c, win(1010));
+    assert_eq!(tally(&before).0.values().sum::<u64>(), 5 + 3 + 2 + 2 + 1);
+    // Saved and read back as the file would be.
+    let saved = Reported::decode(&first.reported().encode()).unwrap();
+    drop(first);
+
+    // While no daemon ran: conn1 sent 3 more, `gone` ended, r1 got 2 more,
+    // r2 3 more before the LRU evicted it, r3 and conn2 are new.
+    let mut second = FlowTable::new();
+    second.restore(saved);
+    let scan = with_total(
+        scan_of(
+            30,
+            vec![
+                (conn1, conn(10, 29, [8, 3], [480, 180])),
+                (conn2, conn(20, 20, [1, 1], [60, 60])),
+            ],
+            vec![
+                (r1, rejected(10, 25, 4, 120)),
+                (r3, rejected(21, 22, 2, 60)),
+            ],
+        ),
+        3 + 2 + 3 + 2,
+    );
+    let mut after = Vec::new();
+    for (i, at) in (30..35).enumerate() {
+        let mut s = scan.clone();
+        s.started_ns = at * S;
+        second.scan(&s, None, &mut cat);
+        after.extend(close(&mut second, &c, win(1000 + at)));
+        if i == 0 {
+            assert!(after.iter().all(|r| r.log_status != LogStatus::Skipdata));
+        }
+    }
+    let (ok, skip) = tally(&after);
+    let expect = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        ok,
+        expect(&[
+            // conn1's 3 and conn2's first packet; conn2's reply.
+            ("Ingress Accept Some(80)", 3 + 1),
+            ("Egress Accept Some(40002)", 1),
+            // r1's 2 and r3's 2.
+            ("Ingress Reject Some(1)", 2),
+            ("Ingress Reject Some(3)", 2),
+        ])
+    );
+    assert_eq!(skip, expect(&[("PacketsLost", 3), ("Evicted", 1)]));
+    // And it saves where it got to: nothing is reported again.
+    let mut third = FlowTable::new();
+    third.restore(second.reported());
+    let mut s = scan.clone();
+    s.started_ns = 40 * S;
+    for at in 40..44 {
+        third.scan(&s, None, &mut cat);
+        let r = close(&mut third, &c, win(1000 + at));
+        assert!(
+            r.iter().all(|r| r.log_status == LogStatus::Nodata),
+            "{r:#?}"
+        );
+    }
+}
