@@ -140,6 +140,20 @@ fn document(s: &Setup) -> Value {
     })
 }
 
+/// `filterd` in the host namespace, enforcing [`document`] with 1 s
+/// capture windows.
+fn start_daemon(id: &TestId, s: &Setup) -> Result<DaemonGuard> {
+    DaemonGuard::start_with(
+        id,
+        &s.host,
+        DaemonOptions {
+            ruleset: Some(document(s)),
+            args: vec!["--capture-window".into(), "1s".into()],
+            ..DaemonOptions::default()
+        },
+    )
+}
+
 // ---------------------------------------------------------------------------
 // An independent count: AF_PACKET on the instance's end of the link
 // ---------------------------------------------------------------------------
@@ -659,15 +673,7 @@ fn known_traffic_gives_exact_records() -> Result<()> {
 
 fn exact_scenario(id: &TestId) -> Result<()> {
     let s = setup(id)?;
-    let daemon = DaemonGuard::start_with(
-        id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s)),
-            args: vec!["--capture-window".into(), "1s".into()],
-            ..DaemonOptions::default()
-        },
-    )?;
+    let daemon = start_daemon(id, &s)?;
     let generation = daemon
         .generation()?
         .ok_or_else(|| anyhow!("no generation runs"))?;
@@ -1267,15 +1273,7 @@ fn reset(stream: TcpStream) -> Result<()> {
 
 fn cut_scenario(id: &TestId) -> Result<()> {
     let s = setup(id)?;
-    let mut daemon = DaemonGuard::start_with(
-        id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s)),
-            args: vec!["--capture-window".into(), "1s".into()],
-            ..DaemonOptions::default()
-        },
-    )?;
+    let mut daemon = start_daemon(id, &s)?;
     let log = daemon.paths().flow_log.clone();
     let first = daemon
         .generation()?
@@ -1452,15 +1450,7 @@ fn down_scenario(id: &TestId) -> Result<()> {
     /// The rules drop it inbound (default deny).
     const DROPPED: u16 = 5300;
     let s = setup(id)?;
-    let mut daemon = DaemonGuard::start_with(
-        id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s)),
-            args: vec!["--capture-window".into(), "1s".into()],
-            ..DaemonOptions::default()
-        },
-    )?;
+    let mut daemon = start_daemon(id, &s)?;
     let log = daemon.paths().flow_log.clone();
     let _sink = udp_sink(&s.vm, VM, 5353)?;
     let send = |socket: &UdpSocket, port: u16, n: usize| -> Result<()> {

@@ -15,7 +15,7 @@ use std::{
 use filter_common::{CtKey, RejectKey};
 use thiserror::Error;
 
-use super::window::Key;
+use super::window::{Key, TAG_CT, TAG_REJECT};
 use crate::daemon::store::write_atomic;
 
 /// Its name in the state dir.
@@ -62,13 +62,6 @@ pub enum ReportedError {
     Store(#[from] crate::daemon::store::StoreError),
 }
 
-/// The bytes of a plain-data key.
-fn key_bytes<T: aya::Pod>(v: &T) -> &[u8] {
-    // SAFETY: `Pod` types are integers and byte arrays with every padding
-    // byte an explicit field: all their bytes are initialised.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-}
-
 impl Reported {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.enis.len() * 16 + self.flows.len() * 90);
@@ -88,16 +81,9 @@ impl Reported {
         }
         out.extend_from_slice(&(self.flows.len() as u64).to_le_bytes());
         for f in &self.flows {
-            match &f.key {
-                Key::Ct(k) => {
-                    out.push(0);
-                    out.extend_from_slice(key_bytes(k));
-                }
-                Key::Reject(k) => {
-                    out.push(1);
-                    out.extend_from_slice(key_bytes(k));
-                }
-            }
+            let (tag, key) = f.key.tagged_bytes();
+            out.push(tag);
+            out.extend_from_slice(key);
             for n in [
                 f.created_ns,
                 f.packets[0],
@@ -137,8 +123,8 @@ impl Reported {
         let flows = r.u64()?;
         for _ in 0..flows {
             let key = match r.take(1)?.first() {
-                Some(0) => Key::Ct(r.pod()?),
-                Some(1) => Key::Reject(r.pod()?),
+                Some(&TAG_CT) => Key::Ct(r.pod()?),
+                Some(&TAG_REJECT) => Key::Reject(r.pod()?),
                 _ => return Err("an unknown kind of flow".to_owned()),
             };
             out.flows.push(FlowAccount {

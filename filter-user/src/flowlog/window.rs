@@ -49,6 +49,28 @@ pub(super) enum Key {
     Reject(RejectKey),
 }
 
+/// Tag of [`Key::Ct`] in [`Key::tagged_bytes`].
+pub(super) const TAG_CT: u8 = 0;
+/// Tag of [`Key::Reject`].
+pub(super) const TAG_REJECT: u8 = 1;
+
+impl Key {
+    /// Which map (`TAG_*`) and the key's bytes: what a hash and the saved
+    /// report (`reported.rs`) take.
+    pub(super) fn tagged_bytes(&self) -> (u8, &[u8]) {
+        fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
+            // SAFETY: `Pod` types are plain integers and byte arrays with
+            // every padding byte an explicit field, so all their bytes are
+            // initialised.
+            unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+        }
+        match self {
+            Key::Ct(k) => (TAG_CT, bytes(k)),
+            Key::Reject(k) => (TAG_REJECT, bytes(k)),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Id {
     key: Key,
@@ -59,22 +81,9 @@ struct Id {
 /// hashes an `Id` per event (SipHash stays: the keys come from the network).
 impl Hash for Id {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
-            // SAFETY: `Pod` types are plain integers and byte arrays with
-            // every padding byte an explicit field, so all their bytes are
-            // initialised.
-            unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-        }
-        match &self.key {
-            Key::Ct(k) => {
-                state.write_u8(0);
-                state.write(bytes(k));
-            }
-            Key::Reject(k) => {
-                state.write_u8(1);
-                state.write(bytes(k));
-            }
-        }
+        let (tag, bytes) = self.key.tagged_bytes();
+        state.write_u8(tag);
+        state.write(bytes);
         state.write_u64(self.created_ns);
     }
 }
@@ -258,7 +267,6 @@ impl FlowTable {
 
     fn observe(&mut self, id: Id, seen: Flow, origin: Origin) {
         let scan = self.scans;
-        let mut grew = 0;
         let restored = if self.restored.is_empty() {
             None
         } else {
@@ -290,7 +298,7 @@ impl FlowTable {
             }
             new
         });
-        grew += seen.packets[0].saturating_sub(flow.packets[0]);
+        let grew = seen.packets[0].saturating_sub(flow.packets[0]);
         for d in 0..2 {
             flow.packets[d] = flow.packets[d].max(seen.packets[d]);
             flow.bytes[d] = flow.bytes[d].max(seen.bytes[d]);
@@ -392,7 +400,7 @@ impl FlowTable {
         // Connections a previous daemon reported that ended while no
         // daemon ran (two scans missed them, as above): their last counts
         // are unknown. A reject flow's are in its interface's total.
-        self.restored_scans += 1;
+        self.restored_scans = self.restored_scans.saturating_add(1);
         if self.restored_scans >= VANISHED_AFTER_SCANS {
             for (id, _) in self.restored.drain() {
                 if let Key::Ct(k) = id.key {

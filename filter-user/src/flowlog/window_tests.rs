@@ -575,15 +575,19 @@ fn failed_scans_and_unwritten_records_become_skipdata() {
 /// A scan at `at_s` of reject flows on ENI A (index 0) whose data plane
 /// counted `total` packets into `FILTER_REJECTS` entries.
 fn reject_scan(at_s: u64, rejects: Vec<(RejectKey, RejectEntry)>, total: u64) -> FlowScan {
-    let mut s = scan_of(at_s, vec![], rejects);
-    s.loss = vec![(
+    with_total(scan_of(at_s, vec![], rejects), total)
+}
+
+/// `scan` with ENI A's `FILTER_REJECTS` total.
+fn with_total(mut scan: FlowScan, total: u64) -> FlowScan {
+    scan.loss = vec![(
         0,
         FlowLoss {
             rejected: total,
             ..FlowLoss::default()
         },
     )];
-    s
+    scan
 }
 
 /// (packets in `OK` records, packets in `packets_lost` `SKIPDATA` records).
@@ -682,18 +686,6 @@ fn a_scan_racing_the_total_reports_no_loss() {
     );
     let r = close(&mut t, &c, win(1014));
     assert_eq!(reject_sums(&r), (3, 0), "{r:#?}");
-}
-
-/// `scan` with ENI A's `FILTER_REJECTS` total.
-fn with_total(mut scan: FlowScan, total: u64) -> FlowScan {
-    scan.loss = vec![(
-        0,
-        FlowLoss {
-            rejected: total,
-            ..FlowLoss::default()
-        },
-    )];
-    scan
 }
 
 /// (packets of `OK` records per (direction, action), `SKIPDATA` counts
