@@ -451,13 +451,16 @@ fn rejected_floods_and_a_ring_overrun_keep_counts_exact() -> Result<()> {
             "{rejected} in records + {lost} lost != {sent} sent"
         );
         ensure!(lost > 0, "nothing was lost: the floods were too small");
-        // The stopped flood made one event per flow; the ring holds
-        // `FLOW_EVENTS_BYTES / 112` of them (8-byte header each).
+        // Each flood made one event per flow, the probes one. The stopped
+        // one overran the ring, which holds `FLOW_EVENTS_BYTES / 112` of
+        // them (8-byte header each); the live one may have too, if the
+        // reader fell behind (a busy machine).
         let ring = u64::from(FLOW_EVENTS_BYTES) / (size_of::<RejectEvent>() as u64 + 8);
         let made = u64::from(flows);
         ensure!(
-            (made - ring..=made).contains(&events_lost),
-            "{events_lost} events lost of {made}, with room for {ring}"
+            (made - ring..=2 * made + 1).contains(&events_lost),
+            "{events_lost} events lost of {} made, with room for {ring}",
+            2 * made + 1
         );
         ensure!(
             records.iter().all(|r| r.log_status != LogStatus::Skipdata
