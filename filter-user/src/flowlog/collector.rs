@@ -32,6 +32,11 @@ pub struct Collector {
     ring: Option<Ring>,
     /// Unix second the open window started at.
     window_start: u64,
+    /// The save of what was reported being written, if any.
+    saving: Option<tokio::task::JoinHandle<()>>,
+    /// A window's save was skipped (the previous one was still being
+    /// written): the shutdown saves once more.
+    unsaved: bool,
 }
 
 /// The first multiple of `window` after `now` (windows line up on the
@@ -49,6 +54,8 @@ impl Collector {
             sink: Some(sink),
             ring: None,
             window_start: unix_time().as_secs(),
+            saving: None,
+            unsaved: false,
         }
     }
 
@@ -86,6 +93,7 @@ impl Collector {
                     _ = &mut shutdown => {
                         let end = unix_time().as_secs().max(self.window_start);
                         self.close(end).await;
+                        self.finish_saving().await;
                         return;
                     }
                     () = &mut sleep => break,
@@ -123,19 +131,42 @@ impl Collector {
         }
     }
 
-    /// Saves what the records so far reported, for the next start.
-    async fn save_reported(&mut self) {
+    /// Saves what the records so far reported, for the next start, on a
+    /// blocking thread the collector does not wait for (an fsync must not
+    /// hold up the events). One save at a time: while one is being
+    /// written, the next window's save includes this one's.
+    fn save_reported(&mut self) {
         let Some(path) = self.shared.config.reported.clone() else {
             return;
         };
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            self.unsaved = true;
+            return;
+        }
+        self.unsaved = false;
         let reported = self.table.reported();
-        match tokio::task::spawn_blocking(move || reported.save(&path)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(
-                "flow log: saving what was reported ({e}): a start after a crash may report \
-                 the last windows again"
-            ),
-            Err(e) => tracing::error!("flow log: saving what was reported: {e}"),
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = reported.save(&path) {
+                tracing::warn!(
+                    "flow log: saving what was reported ({e}): a start after a crash may \
+                     report the last windows again"
+                );
+            }
+        }));
+    }
+
+    /// Waits for the save being written, and saves what it left out.
+    async fn finish_saving(&mut self) {
+        if let Some(h) = self.saving.take() {
+            if let Err(e) = h.await {
+                tracing::error!("flow log: saving what was reported: {e}");
+            }
+        }
+        if self.unsaved {
+            self.save_reported();
+            if let Some(h) = self.saving.take() {
+                let _ = h.await;
+            }
         }
     }
 
@@ -216,7 +247,7 @@ impl Collector {
             return;
         }
         self.publish(window, records).await;
-        self.save_reported().await;
+        self.save_reported();
     }
 
     /// The file, then the subscribers and observers.
