@@ -22,7 +22,8 @@ use crate::{assert_size, pod, CtEntry, CtKey};
 /// size): about 32,000 conntrack events.
 pub const FLOW_EVENTS_BYTES: u32 = 1 << 22;
 /// Entries of `FILTER_REJECTS` (LRU: when full, the least recently used
-/// flow goes, and `filterd` reports its last counts with a `SKIPDATA` note).
+/// flow goes; `filterd` reports its last counts, and the packets counted
+/// after them in a `packets_lost` `SKIPDATA` record).
 pub const MAX_REJECT_ENTRIES: u32 = 65_536;
 
 /// A conntrack entry was created (its first packet accepted).
@@ -123,7 +124,12 @@ pub struct FlowLoss {
     /// Packets accounted to no flow: `FILTER_REJECTS` or `FILTER_CT` refused
     /// the new entry.
     pub packets: u64,
+    /// Packets counted into a `FILTER_REJECTS` entry, bumped after the
+    /// entry's counters. Not a loss: what `filterd` compares the entries it
+    /// read with, so the packets of an entry the LRU evicted before it was
+    /// read are counted exactly (`docs/FLOWLOGS.md`, "Evicted rejects").
+    pub rejected: u64,
 }
-assert_size!(FlowLoss, 16);
+assert_size!(FlowLoss, 24);
 
 pod!(RejectKey, RejectEntry, CtEvent, RejectEvent, FlowLoss);

@@ -19,22 +19,27 @@ use crate::{
     maps::{FILTER_EVENTS, FILTER_FLOWLOSS, FILTER_REJECTS},
 };
 
-/// Which `FlowLoss` counter [`lost`] bumps.
+/// Which `FlowLoss` counter [`tally`] bumps.
 const LOST_EVENT: u32 = 0;
 const LOST_PACKET: u32 = 1;
+/// Not a loss: a packet counted into a `FILTER_REJECTS` entry.
+const REJECTED: u32 = 2;
 
-/// Counts one thing the flow log missed for ENI `eni_index`. Per-CPU, so a
-/// plain increment; an index past the array is ignored.
+/// Counts one thing the flow log missed for ENI `eni_index` (or, with
+/// [`REJECTED`], one packet it has in an entry). Per-CPU, so a plain
+/// increment; an index past the array is ignored.
 #[inline(always)]
-fn lost(eni_index: u32, what: u32) {
+fn tally(eni_index: u32, what: u32) {
     if let Some(l) = FILTER_FLOWLOSS.get_ptr_mut(eni_index) {
         // SAFETY: this CPU's copy of a live map value; only this CPU writes
         // it, and the program runs to completion without migrating.
         unsafe {
             if what == LOST_EVENT {
                 (*l).events += 1;
-            } else {
+            } else if what == LOST_PACKET {
                 (*l).packets += 1;
+            } else {
+                (*l).rejected += 1;
             }
         }
     }
@@ -46,7 +51,7 @@ fn lost(eni_index: u32, what: u32) {
 #[inline(never)]
 pub fn ct_event(kind: u32, eni_index: u32, key: &CtKey, entry: *const CtEntry) {
     let Some(mut ev) = FILTER_EVENTS.reserve::<CtEvent>(0) else {
-        lost(eni_index, LOST_EVENT);
+        tally(eni_index, LOST_EVENT);
         return;
     };
     let p = ev.as_mut_ptr();
@@ -68,7 +73,7 @@ pub fn ct_event(kind: u32, eni_index: u32, key: &CtKey, entry: *const CtEntry) {
 #[inline(always)]
 fn reject_event(key: &RejectKey, entry: &RejectEntry, eni_index: u32) {
     let Some(mut ev) = FILTER_EVENTS.reserve::<RejectEvent>(0) else {
-        lost(eni_index, LOST_EVENT);
+        tally(eni_index, LOST_EVENT);
         return;
     };
     let p = ev.as_mut_ptr();
@@ -107,10 +112,16 @@ fn add(e: *mut RejectEntry, fresh: &RejectEntry) {
 /// accepted ICMP error related to a connection) to its `FILTER_REJECTS`
 /// flow. `fresh` is the entry its first packet would create (one packet,
 /// `first_ns == last_ns == now`).
+///
+/// The entry is counted before `FlowLoss::rejected`, so a reader that sees
+/// the total and then reads the entries finds the packet in its entry,
+/// unless the LRU evicted the entry: that difference is what `filterd`
+/// reports as lost.
 #[inline(always)]
 pub fn account_reject(key: &RejectKey, fresh: &RejectEntry, eni_index: u32) {
     if let Some(e) = FILTER_REJECTS.get_ptr_mut(key) {
         add(e, fresh);
+        tally(eni_index, REJECTED);
         return;
     }
     // NOEXIST: two CPUs creating the same flow at once must not overwrite
@@ -119,14 +130,18 @@ pub fn account_reject(key: &RejectKey, fresh: &RejectEntry, eni_index: u32) {
         .insert(key, fresh, u64::from(BPF_NOEXIST))
         .is_ok()
     {
+        tally(eni_index, REJECTED);
         reject_event(key, fresh, eni_index);
         return;
     }
     match FILTER_REJECTS.get_ptr_mut(key) {
         // The other CPU won: count into its entry.
-        Some(e) => add(e, fresh),
+        Some(e) => {
+            add(e, fresh);
+            tally(eni_index, REJECTED);
+        }
         // The map refused the entry (out of memory while evicting): this
         // packet is in no flow; say so.
-        None => lost(eni_index, LOST_PACKET),
+        None => tally(eni_index, LOST_PACKET),
     }
 }

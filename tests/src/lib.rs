@@ -13,6 +13,7 @@
 //!   `filterctl` against it, stopped and cleaned up on drop.
 //! - [`process`]: a process's memory, descriptors and open-file limit.
 //! - [`etcd`]: a real etcd with its own data dir (and TLS), for the fleet.
+//! - [`flowlog`]: the records `filterd` wrote to its flow-log file.
 //! - [`cloud`]: a small cloud in namespaces (a bridge for the vSwitch
 //!   fabric, instances behind guarded tap ports, outside hosts), shared by
 //!   the scenario tests and the demo (`src/bin/filter-demo.rs`).
@@ -26,6 +27,7 @@ pub mod cloud;
 pub mod cmd;
 pub mod daemon;
 pub mod etcd;
+pub mod flowlog;
 pub mod id;
 pub mod instance;
 pub mod netns;

@@ -16,6 +16,9 @@
 //!   `SKIPDATA` record when it reads again; meanwhile another client keeps
 //!   up, `status` answers, and the flow-log file rotates within its size
 //!   limit and file count.
+//! - `packets_counted_while_no_daemon_runs_are_reported`: flows go on
+//!   after `kill -9` and new ones begin; the restarted daemon reports
+//!   exactly what they counted meanwhile, and nothing twice.
 //!
 //! Addresses are RFC 5737 and `fd00::/8` only. Everything is removed at
 //! the end (and checked).
@@ -35,7 +38,7 @@ use std::{
         Arc,
     },
     thread::{self, JoinHandle},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
@@ -45,6 +48,7 @@ use filter::{
 };
 use filter_tests::{
     daemon::{DaemonGuard, DaemonOptions},
+    flowlog::{read_log, unix_now, wait_for_window_end},
     id::TestId,
     netns::{Netns, TestNet},
 };
@@ -134,6 +138,20 @@ fn document(s: &Setup) -> Value {
              "ips": [VM2], "security_group_ids": ["sg-fl"]}
         ]
     })
+}
+
+/// `filterd` in the host namespace, enforcing [`document`] with 1 s
+/// capture windows.
+fn start_daemon(id: &TestId, s: &Setup) -> Result<DaemonGuard> {
+    DaemonGuard::start_with(
+        id,
+        &s.host,
+        DaemonOptions {
+            ruleset: Some(document(s)),
+            args: vec!["--capture-window".into(), "1s".into()],
+            ..DaemonOptions::default()
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -506,54 +524,6 @@ fn raw_syns(ns: &Netns, src: &str, sport: u16, dst: &str, dport: u16, count: usi
 // Reading records
 // ---------------------------------------------------------------------------
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Every record of the flow-log file (and its rotated files, oldest first).
-fn read_log(path: &Path) -> Result<Vec<FlowRecord>> {
-    let mut files: Vec<PathBuf> = (1..=10)
-        .rev()
-        .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
-        .filter(|p| p.exists())
-        .collect();
-    files.push(path.to_owned());
-    let mut out = Vec::new();
-    for file in files {
-        let text = match fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        };
-        for line in text.lines() {
-            out.push(
-                serde_json::from_str(line)
-                    .with_context(|| format!("{}: not a record: {line}", file.display()))?,
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// Waits until the file has a record of a window that ended at or after
-/// `unix` (every earlier window is then closed).
-fn wait_for_window_end(path: &Path, unix: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if read_log(path)?.iter().any(|r| r.end >= unix) {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no capture window ending at {unix} or later reached {}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The key records add up under.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FlowKey {
@@ -703,15 +673,7 @@ fn known_traffic_gives_exact_records() -> Result<()> {
 
 fn exact_scenario(id: &TestId) -> Result<()> {
     let s = setup(id)?;
-    let daemon = DaemonGuard::start_with(
-        id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s)),
-            args: vec!["--capture-window".into(), "1s".into()],
-            ..DaemonOptions::default()
-        },
-    )?;
+    let daemon = start_daemon(id, &s)?;
     let generation = daemon
         .generation()?
         .ok_or_else(|| anyhow!("no generation runs"))?;
@@ -1311,15 +1273,7 @@ fn reset(stream: TcpStream) -> Result<()> {
 
 fn cut_scenario(id: &TestId) -> Result<()> {
     let s = setup(id)?;
-    let mut daemon = DaemonGuard::start_with(
-        id,
-        &s.host,
-        DaemonOptions {
-            ruleset: Some(document(&s)),
-            args: vec!["--capture-window".into(), "1s".into()],
-            ..DaemonOptions::default()
-        },
-    )?;
+    let mut daemon = start_daemon(id, &s)?;
     let log = daemon.paths().flow_log.clone();
     let first = daemon
         .generation()?
@@ -1477,6 +1431,94 @@ fn cut_scenario(id: &TestId) -> Result<()> {
         "a SKIPDATA record"
     );
 
+    drop(daemon);
+    drop(s);
+    Ok(())
+}
+
+/// Issue 21 point 5 (FLOWLOGS.md, "Restarts"): what the data plane counts
+/// while no daemon runs is reported by the next one, from what the killed
+/// one saved in its state dir.
+#[test]
+fn packets_counted_while_no_daemon_runs_are_reported() -> Result<()> {
+    let id = TestId::new("flowlog_down");
+    down_scenario(&id)?;
+    id.assert_nothing_left()
+}
+
+fn down_scenario(id: &TestId) -> Result<()> {
+    /// The rules drop it inbound (default deny).
+    const DROPPED: u16 = 5300;
+    let s = setup(id)?;
+    let mut daemon = start_daemon(id, &s)?;
+    let log = daemon.paths().flow_log.clone();
+    let _sink = udp_sink(&s.vm, VM, 5353)?;
+    let send = |socket: &UdpSocket, port: u16, n: usize| -> Result<()> {
+        for _ in 0..n {
+            socket.send_to(&[7u8; 100], (ip(VM), port))?;
+        }
+        Ok(())
+    };
+    // Two flows that go on across the crash: one accepted, one dropped.
+    let old = s.host.run(|| UdpSocket::bind((HOST, 0)))??;
+    send(&old, 5353, 20)?;
+    send(&old, DROPPED, 10)?;
+    // Their window is in the file, and saved as reported before the next
+    // one is written.
+    wait_for_window_end(&log, unix_now() + 2)?;
+    ensure!(
+        daemon.state_dir().join("flowlog-reported").exists(),
+        "nothing saved in {}",
+        daemon.state_dir().display()
+    );
+    daemon.kill9()?;
+    let killed = unix_now();
+    send(&old, 5353, 7)?;
+    send(&old, DROPPED, 5)?;
+    let new = s.host.run(|| UdpSocket::bind((HOST, 0)))??;
+    send(&new, 5353, 3)?;
+    send(&new, DROPPED, 2)?;
+    thread::sleep(Duration::from_millis(300));
+    daemon.restart()?;
+    // Losses would be reported two or three windows late.
+    wait_for_window_end(&log, unix_now() + 4)?;
+
+    let records = read_log(&log)?;
+    let packets = |records: &[FlowRecord], sport: u16, dport: u16| -> u64 {
+        records
+            .iter()
+            .filter(|r| r.log_status == LogStatus::Ok)
+            .filter(|r| r.srcport == Some(sport) && r.dstport == Some(dport))
+            .filter_map(|r| r.packets)
+            .sum()
+    };
+    let restarted: Vec<FlowRecord> = records
+        .iter()
+        .filter(|r| r.start >= killed)
+        .cloned()
+        .collect();
+    let (old, new) = (old.local_addr()?.port(), new.local_addr()?.port());
+    let got = [
+        packets(&restarted, old, 5353),
+        packets(&restarted, old, DROPPED),
+        packets(&restarted, new, 5353),
+        packets(&restarted, new, DROPPED),
+    ];
+    ensure!(
+        got == [7, 5, 3, 2],
+        "counted while no daemon ran: {got:?}; the daemon's log:\n{}",
+        daemon.log()
+    );
+    let whole = [
+        packets(&records, old, 5353),
+        packets(&records, old, DROPPED),
+    ];
+    ensure!(whole == [27, 15], "the whole log: {whole:?}");
+    let skip: Vec<&FlowRecord> = records
+        .iter()
+        .filter(|r| r.log_status == LogStatus::Skipdata)
+        .collect();
+    ensure!(skip.is_empty(), "SKIPDATA: {skip:?}");
     drop(daemon);
     drop(s);
     Ok(())

@@ -27,9 +27,9 @@ use std::{
 };
 
 use anyhow::{anyhow, ensure, Context as _, Result};
-use filter::api::FlowRecord;
 use filter_tests::{
     daemon::{DaemonGuard, DaemonOptions},
+    flowlog::read_log,
     id::TestId,
     instance::HostAndInstance,
     netns::Netns,
@@ -521,16 +521,4 @@ fn stall_scenario(id: &TestId) -> Result<()> {
         "the stalled client got {got} and missed {missed} of {FLOWS}"
     );
     Ok(())
-}
-
-/// Every record of the flow-log file.
-fn read_log(path: &Path) -> Result<Vec<FlowRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    text.lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("not a record: {l}")))
-        .collect()
 }

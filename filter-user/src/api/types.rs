@@ -543,11 +543,13 @@ pub enum SkipReason {
     /// The event ring buffer was full: `skipped` events (new flows, final
     /// counts) were lost; records may be missing or short.
     EventsLost,
-    /// The flow tables refused a new entry: `skipped` packets are in no
-    /// record.
+    /// `skipped` packets are in no record: the flow tables refused a new
+    /// entry, or a reject flow left its full table (LRU eviction) after
+    /// its last counts were read.
     PacketsLost,
-    /// `skipped` flows left a full table (LRU eviction) before their last
-    /// counts were read; their records may be short.
+    /// `skipped` connections left a full table (LRU eviction), or ended
+    /// while no daemon ran, before their last counts were read; their
+    /// records may be short.
     Evicted,
     /// This `--follow` client fell behind: `skipped` records were not sent
     /// to it (they are in the file).

@@ -145,6 +145,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     flow_config.capture_window = config.capture_window;
     flow_config.file.max_bytes = args.flow_log_max_size.0;
     flow_config.file.keep = args.flow_log_keep;
+    flow_config.reported = Some(args.state_dir.join(filter::flowlog::reported::FILE_NAME));
     let (flow_log, collector) = FlowLog::new(flow_config);
     let mut daemon = Daemon::open(config, locks, enforcer, Arc::new(LibraryValidator::host()))?;
     // Bound before anything is enforced: a port in use stops the start

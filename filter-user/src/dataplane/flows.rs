@@ -80,6 +80,7 @@ pub fn scan_flow_maps(pin_dir: &Path) -> io::Result<Option<FlowScan>> {
                 let v: FlowLoss = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
                 total.events = total.events.wrapping_add(v.events);
                 total.packets = total.packets.wrapping_add(v.packets);
+                total.rejected = total.rejected.wrapping_add(v.rejected);
             }
             if total != FlowLoss::default() {
                 scan.loss.push((index, total));

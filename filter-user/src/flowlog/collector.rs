@@ -8,11 +8,13 @@ use tokio::io::{unix::AsyncFd, Interest};
 use super::{
     fanout::Batch,
     monitor,
+    reported::Reported,
     sink::FileSink,
     window::{FlowTable, Origin, Window},
     Shared,
 };
 use crate::{
+    api::FlowRecord,
     clock::{ktime_now, unix_time, KtimeClock},
     dataplane::{scan_flow_maps, Event, FlowEvents, FlowScan},
 };
@@ -30,6 +32,11 @@ pub struct Collector {
     ring: Option<Ring>,
     /// Unix second the open window started at.
     window_start: u64,
+    /// The save of what was reported being written, if any.
+    saving: Option<tokio::task::JoinHandle<()>>,
+    /// A window's save was skipped (the previous one was still being
+    /// written): the shutdown saves once more.
+    unsaved: bool,
 }
 
 /// The first multiple of `window` after `now` (windows line up on the
@@ -47,6 +54,8 @@ impl Collector {
             sink: Some(sink),
             ring: None,
             window_start: unix_time().as_secs(),
+            saving: None,
+            unsaved: false,
         }
     }
 
@@ -60,11 +69,16 @@ impl Collector {
     /// Runs until `shutdown` completes, then closes the open window (so
     /// what was counted until then reaches the file) and returns.
     pub async fn run(mut self, shutdown: impl Future) {
-        // The baseline: what the maps counted before this daemon started is
-        // not this daemon's to report.
-        let baseline = ktime_now();
+        // What the previous daemon reported, if it said: the rest is ours to
+        // report. Else the baseline: what the maps counted before this
+        // daemon started is not reported.
+        let baseline = if self.restore().await {
+            None
+        } else {
+            Some(ktime_now())
+        };
         self.take_ring();
-        self.scan(Some(baseline)).await;
+        self.scan(baseline).await;
         tokio::pin!(shutdown);
         loop {
             let boundary = next_boundary(unix_time(), self.window_len());
@@ -79,6 +93,7 @@ impl Collector {
                     _ = &mut shutdown => {
                         let end = unix_time().as_secs().max(self.window_start);
                         self.close(end).await;
+                        self.finish_saving().await;
                         return;
                     }
                     () = &mut sleep => break,
@@ -87,6 +102,71 @@ impl Collector {
                 }
             }
             self.close(boundary).await;
+        }
+    }
+
+    /// Reads what the previous daemon reported (`reported`); true when
+    /// there was something to go on from.
+    async fn restore(&mut self) -> bool {
+        let Some(path) = self.shared.config.reported.clone() else {
+            return false;
+        };
+        match tokio::task::spawn_blocking(move || Reported::load(&path)).await {
+            Ok(Ok(Some(reported))) => {
+                self.table.restore(reported);
+                true
+            }
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "flow log: ignoring what the previous daemon reported ({e}); what was \
+                     counted before this start is not reported"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::error!("flow log: reading what was reported: {e}");
+                false
+            }
+        }
+    }
+
+    /// Saves what the records so far reported, for the next start, on a
+    /// blocking thread the collector does not wait for (an fsync must not
+    /// hold up the events). One save at a time: while one is being
+    /// written, the next window's save includes this one's.
+    fn save_reported(&mut self) {
+        let Some(path) = self.shared.config.reported.clone() else {
+            return;
+        };
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            self.unsaved = true;
+            return;
+        }
+        self.unsaved = false;
+        let reported = self.table.reported();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = reported.save(&path) {
+                tracing::warn!(
+                    "flow log: saving what was reported ({e}): a start after a crash may \
+                     report the last windows again"
+                );
+            }
+        }));
+    }
+
+    /// Waits for the save being written, and saves what it left out.
+    async fn finish_saving(&mut self) {
+        if let Some(h) = self.saving.take() {
+            if let Err(e) = h.await {
+                tracing::error!("flow log: saving what was reported: {e}");
+            }
+        }
+        if self.unsaved {
+            self.save_reported();
+            if let Some(h) = self.saving.take() {
+                let _ = h.await;
+            }
         }
     }
 
@@ -166,6 +246,12 @@ impl Collector {
         if records.is_empty() {
             return;
         }
+        self.publish(window, records).await;
+        self.save_reported();
+    }
+
+    /// The file, then the subscribers and observers.
+    async fn publish(&mut self, window: Window, records: Vec<FlowRecord>) {
         let batch = Batch {
             window,
             records: records.into_iter().map(Arc::new).collect(),

@@ -16,6 +16,7 @@
 //! - [`sink`]: the file, its rotation, reading it back.
 //! - [`fanout`]: the bounded broadcast to `--follow` clients.
 //! - [`record`]: the text form, JSON lines and the `flows` filters.
+//! - [`reported`]: what was reported, saved for the next start.
 //!
 //! [`FlowLog`] is the daemon's [`FlowSource`]: the daemon tells it about
 //! each running generation and each new ring buffer, and asks it for
@@ -25,6 +26,7 @@ pub mod collector;
 pub mod fanout;
 pub mod monitor;
 pub mod record;
+pub mod reported;
 pub mod sink;
 pub mod window;
 
@@ -111,6 +113,9 @@ pub struct FlowLogConfig {
     pub capture_window: Duration,
     /// Windows a `--follow` client may fall behind.
     pub follow_queue: usize,
+    /// Where what was reported is saved at every window boundary, for the
+    /// next start (`reported`); `None` saves nothing.
+    pub reported: Option<PathBuf>,
 }
 
 impl FlowLogConfig {
@@ -124,6 +129,7 @@ impl FlowLogConfig {
             },
             capture_window: Duration::from_secs(60),
             follow_queue: DEFAULT_FOLLOW_QUEUE,
+            reported: None,
         }
     }
 }

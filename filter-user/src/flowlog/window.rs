@@ -15,8 +15,10 @@
 //! - An incarnation the data plane removed (an event said so) is reported
 //!   once more and retired. One that vanished from the maps without an
 //!   event (two scans in a row missed it) was evicted from a full table
-//!   (or its event was lost): its last known counts are reported, and a
-//!   `SKIPDATA` record says its counts may be short.
+//!   (or its event was lost): its last known counts are reported. For a
+//!   connection a `SKIPDATA` record says its counts may be short; for a
+//!   reject flow, [`RejectBook`] finds exactly how many packets were not
+//!   read, from the data plane's total.
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
@@ -30,7 +32,10 @@ use filter_common::{
     FAMILY_V4, PROTO_TCP, PROTO_UDP, RULE_SLOT_NONE,
 };
 
-use super::catalog::{Catalog, EniMeta};
+use super::{
+    catalog::{Catalog, EniMeta},
+    reported::{EniAccount, FlowAccount, Reported},
+};
 use crate::{
     api::{FlowAction, FlowRecord, LogStatus, SkipReason, FLOW_RECORD_VERSION},
     dataplane::FlowScan,
@@ -39,16 +44,29 @@ use crate::{
 
 /// Which map an incarnation lives in, and its key there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
+pub(super) enum Key {
     Ct(CtKey),
     Reject(RejectKey),
 }
 
+/// Tag of [`Key::Ct`] in [`Key::tagged_bytes`].
+pub(super) const TAG_CT: u8 = 0;
+/// Tag of [`Key::Reject`].
+pub(super) const TAG_REJECT: u8 = 1;
+
 impl Key {
-    fn ifindex(&self) -> u32 {
+    /// Which map (`TAG_*`) and the key's bytes: what a hash and the saved
+    /// report (`reported.rs`) take.
+    pub(super) fn tagged_bytes(&self) -> (u8, &[u8]) {
+        fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
+            // SAFETY: `Pod` types are plain integers and byte arrays with
+            // every padding byte an explicit field, so all their bytes are
+            // initialised.
+            unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+        }
         match self {
-            Key::Ct(k) => k.ifindex,
-            Key::Reject(k) => k.ifindex,
+            Key::Ct(k) => (TAG_CT, bytes(k)),
+            Key::Reject(k) => (TAG_REJECT, bytes(k)),
         }
     }
 }
@@ -63,22 +81,9 @@ struct Id {
 /// hashes an `Id` per event (SipHash stays: the keys come from the network).
 impl Hash for Id {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
-            // SAFETY: `Pod` types are plain integers and byte arrays with
-            // every padding byte an explicit field, so all their bytes are
-            // initialised.
-            unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-        }
-        match &self.key {
-            Key::Ct(k) => {
-                state.write_u8(0);
-                state.write(bytes(k));
-            }
-            Key::Reject(k) => {
-                state.write_u8(1);
-                state.write(bytes(k));
-            }
-        }
+        let (tag, bytes) = self.key.tagged_bytes();
+        state.write_u8(tag);
+        state.write(bytes);
         state.write_u64(self.created_ns);
     }
 }
@@ -134,10 +139,89 @@ struct Lost {
     failed_scans: u64,
 }
 
+/// One interface's `FILTER_REJECTS` packets: what the collector read in
+/// its entries against what the data plane counted into them
+/// (`FlowLoss::rejected`). The difference is what entries the LRU evicted
+/// counted after their last reading: lost, exactly.
+///
+/// The total is taken two scans late: a packet it counted was in its entry
+/// when each of the next two scans walked the map, so only an entry gone
+/// (or missed by both walks, as [`VANISHED_AFTER_SCANS`] assumes) makes a
+/// difference. Both start at their first reading, so what was lost before
+/// is not this collector's to report.
+#[derive(Clone, Copy, Debug, Default)]
+struct RejectBook {
+    /// Packets read in the interface's reject flows: the growth of their
+    /// counters, summed over incarnations.
+    observed: u64,
+    /// (total, observed) at the first reading of the total.
+    zero: Option<(u64, u64)>,
+    /// The totals the last two scans read, newest first.
+    recent: [u64; 2],
+    /// Packets already reported lost.
+    claimed: u64,
+    /// The ENI index whose total this is.
+    eni_index: u32,
+}
+
+impl RejectBook {
+    /// A book that starts where a previous daemon's ended: `accounted`
+    /// packets of the total were in its records or `packets_lost` notes.
+    fn restored(eni_index: u32, accounted: u64) -> Self {
+        RejectBook {
+            zero: Some((accounted, 0)),
+            recent: [accounted; 2],
+            eni_index,
+            ..RejectBook::default()
+        }
+    }
+
+    /// How much of the total records and `packets_lost` accounted for;
+    /// `None` before the first reading.
+    fn accounted(&self) -> Option<u64> {
+        let (total0, observed0) = self.zero?;
+        Some(total0 + self.observed.saturating_sub(observed0) + self.claimed)
+    }
+
+    /// Takes in a scan's total of ENI index `eni_index`; the packets newly
+    /// found lost.
+    fn read(&mut self, eni_index: u32, total: u64) -> u64 {
+        if self.eni_index != eni_index || total < self.recent[0] {
+            // Another ENI on this interface, or new maps: another counter,
+            // read afresh.
+            self.zero = None;
+            self.eni_index = eni_index;
+        }
+        let Some((total0, observed0)) = self.zero else {
+            self.zero = Some((total, self.observed));
+            self.claimed = 0;
+            self.recent = [total, total];
+            return 0;
+        };
+        let counted = self.recent[1].saturating_sub(total0);
+        let seen = self.observed.saturating_sub(observed0);
+        self.recent = [total, self.recent[0]];
+        // A packet read before its total was (the scan races the data
+        // plane) makes `seen` run ahead for a while: the running maximum
+        // never reports a packet twice.
+        let owed = counted.saturating_sub(seen);
+        let new = owed.saturating_sub(self.claimed);
+        self.claimed = self.claimed.max(owed);
+        new
+    }
+}
+
 /// The incarnations the collector knows, and the losses of the window.
 #[derive(Debug, Default)]
 pub struct FlowTable {
     flows: HashMap<Id, Flow>,
+    /// Reject packets read and counted, by interface index.
+    rejects: HashMap<u32, RejectBook>,
+    /// What a previous daemon reported of incarnations not seen yet
+    /// ([`FlowTable::restore`]); emptied by the second scan.
+    restored: HashMap<Id, FlowAccount>,
+    /// Scans since the restore.
+    restored_scans: u8,
     scans: u64,
     /// The loss counters as last read; `None` until the first read, which
     /// is the baseline (what was lost before this collector started is not
@@ -183,6 +267,11 @@ impl FlowTable {
 
     fn observe(&mut self, id: Id, seen: Flow, origin: Origin) {
         let scan = self.scans;
+        let restored = if self.restored.is_empty() {
+            None
+        } else {
+            self.restored.remove(&id)
+        };
         let flow = self.flows.entry(id).or_insert_with(|| {
             let mut new = Flow {
                 orig_dir: seen.orig_dir,
@@ -191,7 +280,13 @@ impl FlowTable {
                 generation: seen.generation,
                 ..Flow::default()
             };
-            if let Origin::FlowScan {
+            if let Some(r) = restored {
+                // A previous daemon reported this much: the rest is ours.
+                new.packets = r.packets;
+                new.bytes = r.bytes;
+                new.reported_packets = r.packets;
+                new.reported_bytes = r.bytes;
+            } else if let Origin::FlowScan {
                 baseline_ns: Some(t),
             } = origin
             {
@@ -203,6 +298,7 @@ impl FlowTable {
             }
             new
         });
+        let grew = seen.packets[0].saturating_sub(flow.packets[0]);
         for d in 0..2 {
             flow.packets[d] = flow.packets[d].max(seen.packets[d]);
             flow.bytes[d] = flow.bytes[d].max(seen.bytes[d]);
@@ -220,6 +316,9 @@ impl FlowTable {
             }
             Origin::Ended => flow.ended = true,
             Origin::Created => {}
+        }
+        if let Key::Reject(k) = &id.key {
+            self.rejects.entry(k.ifindex).or_default().observed += grew;
         }
     }
 
@@ -289,11 +388,26 @@ impl FlowTable {
                 flow.missed_scans = flow.missed_scans.saturating_add(1);
                 if flow.missed_scans >= VANISHED_AFTER_SCANS {
                     flow.vanished = true;
-                    evicted.push(id.key.ifindex());
+                    // A reject flow's unread packets are counted exactly
+                    // below (`RejectBook`).
+                    if let Key::Ct(k) = &id.key {
+                        evicted.push(k.ifindex);
+                    }
                 }
             }
             true
         });
+        // Connections a previous daemon reported that ended while no
+        // daemon ran (two scans missed them, as above): their last counts
+        // are unknown. A reject flow's are in its interface's total.
+        self.restored_scans = self.restored_scans.saturating_add(1);
+        if self.restored_scans >= VANISHED_AFTER_SCANS {
+            for (id, _) in self.restored.drain() {
+                if let Key::Ct(k) = id.key {
+                    evicted.push(k.ifindex);
+                }
+            }
+        }
         for ifindex in evicted {
             self.lost.entry(ifindex).or_default().evicted += 1;
         }
@@ -319,6 +433,20 @@ impl FlowTable {
             let lost = self.lost.entry(at).or_default();
             lost.events += events;
             lost.packets += packets;
+        }
+        // `FILTER_ENIS` names an interface once per generation slot.
+        let enis: BTreeMap<u32, u32> = scan.enis.iter().copied().collect();
+        let rejected: HashMap<u32, u64> = scan.loss.iter().map(|(i, l)| (*i, l.rejected)).collect();
+        for (ifindex, eni_index) in enis {
+            let total = rejected.get(&eni_index).copied().unwrap_or(0);
+            let unread = self
+                .rejects
+                .entry(ifindex)
+                .or_default()
+                .read(eni_index, total);
+            if unread > 0 {
+                self.lost.entry(ifindex).or_default().packets += unread;
+            }
         }
     }
 
@@ -356,6 +484,57 @@ impl FlowTable {
             flow.ended = true;
         }
         self.loss_totals = Some(HashMap::new());
+        self.rejects.clear();
+        self.restored.clear();
+    }
+
+    /// What the records so far reported, for the next daemon
+    /// ([`Reported`]): call it after [`FlowTable::close`]. Incarnations the
+    /// data plane removed are left out (they will not be seen again).
+    pub fn reported(&self) -> Reported {
+        let enis = self
+            .rejects
+            .iter()
+            .filter_map(|(ifindex, book)| {
+                Some(EniAccount {
+                    ifindex: *ifindex,
+                    eni_index: book.eni_index,
+                    accounted: book.accounted()?,
+                })
+            })
+            .collect();
+        let flows = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.ended && !f.vanished)
+            .map(|(id, f)| FlowAccount {
+                key: id.key,
+                created_ns: id.created_ns,
+                packets: f.reported_packets,
+                bytes: f.reported_bytes,
+            })
+            .chain(self.restored.values().copied())
+            .collect();
+        Reported { enis, flows }
+    }
+
+    /// Starts where a previous daemon's [`FlowTable::reported`] ended,
+    /// before the first scan: incarnations it names report what they
+    /// counted since, every other one everything (pass that scan no
+    /// baseline), and its ENIs' reject totals go on from what it accounted.
+    pub fn restore(&mut self, reported: Reported) {
+        for e in reported.enis {
+            self.rejects
+                .insert(e.ifindex, RejectBook::restored(e.eni_index, e.accounted));
+        }
+        for f in reported.flows {
+            let id = Id {
+                key: f.key,
+                created_ns: f.created_ns,
+            };
+            self.restored.insert(id, f);
+        }
+        self.restored_scans = 0;
     }
 
     /// Closes `window`: the records of everything counted since the last

@@ -444,7 +444,11 @@ fn data_plane_losses_become_skipdata_after_the_baseline() {
     let c = catalog();
     let mut cat = catalog();
     let mut t = FlowTable::new();
-    let loss = |events, packets| FlowLoss { events, packets };
+    let loss = |events, packets| FlowLoss {
+        events,
+        packets,
+        ..FlowLoss::default()
+    };
     let mut s = scan_of(10, vec![], vec![]);
     s.loss = vec![(0, loss(5, 1)), (1, loss(0, 0))];
     t.scan(&s, Some(10 * S), &mut cat);
@@ -491,7 +495,7 @@ fn gone_maps_report_what_was_seen_and_start_over() {
         0,
         FlowLoss {
             events: 1,
-            packets: 0,
+            ..FlowLoss::default()
         },
     )];
     t.scan(&s, None, &mut cat);
@@ -566,4 +570,240 @@ fn failed_scans_and_unwritten_records_become_skipdata() {
     assert_eq!(r[1].vswitch_id.as_deref(), Some("vsw-1"));
     // Reported once.
     assert!(close(&mut t, &c, win(1011)).is_empty());
+}
+
+/// A scan at `at_s` of reject flows on ENI A (index 0) whose data plane
+/// counted `total` packets into `FILTER_REJECTS` entries.
+fn reject_scan(at_s: u64, rejects: Vec<(RejectKey, RejectEntry)>, total: u64) -> FlowScan {
+    with_total(scan_of(at_s, vec![], rejects), total)
+}
+
+/// `scan` with ENI A's `FILTER_REJECTS` total.
+fn with_total(mut scan: FlowScan, total: u64) -> FlowScan {
+    scan.loss = vec![(
+        0,
+        FlowLoss {
+            rejected: total,
+            ..FlowLoss::default()
+        },
+    )];
+    scan
+}
+
+/// (packets in `OK` records, packets in `packets_lost` `SKIPDATA` records).
+fn reject_sums(r: &[FlowRecord]) -> (u64, u64) {
+    let ok = r
+        .iter()
+        .filter(|r| r.log_status == LogStatus::Ok)
+        .filter_map(|r| r.packets)
+        .sum();
+    let lost = r
+        .iter()
+        .filter(|r| r.skip_reason == Some(SkipReason::PacketsLost))
+        .filter_map(|r| r.skipped)
+        .sum();
+    (ok, lost)
+}
+
+/// Issue 22: reject flows the LRU evicts before a scan reads their last
+/// packets. The data plane's total makes the loss exact: records plus
+/// `packets_lost` equal what it counted, no `evicted` guess, nothing
+/// reported twice, and what was lost before the collector's first reading
+/// is not its to report.
+#[test]
+fn evicted_reject_flows_are_counted_exactly() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let (a, b) = (reject_key(PROTO_UDP, 1), reject_key(PROTO_UDP, 2));
+    // 100 packets counted (and lost) before this collector: its baseline.
+    t.scan(
+        &reject_scan(10, vec![(a, rejected(9, 10, 3, 90))], 103),
+        Some(10 * S),
+        &mut cat,
+    );
+    let mut got = reject_sums(&close(&mut t, &c, win(1010)));
+    // `a` gets 4 more packets and is read with them; `b` is created, read
+    // at 5, counts 7 more and is evicted before the next scan.
+    t.reject(&b, &rejected(11, 11, 1, 30), Origin::Created);
+    t.scan(
+        &reject_scan(
+            11,
+            vec![(a, rejected(9, 11, 7, 210)), (b, rejected(11, 11, 5, 150))],
+            103 + 4 + 5,
+        ),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1011));
+    let add = |got: &mut (u64, u64), r: (u64, u64)| {
+        got.0 += r.0;
+        got.1 += r.1;
+    };
+    add(&mut got, reject_sums(&r));
+    for at in 12..18 {
+        t.scan(
+            &reject_scan(at, vec![(a, rejected(9, 11, 7, 210))], 103 + 4 + 5 + 7),
+            None,
+            &mut cat,
+        );
+        let r = close(&mut t, &c, win(1000 + at));
+        assert!(
+            r.iter().all(|r| r.skip_reason != Some(SkipReason::Evicted)),
+            "{r:#?}"
+        );
+        add(&mut got, reject_sums(&r));
+    }
+    assert_eq!(got, (4 + 5, 7), "records, lost");
+}
+
+/// The scan races the data plane: a packet counted after its entry was
+/// read, whose entry the next walk skips, is not a loss.
+#[test]
+fn a_scan_racing_the_total_reports_no_loss() {
+    let c = catalog();
+    let mut cat = catalog();
+    let mut t = FlowTable::new();
+    let k = reject_key(PROTO_UDP, 1);
+    t.scan(&reject_scan(10, vec![], 0), Some(10 * S), &mut cat);
+    // The entry is read with 2 packets; the total, read after it, has 3.
+    t.scan(
+        &reject_scan(11, vec![(k, rejected(11, 11, 2, 60))], 3),
+        None,
+        &mut cat,
+    );
+    // The next walk skips the entry.
+    t.scan(&reject_scan(12, vec![], 3), None, &mut cat);
+    t.scan(
+        &reject_scan(13, vec![(k, rejected(11, 12, 3, 90))], 3),
+        None,
+        &mut cat,
+    );
+    t.scan(
+        &reject_scan(14, vec![(k, rejected(11, 12, 3, 90))], 3),
+        None,
+        &mut cat,
+    );
+    let r = close(&mut t, &c, win(1014));
+    assert_eq!(reject_sums(&r), (3, 0), "{r:#?}");
+}
+
+/// (packets of `OK` records per (direction, action), `SKIPDATA` counts
+/// per reason) of some windows' records.
+fn tally(records: &[FlowRecord]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let (mut ok, mut skip) = (BTreeMap::new(), BTreeMap::new());
+    for r in records {
+        if let (LogStatus::Ok, Some(d), Some(a)) = (r.log_status, r.direction, r.action) {
+            *ok.entry(format!("{d:?} {a:?} {:?}", r.dstport))
+                .or_default() += r.packets.unwrap_or(0);
+        }
+        if let (Some(reason), Some(n)) = (r.skip_reason, r.skipped) {
+            *skip.entry(format!("{reason:?}")).or_default() += n;
+        }
+    }
+    (ok, skip)
+}
+
+/// Issue 21 point 5: a daemon killed after a window boundary, packets
+/// counted while none ran, and a new daemon that starts from what the
+/// first one saved. It reports exactly what was not reported: the growth
+/// of flows it can name as records, a reject flow evicted meanwhile as
+/// `packets_lost`, a connection that ended meanwhile as `evicted`.
+#[test]
+fn a_restarted_collector_reports_what_was_counted_while_none_ran() {
+    let c = catalog();
+    let mut cat = catalog();
+    let conn1 = conn_key();
+    let gone = CtKey {
+        port_b: 40009,
+        ..conn_key()
+    };
+    let conn2 = CtKey {
+        port_b: 40002,
+        ..conn_key()
+    };
+    let (r1, r2, r3) = (
+        reject_key(PROTO_UDP, 1),
+        reject_key(PROTO_UDP, 2),
+        reject_key(PROTO_UDP, 3),
+    );
+    let mut first = FlowTable::new();
+    first.scan(
+        &with_total(
+            scan_of(
+                11,
+                vec![
+                    (conn1, conn(10, 10, [5, 3], [300, 180])),
+                    (gone, conn(10, 10, [1, 1], [60, 60])),
+                ],
+                vec![(r1, rejected(10, 10, 2, 60)), (r2, rejected(10, 10, 1, 30))],
+            ),
+            3,
+        ),
+        Some(9 * S),
+        &mut cat,
+    );
+    let before = close(&mut first, &c, win(1010));
+    assert_eq!(tally(&before).0.values().sum::<u64>(), 5 + 3 + 2 + 2 + 1);
+    // Saved and read back as the file would be.
+    let saved = Reported::decode(&first.reported().encode()).unwrap();
+    drop(first);
+
+    // While no daemon ran: conn1 sent 3 more, `gone` ended, r1 got 2 more,
+    // r2 3 more before the LRU evicted it, r3 and conn2 are new.
+    let mut second = FlowTable::new();
+    second.restore(saved);
+    let scan = with_total(
+        scan_of(
+            30,
+            vec![
+                (conn1, conn(10, 29, [8, 3], [480, 180])),
+                (conn2, conn(20, 20, [1, 1], [60, 60])),
+            ],
+            vec![
+                (r1, rejected(10, 25, 4, 120)),
+                (r3, rejected(21, 22, 2, 60)),
+            ],
+        ),
+        3 + 2 + 3 + 2,
+    );
+    let mut after = Vec::new();
+    for (i, at) in (30..35).enumerate() {
+        let mut s = scan.clone();
+        s.started_ns = at * S;
+        second.scan(&s, None, &mut cat);
+        after.extend(close(&mut second, &c, win(1000 + at)));
+        if i == 0 {
+            assert!(after.iter().all(|r| r.log_status != LogStatus::Skipdata));
+        }
+    }
+    let (ok, skip) = tally(&after);
+    let expect = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        ok,
+        expect(&[
+            // conn1's 3 and conn2's first packet; conn2's reply.
+            ("Ingress Accept Some(80)", 3 + 1),
+            ("Egress Accept Some(40002)", 1),
+            // r1's 2 and r3's 2.
+            ("Ingress Reject Some(1)", 2),
+            ("Ingress Reject Some(3)", 2),
+        ])
+    );
+    assert_eq!(skip, expect(&[("PacketsLost", 3), ("Evicted", 1)]));
+    // And it saves where it got to: nothing is reported again.
+    let mut third = FlowTable::new();
+    third.restore(second.reported());
+    let mut s = scan.clone();
+    s.started_ns = 40 * S;
+    for at in 40..44 {
+        third.scan(&s, None, &mut cat);
+        let r = close(&mut third, &c, win(1000 + at));
+        assert!(
+            r.iter().all(|r| r.log_status == LogStatus::Nodata),
+            "{r:#?}"
+        );
+    }
 }
