@@ -303,6 +303,7 @@ fn sigkill_at_random_points_of_apply() -> Result<()> {
 
         let mut running = Doc::Old;
         let mut outcomes = [0usize; 3];
+        let mut saved_unswitched = 0;
         for round in 0..kills {
             let target = running.other();
             let before = kernel.active()?;
@@ -330,8 +331,11 @@ fn sigkill_at_random_points_of_apply() -> Result<()> {
                 !succeeded || seen == target,
                 "round {round}: filterctl reported success but the kernel runs {seen:?}"
             );
-            state_reads_back(daemon.state_dir())
+            let newest = state_reads_back(daemon.state_dir())
                 .with_context(|| format!("round {round}: the state directory"))?;
+            // Killed between saving the record and switching to it: the
+            // case a restart must not restore.
+            saved_unswitched += usize::from(newest > active);
 
             daemon.restart()?;
             let (generation, restored) = enforced(&daemon)?;
@@ -349,8 +353,8 @@ fn sigkill_at_random_points_of_apply() -> Result<()> {
             running = seen;
         }
         eprintln!(
-            "{kills} kills: {} left the old generation, {} the new one before its client heard, \
-             {} after",
+            "{kills} kills: {} left the old generation ({saved_unswitched} of them with the new \
+             record saved), {} the new one before its client heard, {} after",
             outcomes[0], outcomes[1], outcomes[2]
         );
         // The restarted daemon is in charge: the next apply goes through.
