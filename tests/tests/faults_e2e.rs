@@ -349,7 +349,10 @@ fn sigkill_at_random_points_of_apply() -> Result<()> {
                 "round {round}: changed by the restart"
             );
             outcomes[usize::from(seen == target) + usize::from(succeeded)] += 1;
-            eprintln!("round {round}: killed after {delay:?}; the kernel ran {seen:?}");
+            eprintln!(
+                "round {round}: applying {target:?} over {running:?}, killed after {delay:?}: \
+                 the kernel ran {seen:?}"
+            );
             running = seen;
         }
         eprintln!(
