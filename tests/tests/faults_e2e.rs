@@ -26,7 +26,7 @@ use std::{
     net::Ipv4Addr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -41,7 +41,7 @@ use filter_common::names;
 use filter_tests::{
     bpf::{TC_ACT_OK, TC_ACT_SHOT},
     cmd,
-    daemon::{output_within, DaemonGuard},
+    daemon::DaemonGuard,
     id::TestId,
     netns::TestNet,
     packet::{Ipv4, Pkt, Udp},
@@ -430,9 +430,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 /// An apply that the state directory refuses: the error names what
 /// failed, the path and the cause; nothing changed in the kernel, in
-/// `status` or in the directory.
-fn apply_fails_cleanly(
-    daemon: &DaemonGuard,
+/// `status` or in the directory; and a restarted daemon restores what ran
+/// before.
+fn refused_then_restored(
+    daemon: &mut DaemonGuard,
     kernel: &mut Kernel<'_>,
     doc: &Path,
     cause: &str,
@@ -459,6 +460,12 @@ fn apply_fails_cleanly(
         .filter(|n| n.to_string_lossy().starts_with('.'))
         .collect();
     ensure!(stray.is_empty(), "half-written files left: {stray:?}");
+    daemon.restart()?;
+    ensure!(
+        &enforced(daemon)? == before,
+        "the restart restored something else"
+    );
+    ensure!(kernel.runs()? == Doc::Old, "the restart changed the kernel");
     Ok(())
 }
 
@@ -489,35 +496,23 @@ fn a_full_then_read_only_state_dir_fails_the_apply_and_changes_nothing() -> Resu
         let mount = Mounted::tmpfs(&state, "256k")?;
         copy_tree(&saved, &state)?;
 
-        apply_fails_cleanly(
-            &daemon,
+        refused_then_restored(
+            &mut daemon,
             &mut kernel,
             &big,
             "No space left on device",
             &before,
         )?;
-        daemon.restart()?;
-        ensure!(
-            enforced(&daemon)? == before,
-            "the restart restored something else"
-        );
-        ensure!(kernel.runs()? == Doc::Old);
 
         mount.remount("ro")?;
         let small = daemon.write_file("small", &Doc::New.document(PROBES).to_string())?;
-        apply_fails_cleanly(
-            &daemon,
+        refused_then_restored(
+            &mut daemon,
             &mut kernel,
             &small,
             "Read-only file system",
             &before,
         )?;
-        daemon.restart()?;
-        ensure!(
-            enforced(&daemon)? == before,
-            "the restart restored something else"
-        );
-        ensure!(kernel.runs()? == Doc::Old);
 
         // Writable again: the same apply goes through.
         mount.remount("rw")?;
@@ -656,18 +651,6 @@ fn no_path_leads_outside_the_daemon_dirs() -> Result<()> {
 // An unprivileged user
 // ---------------------------------------------------------------------------
 
-/// `filterctl <args>` as uid and gid 65534 (nobody) without supplementary
-/// groups.
-fn ctl_as_nobody(daemon: &DaemonGuard, args: &[&str]) -> Result<Output> {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&daemon.bins().filterctl)
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(args);
-    output_within(&mut cmd, Duration::from_secs(120))
-}
-
 /// uid 65534 may read and change nothing (SPEC §5). The socket file is
 /// opened to everyone (0666) so the daemon's own check is what refuses:
 /// every mutating command, in every form `filterctl` has, exits 1 with
@@ -689,7 +672,7 @@ fn an_unprivileged_user_changes_nothing() -> Result<()> {
         let pins = files_under(&pin_dir);
 
         // The mode keeps nobody out of the socket itself.
-        let out = ctl_as_nobody(&daemon, &["status"])?;
+        let out = daemon.ctl_as_nobody(&[], &["status"])?;
         ensure!(
             out.status.code() == Some(1)
                 && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
@@ -717,7 +700,7 @@ fn an_unprivileged_user_changes_nothing() -> Result<()> {
             vec!["rollback", "--to", &first],
             vec!["detach"],
         ] {
-            let out = ctl_as_nobody(&daemon, &args)?;
+            let out = daemon.ctl_as_nobody(&[], &args)?;
             let stderr = String::from_utf8_lossy(&out.stderr);
             ensure!(
                 out.status.code() == Some(1)
@@ -762,7 +745,7 @@ fn an_unprivileged_user_changes_nothing() -> Result<()> {
         ] {
             let mut json_args = vec!["--json"];
             json_args.extend(&args);
-            let as_nobody = ctl_as_nobody(&daemon, &json_args)?;
+            let as_nobody = daemon.ctl_as_nobody(&[], &json_args)?;
             ensure!(
                 as_nobody.status.success(),
                 "`filterctl {}` as uid 65534: {as_nobody:?}",
@@ -770,7 +753,7 @@ fn an_unprivileged_user_changes_nothing() -> Result<()> {
             );
         }
         let got: Value =
-            serde_json::from_slice(&ctl_as_nobody(&daemon, &["--json", "get"])?.stdout)?;
+            serde_json::from_slice(&daemon.ctl_as_nobody(&[], &["--json", "get"])?.stdout)?;
         ensure!(
             got["generation"].as_u64() == Some(before.0),
             "`get` as uid 65534: {got}"
