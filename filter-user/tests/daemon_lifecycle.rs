@@ -8,7 +8,7 @@ use filter::{
         client::ClientError, ApiError, ApplyParams, ApplyResult, ErrorCode, GetResult, Method,
         NoParams, RollbackParams, StatusResult,
     },
-    daemon::{DaemonError, LockError, ServerConfig, Started},
+    daemon::{DaemonError, LockError, ServerConfig, Started, StateStore},
 };
 
 fn apply(document: String) -> ApplyParams {
@@ -68,6 +68,33 @@ async fn restart_on_an_empty_data_plane_restores_the_saved_document() -> TestRes
     assert_eq!(d.enforcer.dataplane().generation, Some(2));
     let g: GetResult = d.client().await?.call_as(Method::Get, NoParams {}).await?;
     assert_eq!((g.generation, g.document), (2, base()));
+    Ok(())
+}
+
+/// A daemon killed between saving a generation's record and switching to
+/// it (or whose failed apply could not remove the record): the data plane
+/// still runs the previous generation, and a restart keeps that one, drops
+/// the record that was never enforced, and goes on from there.
+#[tokio::test]
+async fn a_record_saved_but_never_enforced_is_not_restored() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let d = TestDaemon::start(Dirs::new(tmp.path()), MemoryEnforcer::new()).await?;
+    d.client().await?.call(Method::Apply, apply(base())).await?;
+    let (dirs, dataplane) = d.stop().await;
+    let store = StateStore::open(&dirs.state())?;
+    let mut unenforced = store.load(1)?.ok_or("generation 1 is not saved")?;
+    unenforced.generation = 2;
+    unenforced.document = grown();
+    store.save(&unenforced)?;
+
+    let d = TestDaemon::start(dirs, dataplane).await?;
+    assert_eq!(d.started, Started::Adopted(1));
+    assert_eq!(d.daemon_generations()?, [1]);
+    let mut c = d.client().await?;
+    let g: GetResult = c.call_as(Method::Get, NoParams {}).await?;
+    assert_eq!((g.generation, g.document), (1, base()));
+    let r: ApplyResult = c.call_as(Method::Apply, apply(grown())).await?;
+    assert_eq!((r.generation, r.previous), (2, Some(1)));
     Ok(())
 }
 

@@ -314,6 +314,26 @@ impl DaemonGuard {
         output_within(&mut cmd, CTL_TIMEOUT)
     }
 
+    /// `filterctl --socket <socket> <args>` as uid and gid 65534 (nobody)
+    /// with exactly the supplementary groups `groups` (`setpriv`), whatever
+    /// its exit status.
+    pub fn ctl_as_nobody(&self, groups: &[u32], args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534"]);
+        if groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            cmd.arg(format!("--groups={}", list.join(",")));
+        }
+        cmd.arg("--")
+            .arg(&self.bins.filterctl)
+            .arg("--socket")
+            .arg(&self.paths.socket)
+            .args(args);
+        output_within(&mut cmd, CTL_TIMEOUT)
+    }
+
     /// [`Self::ctl`], failing (with everything printed) on a non-zero exit;
     /// its stdout.
     pub fn ctl_ok(&self, args: &[&str]) -> Result<String> {

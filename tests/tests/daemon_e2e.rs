@@ -1466,25 +1466,6 @@ fn unused_gid() -> Result<u32> {
         .ok_or_else(|| anyhow!("no unused gid between 61000 and 65000"))
 }
 
-/// `filterctl <args>` as uid/gid 65534 (nobody), with exactly the
-/// supplementary groups `groups`.
-fn ctl_as_nobody(daemon: &DaemonGuard, groups: &[u32], args: &[&str]) -> Result<Output> {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534"]);
-    if groups.is_empty() {
-        cmd.arg("--clear-groups");
-    } else {
-        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-        cmd.arg(format!("--groups={}", list.join(",")));
-    }
-    cmd.arg("--")
-        .arg(&daemon.bins().filterctl)
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(args);
-    output_within(&mut cmd, Duration::from_secs(120))
-}
-
 /// A non-root uid may read but not change (SPEC §5).
 ///
 /// The daemon runs with `--socket-group G`, G a gid nobody has. Two locks
@@ -1530,7 +1511,7 @@ fn a_non_root_uid_is_refused_apply() -> Result<()> {
         let alt = alt.to_string_lossy();
 
         // 1. The file mode keeps uid 65534 out.
-        let out = ctl_as_nobody(&daemon, &[], &["status"])?;
+        let out = daemon.ctl_as_nobody(&[], &["status"])?;
         ensure!(
             out.status.code() == Some(1) && stderr(&out).contains("Permission denied"),
             "uid 65534 should not get through a 0660 socket: {out:?}"
@@ -1538,12 +1519,12 @@ fn a_non_root_uid_is_refused_apply() -> Result<()> {
 
         // 2. With the file open to all, the daemon's own check refuses.
         fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o666))?;
-        let out = ctl_as_nobody(&daemon, &[], &["--json", "status"])?;
+        let out = daemon.ctl_as_nobody(&[], &["--json", "status"])?;
         ensure!(out.status.success(), "reading should be allowed: {out:?}");
         let status: Value = serde_json::from_slice(&out.stdout)?;
         ensure!(status["generation"] == json!(g), "{status}");
         for args in [vec!["apply", &*alt], vec!["rollback"], vec!["detach"]] {
-            let out = ctl_as_nobody(&daemon, &[], &args)?;
+            let out = daemon.ctl_as_nobody(&[], &args)?;
             let err = stderr(&out);
             ensure!(
                 out.status.code() == Some(1)
@@ -1554,7 +1535,7 @@ fn a_non_root_uid_is_refused_apply() -> Result<()> {
             );
             let mut json_args = vec!["--json"];
             json_args.extend(&args);
-            let out = ctl_as_nobody(&daemon, &[], &json_args)?;
+            let out = daemon.ctl_as_nobody(&[], &json_args)?;
             let error: Value = serde_json::from_slice(&out.stdout)?;
             ensure!(
                 error["error"]["code"] == json!("permission_denied"),
@@ -1562,7 +1543,7 @@ fn a_non_root_uid_is_refused_apply() -> Result<()> {
             );
         }
         // A dry run only reads: anyone who can connect may (issue 21).
-        let out = ctl_as_nobody(&daemon, &[], &["apply", "--dry-run", &alt])?;
+        let out = daemon.ctl_as_nobody(&[], &["apply", "--dry-run", &alt])?;
         ensure!(
             out.status.success() && stdout(&out).starts_with("dry run: "),
             "a dry run as uid 65534: {out:?}"
@@ -1579,7 +1560,7 @@ fn a_non_root_uid_is_refused_apply() -> Result<()> {
 
         // 3. A member of the socket group, through the 0660 file, may.
         fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o660))?;
-        let out = ctl_as_nobody(&daemon, &[gid], &["--json", "apply", &alt])?;
+        let out = daemon.ctl_as_nobody(&[gid], &["--json", "apply", &alt])?;
         ensure!(
             out.status.success(),
             "a member of the socket group should apply: {out:?}"

@@ -127,7 +127,18 @@ impl<E: Enforcer> Daemon<E> {
             document,
             slots: compiled.slots,
         };
-        core.store.save(&record)?;
+        if let Err(source) = core.store.save(&record) {
+            // The rename may have happened before the failure (a directory
+            // fsync that failed): no half-saved record may be restored.
+            if let Err(e) = core.store.remove(generation) {
+                tracing::error!("generation {generation}: {e}");
+            }
+            return Err(DaemonError::Save {
+                generation,
+                running: previous.as_ref().map(|r| r.generation),
+                source,
+            });
+        }
         if let Err(e) = enforce(
             &mut core.enforcer,
             &interfaces(&ruleset),

@@ -98,6 +98,19 @@ pub enum DaemonError {
     Enforce(#[from] EnforceError),
     #[error("state directory: {0}")]
     Store(#[from] StoreError),
+    /// Saving a new generation's record failed (a full disk, a read-only
+    /// state directory): nothing was enforced, and no part of the record
+    /// stays to be restored.
+    #[error(
+        "saving generation {generation} in the state directory failed, so it was not enforced \
+         ({}): {source}",
+        .running.map_or("nothing runs".to_owned(), |g| format!("generation {g} keeps running"))
+    )]
+    Save {
+        generation: u32,
+        running: Option<u32>,
+        source: StoreError,
+    },
     #[error("no generation is running (nothing applied yet, or detached)")]
     NoGeneration,
     #[error("generation {generation} is not saved; saved generations: {saved:?}")]
@@ -131,7 +144,7 @@ impl From<DaemonError> for ApiError {
                     .with_details(errors.clone());
             }
             DaemonError::Enforce(_) => ErrorCode::EnforcementFailed,
-            DaemonError::Store(_) => ErrorCode::StateFailed,
+            DaemonError::Store(_) | DaemonError::Save { .. } => ErrorCode::StateFailed,
             DaemonError::NoGeneration => ErrorCode::NoGeneration,
             DaemonError::NotSaved { .. } | DaemonError::NothingToRollBack => ErrorCode::NotFound,
             DaemonError::Params(_) => ErrorCode::InvalidParams,

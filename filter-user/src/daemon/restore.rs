@@ -69,7 +69,8 @@ impl<E: Enforcer> Daemon<E> {
         if core.store.is_detached() {
             return Ok(Started::Nothing);
         }
-        let (newest, skipped) = core.store.newest()?;
+        let limit = discard_unenforced(&core);
+        let (newest, skipped) = core.store.newest_up_to(limit)?;
         for e in skipped {
             tracing::warn!("skipping an unreadable saved generation: {e}");
         }
@@ -119,6 +120,31 @@ impl<E: Enforcer> Daemon<E> {
         self.publish_flows(&mut core);
         Ok(Started::Adopted(record.generation))
     }
+}
+
+/// The newest generation a start may restore. When the data plane runs a
+/// generation whose record is saved, every newer record was never
+/// enforced: its apply saved it (step 4 in `apply.rs`) and then died or
+/// failed before the switch (step 6). Those are removed, not restored: the
+/// client never heard they succeeded, and the kernel never ran them.
+fn discard_unenforced<E: Enforcer>(core: &Core<E>) -> u32 {
+    let Some(running) = core.enforcer.running_generation() else {
+        return u32::MAX;
+    };
+    if !matches!(core.store.load(running), Ok(Some(_))) {
+        return u32::MAX;
+    }
+    let saved = core.store.generations().unwrap_or_default();
+    for newer in saved.into_iter().filter(|g| *g > running) {
+        tracing::warn!(
+            "saved generation {newer} was never enforced (its apply stopped before the switch to \
+             it); keeping generation {running}, which the data plane runs, and removing {newer}"
+        );
+        if let Err(e) = core.store.remove(newer) {
+            tracing::warn!("{e}");
+        }
+    }
+    running
 }
 
 /// The connection-table size to create the data plane's maps with at

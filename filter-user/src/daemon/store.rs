@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Every file is written whole or not at all: write a temporary file, fsync
-//! it, rename it into place, fsync the directory.
+//! it, rename it into place, fsync the directory. A process killed midway
+//! leaves a `.<name>.tmp`, which the next [`StateStore::open`] removes.
+//! Nothing here follows a symlink (`O_NOFOLLOW`): a link planted in the
+//! directory cannot make the daemon read or write a file elsewhere.
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
@@ -85,7 +88,8 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens (creating, mode 0700) the state directory.
+    /// Opens (creating, mode 0700) the state directory, and removes the
+    /// temporary files of writes that a killed process left unfinished.
     pub fn open(root: &Path) -> Result<StateStore, StoreError> {
         let generations = root.join("generations");
         fs::DirBuilder::new()
@@ -93,6 +97,9 @@ impl StateStore {
             .mode(0o700)
             .create(&generations)
             .map_err(io_error(&generations))?;
+        for dir in [root, &generations] {
+            remove_unfinished(dir);
+        }
         Ok(StateStore {
             root: root.to_owned(),
             generations,
@@ -138,7 +145,7 @@ impl StateStore {
 
     pub fn load(&self, generation: u32) -> Result<Option<GenerationRecord>, StoreError> {
         let path = self.record_path(generation);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_no_follow(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(&path)(e)),
@@ -151,8 +158,19 @@ impl StateStore {
     /// The newest record that reads back, with the errors of newer ones
     /// that did not (a torn disk, a hand edit).
     pub fn newest(&self) -> Result<(Option<GenerationRecord>, Vec<StoreError>), StoreError> {
+        self.newest_up_to(u32::MAX)
+    }
+
+    /// [`Self::newest`] among the generations up to `limit`.
+    pub fn newest_up_to(
+        &self,
+        limit: u32,
+    ) -> Result<(Option<GenerationRecord>, Vec<StoreError>), StoreError> {
         let mut skipped = Vec::new();
         for generation in self.generations()?.into_iter().rev() {
+            if generation > limit {
+                continue;
+            }
             match self.load(generation) {
                 Ok(Some(record)) => return Ok((Some(record), skipped)),
                 Ok(None) => {}
@@ -219,11 +237,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     let write = || -> io::Result<()> {
+        // Whatever is at `tmp` (a leftover, or a link planted there) goes:
+        // the new file is created fresh, never opened through a link.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()
@@ -234,6 +258,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     }
     fs::rename(&tmp, path).map_err(io_error(path))?;
     sync_dir(dir)
+}
+
+/// Reads a file, refusing a symlink (`ELOOP`).
+fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Removes the `.<name>.tmp` files of [`write_atomic`]s that never
+/// finished (the process was killed between write and rename).
+fn remove_unfinished(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, left by a write that never finished",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::warn!("{}: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -289,6 +345,44 @@ mod tests {
         assert!(store.is_detached());
         store.set_detached(false)?;
         assert!(!store.is_detached());
+        Ok(())
+    }
+
+    /// Links planted in the state directory lead nowhere: a record that
+    /// is a link is refused, a link at a temporary file's name is
+    /// replaced rather than written through, and leftovers of a killed
+    /// write go at the next open.
+    #[test]
+    fn links_are_not_followed_and_leftovers_go() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"not the daemon's")?;
+        let store = StateStore::open(&dir.path().join("state"))?;
+        store.save(&record(1))?;
+        std::os::unix::fs::symlink(&outside, store.record_path(2))?;
+        let (newest, skipped) = store.newest()?;
+        assert_eq!(newest, Some(record(1)));
+        assert!(
+            matches!(&skipped[..], [StoreError::Io { source, .. }] if source.raw_os_error() == Some(libc::ELOOP)),
+            "{skipped:?}"
+        );
+        fs::remove_file(store.record_path(2))?;
+        std::os::unix::fs::symlink(&outside, store.generations.join(".0000000003.json.tmp"))?;
+        store.save(&record(3))?;
+        assert_eq!(fs::read(&outside)?, b"not the daemon's");
+        assert_eq!(store.load(3)?, Some(record(3)));
+        assert_eq!(store.newest_up_to(2)?.0, Some(record(1)));
+
+        fs::write(store.generations.join(".0000000004.json.tmp"), b"{\"torn")?;
+        fs::write(store.root.join(".detached.tmp"), b"")?;
+        let store = StateStore::open(&dir.path().join("state"))?;
+        let leftovers = [store.generations.clone(), store.root.clone()]
+            .iter()
+            .flat_map(|d| fs::read_dir(d).into_iter().flatten().filter_map(|e| e.ok()))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(leftovers, 0);
+        assert_eq!(store.generations()?, [1, 3]);
         Ok(())
     }
 }

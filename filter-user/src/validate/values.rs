@@ -97,9 +97,11 @@ pub(crate) fn interface_name(errs: &mut Errors, path: &JsonPath, value: &str) ->
     } else if value == "."
         || value == ".."
         || value.contains(['/', ':'])
-        || value.chars().any(char::is_whitespace)
+        || value.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        "is not a valid Linux interface name (no \"/\", \":\" or whitespace)".to_owned()
+        "is not a valid Linux interface name (no \"/\", \":\", whitespace or control \
+         characters)"
+            .to_owned()
     } else {
         return true;
     };

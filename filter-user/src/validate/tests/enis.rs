@@ -78,6 +78,14 @@ fn interface_names_are_linux_names() {
         "enis[1].interface",
         "is not a valid Linux interface name",
     );
+    for name in ["..", ".", "/etc", "tap\u{0}x", "tap\u{7f}", "a b"] {
+        let e = error(&with_second_eni(|e| e["interface"] = json!(name)));
+        assert_error(
+            &e,
+            "enis[1].interface",
+            "is not a valid Linux interface name",
+        );
+    }
     let e = error(&with_second_eni(|e| {
         e["interface"] = json!("a-very-long-interface")
     }));
