@@ -25,6 +25,7 @@ pub mod cloud;
 pub mod cmd;
 pub mod daemon;
 pub mod etcd;
+pub mod fuzz;
 pub mod id;
 pub mod instance;
 pub mod netns;
