@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod dist;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
@@ -66,6 +67,9 @@ enum Command {
         #[arg(long, default_value = "release")]
         profile: String,
     },
+    /// Build the fuzz targets (tests/fuzz) and run each for a while; the
+    /// `packet` target needs root.
+    Fuzz(fuzz::Options),
     /// The demo: a small cloud in network namespaces, guarded by filterd.
     Demo {
         /// End after the traffic script instead of tailing the flow log
@@ -107,6 +111,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         }
         Command::Bench(opts) => bench::bench(&toolchain, &opts),
         Command::Dist { profile } => dist::dist(&toolchain, &dist::Options { profile }).map(drop),
+        Command::Fuzz(opts) => fuzz::fuzz(&toolchain, &opts),
         Command::Demo { no_follow } => demo::demo(&toolchain, &demo::Options { no_follow }),
     }
 }

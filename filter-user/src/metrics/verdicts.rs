@@ -19,6 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::label::LabelValue;
 use crate::{
     api::{FlowAction, FlowRecord, LogStatus},
     ruleset::Direction,
@@ -34,10 +35,10 @@ const NO_REASON: &str = "none";
 /// The labels of a verdict series: all bounded by the document.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct VerdictLabels {
-    pub eni: String,
-    pub direction: String,
-    pub action: String,
-    pub reason: String,
+    pub eni: LabelValue,
+    pub direction: LabelValue,
+    pub action: LabelValue,
+    pub reason: LabelValue,
 }
 
 /// The two verdict families and which rules have series.
@@ -109,10 +110,10 @@ impl Verdicts {
         for ((eni, direction, action, reason), (packets, bytes)) in sums {
             let own = self.fixed.contains(reason) || admitted.contains(reason);
             let labels = VerdictLabels {
-                eni: eni.to_owned(),
-                direction: direction.as_str().to_owned(),
-                action: action.as_str().to_owned(),
-                reason: if own { reason } else { OTHER_RULES }.to_owned(),
+                eni: eni.into(),
+                direction: direction.as_str().into(),
+                action: action.as_str().into(),
+                reason: if own { reason } else { OTHER_RULES }.into(),
             };
             self.packets.get_or_create(&labels).inc_by(packets);
             self.bytes.get_or_create(&labels).inc_by(bytes);

@@ -13,7 +13,7 @@ mod writers;
 
 pub use compile::compile;
 pub use document::document;
-pub use packet::packet;
+pub use packet::{packet, packet_init};
 pub use request::request;
 pub use writers::writers;
 
