@@ -94,15 +94,18 @@ impl Verdicts {
             let sum = sums
                 .entry((r.eni_id.as_str(), direction, action, reason))
                 .or_default();
-            sum.0 += r.packets.unwrap_or(0);
-            sum.1 += r.bytes.unwrap_or(0);
+            // Saturating: a record's counts come from the kernel, and no
+            // sum of them may panic the daemon (the `writers` fuzz target).
+            sum.0 = sum.0.saturating_add(r.packets.unwrap_or(0));
+            sum.1 = sum.1.saturating_add(r.bytes.unwrap_or(0));
         }
         let mut new: HashMap<&str, u64> = HashMap::new();
         {
             let admitted = self.admitted();
             for ((_, _, _, reason), (packets, _)) in &sums {
                 if !self.fixed.contains(*reason) && !admitted.contains(*reason) {
-                    *new.entry(reason).or_default() += packets;
+                    let n = new.entry(reason).or_default();
+                    *n = n.saturating_add(*packets);
                 }
             }
         }
