@@ -29,7 +29,7 @@ fn inputs(target: &str) -> Vec<PathBuf> {
 }
 
 fn replay(name: &str) {
-    let (_, run, _) = TARGETS
+    let (_, run) = TARGETS
         .iter()
         .find(|(n, ..)| *n == name)
         .unwrap_or_else(|| panic!("no fuzz target {name}"));

@@ -7,21 +7,22 @@ use serde_json::Value;
 
 use super::{
     ApiError, ApplyParams, CountersParams, ErrorCode, ExplainParams, FlowsParams, Method,
-    MonitorParams, NoParams, Request, Response, RollbackParams,
+    MonitorParams, NoParams, Request, RollbackParams,
 };
 
-/// Reads a line as a [`Request`], or gives the `bad_request` response that
-/// refuses it (with the line's `id` when there is one to echo).
-pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+/// Reads a line as a [`Request`], or gives the `bad_request` error that
+/// refuses it with the `id` to answer it under (the line's, when it has
+/// one).
+pub fn parse_request(line: &[u8]) -> Result<Request, (Value, ApiError)> {
     let value: Value = serde_json::from_slice(line).map_err(|e| {
-        Response::failure(
+        (
             Value::Null,
             ApiError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")),
         )
     })?;
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     serde_json::from_value(value).map_err(|e| {
-        Response::failure(
+        (
             id,
             ApiError::new(
                 ErrorCode::BadRequest,

@@ -401,7 +401,7 @@ pub async fn handle<E: Enforcer>(
 ) -> Response {
     let request = match parse_request(line) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err((id, error)) => return Response::failure(id, error),
     };
     match call(
         daemon,

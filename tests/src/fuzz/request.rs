@@ -7,7 +7,7 @@ use filter::{
     api::{
         call::{parse_request, Call},
         frame::{read_frame, Frame},
-        Method,
+        ErrorCode, Method,
     },
     flowlog::{FlowFilter, MonitorFilter},
     validate::load,
@@ -42,11 +42,8 @@ pub fn request(data: &[u8]) {
 fn decode(line: &[u8]) {
     let request = match parse_request(line) {
         Ok(request) => request,
-        Err(response) => {
-            assert!(
-                !response.ok && response.error.is_some(),
-                "a refusal that is not an error"
-            );
+        Err((_, error)) => {
+            assert_eq!(error.code, ErrorCode::BadRequest, "{error}");
             return;
         }
     };
