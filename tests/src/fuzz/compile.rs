@@ -4,19 +4,13 @@
 //! error, never panics, and a compiled generation keeps every ENI
 //! and names a reason for every fresh counter slot.
 use arbitrary::Unstructured;
-use filter::{
-    compile::{compile as compile_ruleset, SlotTable},
-    validate::load,
-};
+use filter::compile::{compile as compile_ruleset, SlotTable};
 
 use super::gen;
 
 pub fn compile(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let Ok(doc) = gen::document(&mut u) else {
-        return;
-    };
-    let Ok(rs) = load(&doc.to_string()) else {
+    let Some((_, rs)) = gen::ruleset(&mut u) else {
         return;
     };
     let mut slots = SlotTable::default();

@@ -4,6 +4,7 @@
 //! packets share addresses and ports, so rules do match
 //! ([`super::packet`] draws its packets from the same pools).
 use arbitrary::{Result, Unstructured};
+use filter::{ruleset::Ruleset, validate::load};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
@@ -160,6 +161,14 @@ fn acl_entry(u: &mut Unstructured<'_>, name: String, ingress: bool) -> Result<Va
     };
     e[field] = json!(cidr(u, Some(v6))?);
     Ok(e)
+}
+
+/// A document from the bytes and its rule set, when it validates (as
+/// `filterd` loads it, from text).
+pub fn ruleset(u: &mut Unstructured<'_>) -> Option<(Value, Ruleset)> {
+    let doc = document(u).ok()?;
+    let rs = load(&doc.to_string()).ok()?;
+    Some((doc, rs))
 }
 
 /// A rule-set document; mostly valid, sometimes not (a duplicate address,

@@ -24,7 +24,6 @@ use filter::{
     dataplane::{Dataplane, GenerationMaps},
     eval::conntrack::{Datagram, Tracker},
     ruleset::{AttachMode, Direction},
-    validate::load,
     verdict::{Packet, Verdict},
 };
 use filter_common::{PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_COUNT};
@@ -68,10 +67,7 @@ pub fn packet_init() {
 
 pub fn packet(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let Ok(doc) = gen::document(&mut u) else {
-        return;
-    };
-    let Ok(rs) = load(&doc.to_string()) else {
+    let Some((doc, rs)) = gen::ruleset(&mut u) else {
         return;
     };
     let mut kernel = KERNEL.lock().unwrap_or_else(PoisonError::into_inner);
