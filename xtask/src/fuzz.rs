@@ -47,8 +47,9 @@ pub fn fuzz(toolchain: &Toolchain, opts: &Options) -> Result<()> {
             ok
         })
         .collect();
-    // One build for all, with the flags `run` uses, so `run` builds nothing.
-    run(fuzz_cmd(toolchain, "build", &[]).args(runnable.iter().map(|t| t.as_str())))?;
+    // One build (of the one target asked for, or of all: cargo-fuzz takes
+    // one or none), with the flags `run` uses, so `run` builds nothing.
+    run(fuzz_cmd(toolchain, "build", &[]).args(opts.target.as_deref()))?;
     let scratch = workspace_root().join(FUZZ_DIR).join("target/corpus");
     for target in runnable {
         let work = scratch.join(target);
