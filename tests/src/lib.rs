@@ -28,6 +28,7 @@ pub mod cmd;
 pub mod daemon;
 pub mod etcd;
 pub mod flowlog;
+pub mod fuzz;
 pub mod id;
 pub mod instance;
 pub mod netns;

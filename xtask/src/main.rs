@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod dist;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
@@ -71,6 +72,9 @@ enum Command {
     /// interfaces that come and go; fails on a wrong verdict, a crash, or
     /// growth in filterd's memory or descriptors.
     Soak(soak::Options),
+    /// Build the fuzz targets (tests/fuzz) and run each for a while; the
+    /// `packet` target needs root.
+    Fuzz(fuzz::Options),
     /// The demo: a small cloud in network namespaces, guarded by filterd.
     Demo {
         /// End after the traffic script instead of tailing the flow log
@@ -113,6 +117,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         Command::Bench(opts) => bench::bench(&toolchain, &opts),
         Command::Dist { profile } => dist::dist(&toolchain, &dist::Options { profile }).map(drop),
         Command::Soak(opts) => soak::soak(&toolchain, &opts),
+        Command::Fuzz(opts) => fuzz::fuzz(&toolchain, &opts),
         Command::Demo { no_follow } => demo::demo(&toolchain, &demo::Options { no_follow }),
     }
 }

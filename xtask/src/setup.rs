@@ -12,6 +12,7 @@
 //! 3. bpffs mounted at `/sys/fs/bpf`.
 //! 4. The packaging tools (`cargo xtask dist` and its test): `cargo-deb`
 //!    from crates.io, `man` and `systemd-analyze` from Debian packages.
+//! 5. `cargo-fuzz` from crates.io, for `cargo xtask fuzz`.
 //!
 //! Installing needs root; checking does not. Without root, a missing
 //! toolchain is an error and missing test tools or bpffs are warnings
@@ -106,7 +107,8 @@ pub fn setup() -> Result<Toolchain> {
     clippy(&toolchain, &mut apt)?;
     test_tools(&mut apt)?;
     bpffs()?;
-    cargo_deb()?;
+    cargo_tool("cargo-deb", "deb", "`cargo xtask dist` will fail")?;
+    cargo_tool("cargo-fuzz", "fuzz", "`cargo xtask fuzz` will fail")?;
     Ok(toolchain)
 }
 
@@ -367,21 +369,23 @@ fn test_tools(apt: &mut Apt) -> Result<()> {
     Ok(())
 }
 
-/// `cargo deb`, for `cargo xtask dist` (and so the package test).
-fn cargo_deb() -> Result<()> {
-    if probe(&mut cargo(["deb", "--version"])).is_some() {
-        say("cargo-deb", "already installed");
+/// A cargo subcommand from crates.io (`cargo <subcommand>` is `package`):
+/// `cargo-deb` for `cargo xtask dist` (and so the package test),
+/// `cargo-fuzz` for `cargo xtask fuzz`.
+fn cargo_tool(package: &str, subcommand: &str, without: &str) -> Result<()> {
+    if probe(&mut cargo([subcommand, "--version"])).is_some() {
+        say(package, "already installed");
         return Ok(());
     }
     if !is_root() {
         warn(
-            "cargo-deb",
-            "missing: `cargo xtask dist` will fail (`cargo install cargo-deb --locked`)",
+            package,
+            format!("missing: {without} (`cargo install {package} --locked`)"),
         );
         return Ok(());
     }
-    run(&mut cargo(["install", "cargo-deb", "--locked"]))?;
-    say("cargo-deb", "installed from crates.io");
+    run(&mut cargo(["install", package, "--locked"]))?;
+    say(package, "installed from crates.io");
     Ok(())
 }
 

@@ -13,9 +13,11 @@
 //!
 //! - [`Request`], [`Response`], [`ApiError`], [`ErrorCode`]: the envelope.
 //! - [`Method`]: the methods, and which of them change anything.
+//! - [`call`]: a request line decoded into a typed [`Call`].
 //! - [`types`]: the typed `params` and `result` of every method.
 //! - [`frame`]: reading one line with a size limit, writing one line.
 //! - [`client`]: an async client, what `filterctl` uses.
+pub mod call;
 pub mod client;
 mod explain;
 pub mod frame;
@@ -27,7 +29,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use self::{explain::*, monitor::*, types::*};
+pub use self::{call::Call, explain::*, monitor::*, types::*};
 
 /// The protocol version this build speaks. A request with another `v` gets
 /// [`ErrorCode::UnsupportedVersion`].

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, BufReader},
@@ -46,10 +46,10 @@ use super::{
     Daemon, Enforcer,
 };
 use crate::api::{
+    call::{decode_params, parse_request},
     frame::{read_frame, write_frame, Frame},
-    ApiError, ApplyParams, CountersParams, ErrorCode, ExplainParams, FlowsParams, FlowsResult,
-    Method, MonitorParams, MonitorResult, NoParams, Request, Response, RollbackParams,
-    DEFAULT_MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+    ApiError, Call, ErrorCode, FlowsParams, FlowsResult, Method, MonitorParams, MonitorResult,
+    Request, Response, DEFAULT_MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
 use crate::{
     audit::Audit,
@@ -411,13 +411,13 @@ fn stream_request(line: &[u8]) -> Option<StreamRequest> {
     }
     match Method::parse(&request.method)? {
         Method::Flows => {
-            let params: FlowsParams = decode(Method::Flows, request.params).ok()?;
+            let params: FlowsParams = decode_params(Method::Flows, request.params).ok()?;
             params
                 .follow
                 .then_some(StreamRequest::Follow(request.id, params))
         }
         Method::Monitor => {
-            let params = decode(Method::Monitor, request.params).ok()?;
+            let params = decode_params(Method::Monitor, request.params).ok()?;
             Some(StreamRequest::Monitor(request.id, params))
         }
         _ => None,
@@ -431,29 +431,9 @@ pub async fn handle<E: Enforcer>(
     peer: Result<&PeerIdentity, &String>,
     line: &[u8],
 ) -> Response {
-    let value: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => {
-            return Response::failure(
-                Value::Null,
-                ApiError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")),
-            )
-        }
-    };
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
-    let request: Request = match serde_json::from_value(value) {
+    let request = match parse_request(line) {
         Ok(r) => r,
-        Err(e) => {
-            return Response::failure(
-                id,
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        r#"not a request ({e}); a request is {{"v":1,"id":1,"method":"status","params":{{}}}}"#
-                    ),
-                ),
-            )
-        }
+        Err((id, error)) => return Response::failure(id, error),
     };
     match call(
         daemon,
@@ -502,10 +482,9 @@ async fn call<E: Enforcer>(
             }
         }
     }
-    match method {
+    match Call::decode(method, params)? {
         // The audit log (SPEC §8) records every apply, rollback and detach.
-        Method::Apply => {
-            let params = decode::<ApplyParams>(method, params)?;
+        Call::Apply(params) => {
             let audit = Audit::apply(peer, &params);
             let (dry_run, started) = (params.dry_run, Instant::now());
             let result = daemon.apply(params).await;
@@ -514,39 +493,22 @@ async fn call<E: Enforcer>(
             }
             to_value(audit.record(result, daemon.running()))
         }
-        Method::Rollback => {
-            let params = decode::<RollbackParams>(method, params)?;
+        Call::Rollback(params) => {
             let audit = Audit::rollback(peer);
             let started = Instant::now();
             let result = daemon.rollback(params).await;
             daemon.observe_apply(&result, started);
             to_value(audit.record(result, daemon.running()))
         }
-        Method::Get => {
-            decode::<NoParams>(method, params)?;
-            to_value(daemon.get())
-        }
-        Method::Status => {
-            decode::<NoParams>(method, params)?;
-            to_value(daemon.status().await)
-        }
-        Method::Explain => to_value(
-            daemon
-                .explain(decode::<ExplainParams>(method, params)?)
-                .await,
-        ),
-        Method::Counters => to_value(
-            daemon
-                .counters(decode::<CountersParams>(method, params)?)
-                .await,
-        ),
-        Method::Detach => {
-            decode::<NoParams>(method, params)?;
+        Call::Get => to_value(daemon.get()),
+        Call::Status => to_value(daemon.status().await),
+        Call::Explain(params) => to_value(daemon.explain(params).await),
+        Call::Counters(params) => to_value(daemon.counters(params).await),
+        Call::Detach => {
             let audit = Audit::detach(peer, daemon.running());
             to_value(audit.record(daemon.detach().await, None))
         }
-        Method::Flows => {
-            let params = decode::<FlowsParams>(method, params)?;
+        Call::Flows(params) => {
             if params.follow {
                 // Only a connection can carry a stream (`Connection::follow`).
                 return Err(ApiError::invalid_params(
@@ -555,28 +517,11 @@ async fn call<E: Enforcer>(
             }
             to_value(daemon.flows(params).await)
         }
-        Method::Monitor => {
-            decode::<MonitorParams>(method, params)?;
-            Err(ApiError::invalid_params(
-                "monitor streams on a connection of its own",
-            ))
-        }
-        Method::Version => {
-            decode::<NoParams>(method, params)?;
-            to_value(Ok::<_, super::DaemonError>(daemon.version()))
-        }
+        Call::Monitor(_) => Err(ApiError::invalid_params(
+            "monitor streams on a connection of its own",
+        )),
+        Call::Version => to_value(Ok::<_, super::DaemonError>(daemon.version())),
     }
-}
-
-/// Decodes `params`; absent or `null` reads as `{}`.
-fn decode<T: DeserializeOwned>(method: Method, params: Value) -> Result<T, ApiError> {
-    let params = if params.is_null() {
-        Value::Object(Default::default())
-    } else {
-        params
-    };
-    serde_json::from_value(params)
-        .map_err(|e| ApiError::invalid_params(format!("params of {method}: {e}")))
 }
 
 fn to_value<T: Serialize>(result: Result<T, super::DaemonError>) -> Result<Value, ApiError> {

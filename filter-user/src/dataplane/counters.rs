@@ -149,6 +149,17 @@ impl Maps {
         Ok(out)
     }
 
+    pub(crate) fn clear_conntrack(&mut self) -> Result<()> {
+        for (key, _) in self.conntrack_entries()? {
+            match self.ct.remove(&key) {
+                // Gone already (expired and evicted meanwhile): as good.
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(DataplaneError::map(names::CT, "clearing", e)),
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn conntrack_count(&self) -> Result<usize> {
         let mut n = 0;
         for key in self.ct.keys().take(self.ct_walk_limit()) {

@@ -311,6 +311,13 @@ impl Dataplane {
         self.maps.conntrack_capacity()
     }
 
+    /// Forgets every tracked connection: a test that runs unrelated
+    /// packet sequences through one loaded object starts each from an
+    /// empty table (the packet fuzz target, docs/FUZZING.md).
+    pub fn clear_conntrack(&mut self) -> Result<()> {
+        self.maps.clear_conntrack()
+    }
+
     pub fn lookup_conntrack(&self, key: &CtKey) -> Result<Option<CtEntry>> {
         self.maps.lookup_conntrack(key)
     }

@@ -6,6 +6,7 @@
 //! - [`status`]: conntrack fill, the generation, attachments and malformed
 //!   drops, from a `status` snapshot.
 //! - [`http`]: the HTTP server.
+//! - `label`: label values escaped for the text format.
 //!
 //! [`Metrics`] hears about applies ([`ApplyObserver`]) and flow-log windows
 //! ([`WindowObserver`]); [`Exporter`] renders a scrape. A scrape never
@@ -13,6 +14,7 @@
 //! serves like any client's) at most once per [`Exporter`] refresh
 //! interval, one scrape at a time, and renders from memory.
 pub mod http;
+mod label;
 pub mod status;
 pub mod verdicts;
 
@@ -35,6 +37,7 @@ use prometheus_client::{
 use thiserror::Error;
 
 pub use self::{
+    label::LabelValue,
     status::{Snapshot, StatusFamilies},
     verdicts::{Verdicts, OTHER_RULES},
 };

@@ -14,6 +14,7 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
 };
 
+use super::label::Escaped;
 use crate::api::{EniState, StatusResult};
 
 /// The `FILTER_STATS` counters that count malformed packets (SPEC §3.2).
@@ -137,9 +138,9 @@ impl Collector for StatusFamilies {
         )?;
         for (eni, interface, hook, attached) in &s.interfaces {
             let labels = [
-                ("eni", eni.as_str()),
-                ("interface", interface.as_str()),
-                ("hook", hook.as_str()),
+                ("eni", Escaped(eni)),
+                ("interface", Escaped(interface)),
+                ("hook", Escaped(hook)),
             ];
             ConstGauge::new(i64::from(*attached)).encode(family.encode_family(&labels)?)?;
         }

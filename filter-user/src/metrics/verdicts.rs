@@ -19,6 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::label::LabelValue;
 use crate::{
     api::{FlowAction, FlowRecord, LogStatus},
     ruleset::Direction,
@@ -34,10 +35,10 @@ const NO_REASON: &str = "none";
 /// The labels of a verdict series: all bounded by the document.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct VerdictLabels {
-    pub eni: String,
-    pub direction: String,
-    pub action: String,
-    pub reason: String,
+    pub eni: LabelValue,
+    pub direction: LabelValue,
+    pub action: LabelValue,
+    pub reason: LabelValue,
 }
 
 /// The two verdict families and which rules have series.
@@ -93,15 +94,18 @@ impl Verdicts {
             let sum = sums
                 .entry((r.eni_id.as_str(), direction, action, reason))
                 .or_default();
-            sum.0 += r.packets.unwrap_or(0);
-            sum.1 += r.bytes.unwrap_or(0);
+            // Saturating: a record's counts come from the kernel, and no
+            // sum of them may panic the daemon (the `writers` fuzz target).
+            sum.0 = sum.0.saturating_add(r.packets.unwrap_or(0));
+            sum.1 = sum.1.saturating_add(r.bytes.unwrap_or(0));
         }
         let mut new: HashMap<&str, u64> = HashMap::new();
         {
             let admitted = self.admitted();
             for ((_, _, _, reason), (packets, _)) in &sums {
                 if !self.fixed.contains(*reason) && !admitted.contains(*reason) {
-                    *new.entry(reason).or_default() += packets;
+                    let n = new.entry(reason).or_default();
+                    *n = n.saturating_add(*packets);
                 }
             }
         }
@@ -109,10 +113,10 @@ impl Verdicts {
         for ((eni, direction, action, reason), (packets, bytes)) in sums {
             let own = self.fixed.contains(reason) || admitted.contains(reason);
             let labels = VerdictLabels {
-                eni: eni.to_owned(),
-                direction: direction.as_str().to_owned(),
-                action: action.as_str().to_owned(),
-                reason: if own { reason } else { OTHER_RULES }.to_owned(),
+                eni: eni.into(),
+                direction: direction.as_str().into(),
+                action: action.as_str().into(),
+                reason: if own { reason } else { OTHER_RULES }.into(),
             };
             self.packets.get_or_create(&labels).inc_by(packets);
             self.bytes.get_or_create(&labels).inc_by(bytes);
