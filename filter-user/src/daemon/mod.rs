@@ -24,6 +24,7 @@ mod flows;
 pub mod library;
 mod links;
 pub mod lock;
+mod memory;
 mod restore;
 mod rollback;
 pub mod server;

@@ -217,7 +217,18 @@ impl<E: Enforcer> Connection<E> {
                         }
                         return;
                     }
-                    handle(&self.daemon, &self.config.access, peer.as_ref(), &line).await
+                    let request = parse_request(&line);
+                    // An apply's line is the whole document, which the
+                    // request now holds: give the copy back before the
+                    // apply runs (issue 18: memory per rule).
+                    line = Vec::new();
+                    match request {
+                        Ok(request) => {
+                            dispatch(&self.daemon, &self.config.access, peer.as_ref(), request)
+                                .await
+                        }
+                        Err(response) => *response,
+                    }
                 }
             };
             match timeout(
@@ -399,30 +410,40 @@ pub async fn handle<E: Enforcer>(
     peer: Result<&PeerIdentity, &String>,
     line: &[u8],
 ) -> Response {
-    let value: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => {
-            return Response::failure(
-                Value::Null,
-                ApiError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")),
-            )
-        }
-    };
+    match parse_request(line) {
+        Ok(request) => dispatch(daemon, access, peer, request).await,
+        Err(response) => *response,
+    }
+}
+
+/// A request line as a [`Request`], or the error response it gets.
+fn parse_request(line: &[u8]) -> Result<Request, Box<Response>> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        Box::new(Response::failure(
+            Value::Null,
+            ApiError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")),
+        ))
+    })?;
     let id = value.get("id").cloned().unwrap_or(Value::Null);
-    let request: Request = match serde_json::from_value(value) {
-        Ok(r) => r,
-        Err(e) => {
-            return Response::failure(
-                id,
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        r#"not a request ({e}); a request is {{"v":1,"id":1,"method":"status","params":{{}}}}"#
-                    ),
+    serde_json::from_value(value).map_err(|e| {
+        Box::new(Response::failure(
+            id,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    r#"not a request ({e}); a request is {{"v":1,"id":1,"method":"status","params":{{}}}}"#
                 ),
-            )
-        }
-    };
+            ),
+        ))
+    })
+}
+
+async fn dispatch<E: Enforcer>(
+    daemon: &Arc<Daemon<E>>,
+    access: &Access,
+    peer: Result<&PeerIdentity, &String>,
+    request: Request,
+) -> Response {
     match call(
         daemon,
         access,
