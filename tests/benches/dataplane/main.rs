@@ -19,10 +19,13 @@
 //! the path it names (verdicts, counters, a closed port is closed), never
 //! what the number is. Without `--bench` (as `cargo test --benches` runs
 //! it) it does nothing.
+mod drop;
+mod live;
 mod lookups;
 mod netfilter;
 mod pair;
 mod rules;
+mod stateless;
 mod testrun;
 mod traffic;
 mod veth;
@@ -47,9 +50,12 @@ struct Args {
     /// Shorter measurements (a quick look, noisier numbers).
     #[arg(long)]
     quick: bool,
-    /// Only one part: `testrun` or `veth`.
+    /// Only one part: `testrun`, `veth` or `drop`.
     #[arg(long)]
     only: Option<String>,
+    /// Rule counts for the live-frames drop rate.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
+    drop_sizes: Vec<usize>,
     /// Rule counts for BPF_PROG_TEST_RUN.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
     sizes: Vec<usize>,
@@ -119,10 +125,12 @@ fn run(args: &Args) -> Result<()> {
         None => {
             prog_test_run(args, &mut noop)?;
             compare(args, &mut noop)?;
+            drop_rate(args)?;
         }
         Some("testrun") => prog_test_run(args, &mut noop)?,
         Some("veth") => compare(args, &mut noop)?,
-        Some(other) => bail!("--only {other}: expected `testrun` or `veth`"),
+        Some("drop") => drop_rate(args)?,
+        Some(other) => bail!("--only {other}: expected `testrun`, `veth` or `drop`"),
     }
     println!("Load average at the end: {}", load_average());
     Ok(())
@@ -492,6 +500,15 @@ fn summary(rows: &[Row], sizes: &[usize]) {
         }
     }
     println!();
+}
+
+fn drop_rate(args: &Args) -> Result<()> {
+    let effort = drop::Effort {
+        seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
+        runs: if args.quick { 1 } else { 5 },
+    };
+    drop::run(&args.drop_sizes, args.iptables_max, effort)?;
+    Ok(())
 }
 
 fn seconds(s: f64) -> String {

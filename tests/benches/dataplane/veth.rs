@@ -306,7 +306,7 @@ pub fn legacy_available() -> bool {
 
 /// `program args` in `ns` with `input` on its stdin (a rule set for
 /// `nft -f -` or `iptables-restore`); fails with what it printed.
-fn run_with_input(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<()> {
+pub fn run_with_input(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<()> {
     let mut command = ns.cmd(program);
     command
         .args(args)
