@@ -153,16 +153,24 @@ impl Bench<'_> {
                     .with_context(|| format!("{}: installing", engine.label()))?;
                 installed.push((engine, pair, guard));
             }
-            let template = frame(proto);
+            let mut templates = Vec::new();
+            for (_, pair, _) in &installed {
+                // Addressed to the guarded end, so its IP stack takes it.
+                let mut template = frame(proto);
+                template[..6].copy_from_slice(&live::mac(&pair.server, &pair.server_if)?);
+                templates.push(template);
+            }
             let mut samples: Vec<Vec<Rate>> = vec![Vec::new(); installed.len()];
             for _ in 0..self.runs.max(1) {
-                for ((engine, pair, _), samples) in installed.iter().zip(samples.iter_mut()) {
+                for (((engine, pair, _), samples), template) in
+                    installed.iter().zip(samples.iter_mut()).zip(&templates)
+                {
                     let (live, filter) = (&*self.live, &*self.filter);
                     let mut seen = || counter(*engine, pair, live, filter);
                     let rate = live.send(
                         &pair.client,
                         &pair.client_if,
-                        &template,
+                        template,
                         tuples,
                         self.seconds,
                         &mut seen,

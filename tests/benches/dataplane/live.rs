@@ -98,7 +98,9 @@ impl LiveFrames {
     /// options, TCP or UDP) for `seconds` from `sender_if` in `sender`, the
     /// peer of a guarded veth end; returns the frames per second made and
     /// those `seen` (a counter at the guarded end, read before and after)
-    /// counted. The sending thread is pinned to the last CPU.
+    /// counted. The sending thread is pinned to the last CPU. Frames the
+    /// guarded end's IP stack must take (iptables) need its MAC ([`mac`]) as
+    /// their destination.
     pub fn send(
         &self,
         sender: &Netns,
@@ -188,21 +190,29 @@ pub fn syn_frame(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
         .bytes
 }
 
+/// The MAC address of `iface` in `ns`.
+pub fn mac(ns: &Netns, iface: &str) -> Result<[u8; 6]> {
+    let out = ns.ip(&["-j", "link", "show", "dev", iface])?;
+    let json: Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
+    let text = json[0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("`ip -j link show {iface}` has no address"))?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts
+            .next()
+            .ok_or_else(|| anyhow!("{iface}: bad MAC {text}"))?;
+        *byte = u8::from_str_radix(part, 16).with_context(|| format!("{iface}: bad MAC {text}"))?;
+    }
+    Ok(mac)
+}
+
 /// Turns GRO on at `iface`, which gives a veth end NAPI without an XDP
 /// program, so it takes redirected frames.
 pub fn enable_napi(ns: &Netns, iface: &str) -> Result<()> {
     ns.run_ok(&["ethtool", "-K", iface, "gro", "on"])?;
     Ok(())
-}
-
-/// Packets `iface` in `ns` received, from its interface statistics
-/// (whatever happened to them after).
-pub fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
-    let out = ns.ip(&["-j", "-s", "link", "show", "dev", iface])?;
-    let json: Value = serde_json::from_str(&out).context("parsing `ip -j -s link`")?;
-    json[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("`ip -j -s link show {iface}` has no rx packets"))
 }
 
 fn pin_to_last_cpu() -> Result<()> {

@@ -19,6 +19,7 @@
 //! the path it names (verdicts, counters, a closed port is closed), never
 //! what the number is. Without `--bench` (as `cargo test --benches` runs
 //! it) it does nothing.
+mod apply;
 mod drop;
 mod live;
 mod lookups;
@@ -26,6 +27,7 @@ mod netfilter;
 mod pair;
 mod rules;
 mod stateless;
+mod tcp;
 mod testrun;
 mod traffic;
 mod veth;
@@ -50,12 +52,19 @@ struct Args {
     /// Shorter measurements (a quick look, noisier numbers).
     #[arg(long)]
     quick: bool,
-    /// Only one part: `testrun`, `veth` or `drop`.
+    /// Only one part: `testrun`, `veth`, `drop`, `tcp` or `apply`.
     #[arg(long)]
     only: Option<String>,
     /// Rule counts for the live-frames drop rate.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
     drop_sizes: Vec<usize>,
+    /// Rule counts for apply time and peak RSS (diverse generator).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,1000,10000,100000,200000"
+    )]
+    apply_sizes: Vec<usize>,
     /// Rule counts for BPF_PROG_TEST_RUN.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
     sizes: Vec<usize>,
@@ -126,11 +135,17 @@ fn run(args: &Args) -> Result<()> {
             prog_test_run(args, &mut noop)?;
             compare(args, &mut noop)?;
             drop_rate(args)?;
+            tcp(args)?;
+            apply::run(&args.apply_sizes)?;
         }
         Some("testrun") => prog_test_run(args, &mut noop)?,
         Some("veth") => compare(args, &mut noop)?,
         Some("drop") => drop_rate(args)?,
-        Some(other) => bail!("--only {other}: expected `testrun`, `veth` or `drop`"),
+        Some("tcp") => tcp(args)?,
+        Some("apply") => drop(apply::run(&args.apply_sizes)?),
+        Some(other) => {
+            bail!("--only {other}: expected `testrun`, `veth`, `drop`, `tcp` or `apply`")
+        }
     }
     println!("Load average at the end: {}", load_average());
     Ok(())
@@ -508,6 +523,17 @@ fn drop_rate(args: &Args) -> Result<()> {
         runs: if args.quick { 1 } else { 5 },
     };
     drop::run(&args.drop_sizes, args.iptables_max, effort)?;
+    Ok(())
+}
+
+fn tcp(args: &Args) -> Result<()> {
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 2.0 });
+    let timing = Timing {
+        warmup: Duration::from_secs_f64(0.5),
+        measure: Duration::from_secs_f64(seconds),
+        repeats: if args.quick { 1 } else { 5 },
+    };
+    tcp::run(timing)?;
     Ok(())
 }
 

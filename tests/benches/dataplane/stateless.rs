@@ -1,19 +1,24 @@
 //! The ENI-ingress half of a rule set for the netfilter hooks in front of
 //! conntrack, where the live-frames drop rate (`drop.rs`) is measured:
 //!
-//! - **nftables netdev ingress, concatenated ranges** (pipapo): the rules
-//!   in strength order (priority, drop before accept, SPEC §3 step 5.2),
-//!   cut into runs of one action; each run is one or a few sets of
-//!   `addr . proto . port` intervals and one rule `ip saddr . meta l4proto
-//!   . th dport @set verdict`. A set may hold no overlapping elements, so
-//!   an element another of its run already covers is left out (same
-//!   verdict) and one that only overlaps goes to the run's next set.
-//!   A frame no rule admits pays one set lookup per run.
+//! - **nftables netdev ingress, concatenated ranges** (pipapo), as an
+//!   expert would lay it out: the rules in strength order (priority, drop
+//!   before accept, SPEC §3 step 5.2) are packed into as few layers of one
+//!   verdict as the order allows (an element moves up past every element
+//!   of the other verdict it does not overlap); each layer is one or a few
+//!   sets of `addr . proto . port` intervals and one rule `ip saddr . meta
+//!   l4proto . th dport @set verdict`. A set may hold no overlapping
+//!   elements, so an element another of its layer covers is left out (same
+//!   verdict) and one that only overlaps goes to the layer's next set. A
+//!   frame no rule admits pays one set lookup per set.
 //! - **iptables-legacy raw `PREROUTING`**: `netfilter::iptables`'s linear
 //!   chain, ingress only, without the conntrack rule.
 //!
 //! Both end in a counted default drop, which [`dropped`] reads.
-use std::{collections::HashMap, fmt::Write as _};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use filter::ruleset::{Action, Direction, Protocol, Ruleset};
@@ -89,7 +94,7 @@ impl RunSets {
 /// The nftables netdev translation of the ENI ingress of `rs` on `iface`:
 /// the `nft -f` text and its number of set elements.
 pub fn nft_pipapo(rs: &Ruleset, iface: &str) -> Result<(String, usize)> {
-    let runs = strength_runs(rs)?;
+    let runs = layers(strength_order(rs)?);
     let mut sets = String::new();
     let mut rules = String::new();
     let mut elements = 0;
@@ -144,20 +149,88 @@ pub fn nft_pipapo(rs: &Ruleset, iface: &str) -> Result<(String, usize)> {
     Ok((text, elements))
 }
 
-/// The ENI's ingress rules as elements, strongest first, in runs of one
-/// action (inner access first: it wins over every rule).
-fn strength_runs(rs: &Ruleset) -> Result<Vec<(Action, Vec<Element>)>> {
+/// Where an element's prefix starts, for the layer index: (IPv6, first
+/// address, prefix length).
+type IndexKey = (bool, u128, u8);
+
+fn index_key(net: &IpNet) -> IndexKey {
+    match net {
+        IpNet::V4(n) => (false, u128::from(u32::from(n.network())), n.prefix_len()),
+        IpNet::V6(n) => (true, u128::from(n.network()), n.prefix_len()),
+    }
+}
+
+/// One layer of one verdict, indexed by prefix start.
+struct Layer {
+    action: Action,
+    elements: Vec<Element>,
+    index: BTreeMap<IndexKey, Vec<Element>>,
+}
+
+impl Layer {
+    fn add(&mut self, e: Element) {
+        self.index.entry(index_key(&e.net)).or_default().push(e);
+        self.elements.push(e);
+    }
+
+    /// Whether a packet could match both `e` and an element of this layer:
+    /// nested prefixes (either way) whose protocols and ports overlap.
+    fn overlaps(&self, e: &Element) -> bool {
+        let (v6, start, len) = index_key(&e.net);
+        let supernets = (0..=len).filter_map(|l| {
+            let net = IpNet::new(e.net.addr(), l).ok()?.trunc();
+            self.index.get(&index_key(&net))
+        });
+        let end = match e.net {
+            IpNet::V4(n) => u128::from(u32::from(n.broadcast())),
+            IpNet::V6(n) => u128::from(n.broadcast()),
+        };
+        let subnets = self
+            .index
+            .range((v6, start, len)..=(v6, end, u8::MAX))
+            .filter(|((_, _, l), _)| *l > len)
+            .map(|(_, v)| v);
+        supernets.chain(subnets).flatten().any(|o| o.overlaps(e))
+    }
+}
+
+/// Packs elements in strength order into layers of one verdict: each goes
+/// into the first layer of its verdict after the last layer of the other
+/// verdict it overlaps, so every overlapping pair keeps its order.
+fn layers(ordered: Vec<(Action, Element)>) -> Vec<(Action, Vec<Element>)> {
+    let mut layers: Vec<Layer> = Vec::new();
+    for (action, e) in ordered {
+        let after = layers
+            .iter()
+            .rposition(|l| l.action != action && l.overlaps(&e))
+            .map_or(0, |i| i + 1);
+        match layers[after..].iter().position(|l| l.action == action) {
+            Some(i) => layers[after + i].add(e),
+            None => {
+                let mut layer = Layer {
+                    action,
+                    elements: Vec::new(),
+                    index: BTreeMap::new(),
+                };
+                layer.add(e);
+                layers.push(layer);
+            }
+        }
+    }
+    layers.into_iter().map(|l| (l.action, l.elements)).collect()
+}
+
+/// The ENI's ingress rules as elements, strongest first (inner access
+/// first: it wins over every rule).
+fn strength_order(rs: &Ruleset) -> Result<Vec<(Action, Element)>> {
     let [eni] = rs.enis.as_slice() else {
         bail!(
             "the benchmark's rule set has {} ENIs, not one",
             rs.enis.len()
         );
     };
-    let mut runs: Vec<(Action, Vec<Element>)> = Vec::new();
-    let mut push = |action: Action, e: Element| match runs.last_mut() {
-        Some((a, run)) if *a == action => run.push(e),
-        _ => runs.push((action, vec![e])),
-    };
+    let mut runs: Vec<(Action, Element)> = Vec::new();
+    let mut push = |action: Action, e: Element| runs.push((action, e));
     for g in &eni.groups {
         let group = &rs.groups[*g];
         if group.inner_accept {
