@@ -77,6 +77,8 @@ pub struct Cell {
     pub rules: usize,
     pub engine: Engine,
     pub tuples: Tuples,
+    /// `PROTO_UDP` (the drop-rate rows) or `PROTO_TCP` (the SYN flood).
+    pub proto: u8,
     pub rate: Rate,
 }
 
@@ -186,6 +188,7 @@ impl Bench<'_> {
                     rules,
                     engine: *engine,
                     tuples,
+                    proto,
                     rate: median(s),
                 })
                 .collect())

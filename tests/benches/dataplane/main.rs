@@ -25,6 +25,7 @@ mod live;
 mod lookups;
 mod netfilter;
 mod pair;
+mod plot;
 mod rules;
 mod stateless;
 mod tcp;
@@ -136,13 +137,13 @@ fn run(args: &Args) -> Result<()> {
             compare(args, &mut noop)?;
             drop_rate(args)?;
             tcp(args)?;
-            apply::run(&args.apply_sizes)?;
+            plot::apply(&apply::run(&args.apply_sizes)?)?;
         }
         Some("testrun") => prog_test_run(args, &mut noop)?,
         Some("veth") => compare(args, &mut noop)?,
         Some("drop") => drop_rate(args)?,
         Some("tcp") => tcp(args)?,
-        Some("apply") => drop(apply::run(&args.apply_sizes)?),
+        Some("apply") => plot::apply(&apply::run(&args.apply_sizes)?)?,
         Some(other) => {
             bail!("--only {other}: expected `testrun`, `veth`, `drop`, `tcp` or `apply`")
         }
@@ -522,8 +523,7 @@ fn drop_rate(args: &Args) -> Result<()> {
         seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
         runs: if args.quick { 1 } else { 5 },
     };
-    drop::run(&args.drop_sizes, args.iptables_max, effort)?;
-    Ok(())
+    plot::drop_rate(&drop::run(&args.drop_sizes, args.iptables_max, effort)?)
 }
 
 fn tcp(args: &Args) -> Result<()> {
@@ -533,8 +533,7 @@ fn tcp(args: &Args) -> Result<()> {
         measure: Duration::from_secs_f64(seconds),
         repeats: if args.quick { 1 } else { 5 },
     };
-    tcp::run(timing)?;
-    Ok(())
+    plot::tcp_throughput(&tcp::run(timing)?)
 }
 
 fn seconds(s: f64) -> String {
