@@ -53,7 +53,7 @@ pub fn demo(toolchain: &Toolchain, opts: &Options) -> Result<()> {
 
 /// `$CARGO_TARGET_DIR` (relative to the workspace root when relative),
 /// else `<workspace>/target`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let root = workspace_root();
     match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
