@@ -69,6 +69,9 @@ const TEST_TOOLS: &[(&[&str], &str)] = &[
     // (Debian ships promtool only with the server; a host without systemd
     // never starts it).
     (&["promtool"], "prometheus"),
+    // The benchmark: NAPI on the guarded veth end for live frames
+    // (`ethtool -K gro on`).
+    (&["ethtool"], "ethtool"),
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -343,7 +346,7 @@ fn test_tools(apt: &mut Apt) -> Result<()> {
         say(
             "test tools",
             "already installed (ip, tc, ping, nc/socat, nft, iptables, nsenter, man, \
-             systemd-analyze, strip, protoc, etcd, etcdctl, promtool)",
+             systemd-analyze, strip, protoc, etcd, etcdctl, promtool, ethtool)",
         );
         return Ok(());
     }

@@ -8,7 +8,9 @@
 //! | `unaccounted.rs` | the pipeline without flow accounting |
 //! | `lookup_cost.rs` | single map lookups: the floor under the pipeline |
 //! | `flowlog.rs` | flow-log events as fast as one CPU makes them |
+//! | `live.rs` | live frames on a veth (a generator) and the drop-rate ceiling |
 mod flowlog;
+mod live;
 mod lookup_cost;
 mod noop;
 mod unaccounted;

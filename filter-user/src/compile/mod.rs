@@ -159,7 +159,7 @@ pub fn compile(
         half(MAX_TABLES),
     )?;
     limit(
-        "rule counter slots",
+        "rule counter slots (a FILTER_RSTATS counter per rule and NACL entry, per CPU)",
         plan.reasons.len(),
         half(MAX_RULE_SLOTS - RULE_SLOT_FIRST_DYNAMIC),
     )?;

@@ -18,6 +18,7 @@ use filter_common::{FAMILY_V4, PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, P
 use serde::{Deserialize, Serialize};
 
 use super::{
+    fast_hash::FastMap,
     prefix::{mask, Prefix},
     rules::{ProtoSet, RuleBox},
     tables::{ranked_rules, sg_table_groups},
@@ -157,8 +158,8 @@ fn table_warnings<'a>(
     // what the first covers and is weaker, so it is never the strongest
     // cover. Without this, rules sharing a peer (a prefix list named by
     // thousands of rules) make the search quadratic.
-    let mut first_of_shape: HashMap<ShapeKey, usize> = HashMap::new();
-    let mut by_prefix: HashMap<Prefix, Vec<usize>> = HashMap::new();
+    let mut first_of_shape: FastMap<ShapeKey, usize> = FastMap::default();
+    let mut by_prefix: FastMap<Prefix, Vec<usize>> = FastMap::default();
     for (pos, c) in rules.iter().enumerate() {
         if *first_of_shape.entry(shape_key(&c.shape)).or_insert(pos) != pos {
             continue;
@@ -174,10 +175,15 @@ fn table_warnings<'a>(
         let Some(first) = c.shape.remote.first() else {
             continue;
         };
+        // Each list is in strength order: its first cover is its strongest.
         let strongest = ancestors(first)
             .filter_map(|a| by_prefix.get(&a))
-            .flat_map(|list| list.iter().copied().take_while(|&s| s < pos))
-            .filter(|&s| covers(&rules[s].shape, &c.shape))
+            .filter_map(|list| {
+                list.iter()
+                    .copied()
+                    .take_while(|&s| s < pos)
+                    .find(|&s| covers(&rules[s].shape, &c.shape))
+            })
             .min();
         if let Some(s) = strongest {
             let by = &rules[s];
@@ -231,11 +237,15 @@ fn covers(s: &RuleBox, r: &RuleBox) -> bool {
         (Some(_), None) => false,
     };
     // `s.remote` is sorted: look each ancestor of each prefix up.
-    let remote = r
-        .remote
-        .iter()
-        .all(|rp| ancestors(rp).any(|a| s.remote.binary_search(&a).is_ok()));
-    protos && ports(s.dst, r.dst) && ports(s.src, r.src) && local && remote
+    // The remote test is the dear one (a search per ancestor): last, and
+    // only when the rest holds.
+    protos
+        && ports(s.dst, r.dst)
+        && ports(s.src, r.src)
+        && local
+        && r.remote
+            .iter()
+            .all(|rp| ancestors(rp).any(|a| s.remote.binary_search(&a).is_ok()))
 }
 
 /// A packet that `c` matches, in `direction` of ENI `eni`.

@@ -22,13 +22,14 @@ use std::{
 };
 
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::{Core, Daemon, DaemonError, Enforcer, GenerationRecord, Origin, Running};
 use crate::{
     api::{ApplyParams, ApplyResult, ChangeSummary, Changes},
     clock::unix_now,
     daemon::{enforcer::EnforceError, store::RECORD_FORMAT},
-    ruleset::{HookChoice, Ruleset, SgRule},
+    ruleset::{HookChoice, Ruleset},
 };
 
 /// The number of the next generation: above every generation the data
@@ -94,6 +95,9 @@ impl<E: Enforcer> Daemon<E> {
         dry_run: bool,
         origin: Origin,
     ) -> Result<ApplyResult, DaemonError> {
+        // Dropped last: the compiled generation and the replaced rule set
+        // are freed by then.
+        let _release = super::memory::ReleaseOnDrop;
         let previous = self.running();
         let generation = next_generation(
             core.enforcer.running_generation(),
@@ -243,9 +247,13 @@ fn enforce<E: Enforcer>(
 pub fn summarize(old: Option<&Ruleset>, new: &Ruleset) -> ChangeSummary {
     let by_id =
         |f: fn(&Ruleset) -> BTreeMap<String, Value>| diff(&old.map(f).unwrap_or_default(), &f(new));
-    // Rules compared as compact text: at 100k rules a tree of values each
-    // costs seconds.
-    let rules = diff(&old.map(rule_texts).unwrap_or_default(), &rule_texts(new));
+    // Rules compared by a digest of their compact text: at 100k rules a
+    // tree of values each costs seconds, and the texts themselves as much
+    // memory as the rule set.
+    let rules = diff(
+        &old.map(rule_digests).unwrap_or_default(),
+        &rule_digests(new),
+    );
     ChangeSummary {
         vpcs: by_id(|rs| {
             rs.vpcs
@@ -323,38 +331,42 @@ pub fn summarize(old: Option<&Ruleset>, new: &Ruleset) -> ChangeSummary {
     }
 }
 
-/// Every rule by id, as its JSON text with its peer named instead of
-/// indexed (indices move when the document is reordered; names do not).
-fn rule_texts(rs: &Ruleset) -> BTreeMap<String, String> {
+/// Every rule by id, as the SHA-256 of its JSON text with its peer named
+/// instead of indexed (indices move when the document is reordered; names
+/// do not).
+fn rule_digests(rs: &Ruleset) -> BTreeMap<&str, [u8; 32]> {
+    let mut text = Vec::new();
     rs.groups
         .iter()
         .flat_map(|g| g.rules.iter())
-        .map(|r| (r.id.clone(), rule_text(rs, r)))
+        .map(|r| {
+            text.clear();
+            // Writing into a Vec fails only on a serializer error, which a
+            // plain struct does not have; the digest then covers the rest.
+            let _ = serde_json::to_writer(&mut text, r);
+            text.extend_from_slice(rs.peer_label(&r.remote).as_bytes());
+            (r.id.as_str(), Sha256::digest(&text).into())
+        })
         .collect()
 }
 
-fn rule_text(rs: &Ruleset, rule: &SgRule) -> String {
-    let mut text = serde_json::to_string(rule).unwrap_or_default();
-    text.push_str(&rs.peer_label(&rule.remote));
-    text
-}
-
-fn diff<V: PartialEq>(old: &BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Changes {
+fn diff<K: Ord + AsRef<str>, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Changes {
+    let name = |k: &K| k.as_ref().to_owned();
     Changes {
         added: new
             .keys()
             .filter(|k| !old.contains_key(*k))
-            .cloned()
+            .map(name)
             .collect(),
         removed: old
             .keys()
             .filter(|k| !new.contains_key(*k))
-            .cloned()
+            .map(name)
             .collect(),
         changed: new
             .iter()
             .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| name(k))
             .collect(),
     }
 }

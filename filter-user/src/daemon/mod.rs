@@ -25,6 +25,7 @@ mod flows;
 pub mod library;
 mod links;
 pub mod lock;
+mod memory;
 mod restore;
 mod rollback;
 pub mod server;

@@ -249,7 +249,18 @@ impl<E: Enforcer> Connection<E> {
                         }
                         return;
                     }
-                    handle(&self.daemon, &self.config.access, peer.as_ref(), &line).await
+                    let request = parse_request(&line);
+                    // An apply's line is the whole document, which the
+                    // request now holds: give the copy back before the
+                    // apply runs (issue 18: memory per rule).
+                    line = Vec::new();
+                    match request {
+                        Ok(request) => {
+                            dispatch(&self.daemon, &self.config.access, peer.as_ref(), request)
+                                .await
+                        }
+                        Err((id, error)) => Response::failure(id, error),
+                    }
                 }
             };
             match timeout(
@@ -431,10 +442,19 @@ pub async fn handle<E: Enforcer>(
     peer: Result<&PeerIdentity, &String>,
     line: &[u8],
 ) -> Response {
-    let request = match parse_request(line) {
-        Ok(r) => r,
-        Err((id, error)) => return Response::failure(id, error),
-    };
+    match parse_request(line) {
+        Ok(request) => dispatch(daemon, access, peer, request).await,
+        Err((id, error)) => Response::failure(id, error),
+    }
+}
+
+/// Runs a parsed request's method and answers under its id.
+async fn dispatch<E: Enforcer>(
+    daemon: &Arc<Daemon<E>>,
+    access: &Access,
+    peer: Result<&PeerIdentity, &String>,
+    request: Request,
+) -> Response {
     match call(
         daemon,
         access,

@@ -45,7 +45,10 @@ pub(crate) fn parse(text: &str) -> Parsed {
             return Parsed::failed(ValidationError::new("", "", format!("malformed JSON: {e}")))
         }
     };
-    let Node::Object(entries) = &root else {
+    // Consumed section by section, element by element: each element's tree
+    // is freed once its model value exists, so the document is never held
+    // twice over (issue 18: memory per rule).
+    let Node::Object(entries) = root else {
         return Parsed::failed(ValidationError::new(
             "",
             root.render(),
@@ -60,8 +63,8 @@ pub(crate) fn parse(text: &str) -> Parsed {
     let mut doc = Document::default();
     let mut seen = HashSet::new();
     for (key, node) in entries {
-        let path = JsonPath::root().field(key);
-        if !seen.insert(key.as_str()) {
+        let path = JsonPath::root().field(&key);
+        if !seen.insert(key.clone()) {
             found.borrow_mut().push(ValidationError::new(
                 path,
                 node.render(),
@@ -76,10 +79,10 @@ pub(crate) fn parse(text: &str) -> Parsed {
             "security_groups" => doc.security_groups = sections.list(node, &path),
             "network_acls" => doc.network_acls = sections.list(node, &path),
             "enis" => doc.enis = sections.list(node, &path),
-            "conntrack" => doc.conntrack = sections.single(node, &path),
-            "flow_log" => doc.flow_log = sections.single(node, &path),
+            "conntrack" => doc.conntrack = sections.single(&node, &path),
+            "flow_log" => doc.flow_log = sections.single(&node, &path),
             _ => {
-                let hint = match hints::closest(key, SECTIONS) {
+                let hint = match hints::closest(&key, SECTIONS) {
                     Some(close) => hints::did_you_mean(close),
                     None => format!("known sections: {}", SECTIONS.join(", ")),
                 };
@@ -104,14 +107,14 @@ struct Sections<'a> {
 
 impl Sections<'_> {
     /// An array section, element by element.
-    fn list<T: DeserializeOwned>(&mut self, node: &Node, path: &JsonPath) -> Vec<T> {
+    fn list<T: DeserializeOwned>(&mut self, node: Node, path: &JsonPath) -> Vec<T> {
         let Node::Array(items) = node else {
             self.fail(ValidationError::new(path, node.render(), "is not an array"));
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match T::deserialize(NodeDe::new(item, path.index(i), self.found)) {
+        for (i, item) in items.into_iter().enumerate() {
+            match T::deserialize(NodeDe::new(&item, path.index(i), self.found)) {
                 Ok(t) => out.push(t),
                 Err(e) => self.fail(e.into_error()),
             }

@@ -19,10 +19,16 @@
 //! the path it names (verdicts, counters, a closed port is closed), never
 //! what the number is. Without `--bench` (as `cargo test --benches` runs
 //! it) it does nothing.
+mod apply;
+mod drop;
+mod live;
 mod lookups;
 mod netfilter;
 mod pair;
+mod plot;
 mod rules;
+mod stateless;
+mod tcp;
 mod testrun;
 mod traffic;
 mod veth;
@@ -47,9 +53,19 @@ struct Args {
     /// Shorter measurements (a quick look, noisier numbers).
     #[arg(long)]
     quick: bool,
-    /// Only one part: `testrun` or `veth`.
+    /// Only one part: `testrun`, `veth`, `drop`, `tcp` or `apply`.
     #[arg(long)]
     only: Option<String>,
+    /// Rule counts for the live-frames drop rate.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
+    drop_sizes: Vec<usize>,
+    /// Rule counts for apply time and peak RSS (diverse generator).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,1000,10000,100000,200000"
+    )]
+    apply_sizes: Vec<usize>,
     /// Rule counts for BPF_PROG_TEST_RUN.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
     sizes: Vec<usize>,
@@ -119,10 +135,18 @@ fn run(args: &Args) -> Result<()> {
         None => {
             prog_test_run(args, &mut noop)?;
             compare(args, &mut noop)?;
+            drop_rate(args)?;
+            tcp(args)?;
+            plot::apply(&apply::run(&args.apply_sizes)?)?;
         }
         Some("testrun") => prog_test_run(args, &mut noop)?,
         Some("veth") => compare(args, &mut noop)?,
-        Some(other) => bail!("--only {other}: expected `testrun` or `veth`"),
+        Some("drop") => drop_rate(args)?,
+        Some("tcp") => tcp(args)?,
+        Some("apply") => plot::apply(&apply::run(&args.apply_sizes)?)?,
+        Some(other) => {
+            bail!("--only {other}: expected `testrun`, `veth`, `drop`, `tcp` or `apply`")
+        }
     }
     println!("Load average at the end: {}", load_average());
     Ok(())
@@ -492,6 +516,24 @@ fn summary(rows: &[Row], sizes: &[usize]) {
         }
     }
     println!();
+}
+
+fn drop_rate(args: &Args) -> Result<()> {
+    let effort = drop::Effort {
+        seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
+        runs: if args.quick { 1 } else { 5 },
+    };
+    plot::drop_rate(&drop::run(&args.drop_sizes, args.iptables_max, effort)?)
+}
+
+fn tcp(args: &Args) -> Result<()> {
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 2.0 });
+    let timing = Timing {
+        warmup: Duration::from_secs_f64(0.5),
+        measure: Duration::from_secs_f64(seconds),
+        repeats: if args.quick { 1 } else { 5 },
+    };
+    plot::tcp_throughput(&tcp::run(timing)?)
 }
 
 fn seconds(s: f64) -> String {

@@ -308,6 +308,16 @@ pub struct Iptables {
 
 /// The naive linear translation of the one ENI of `rs` on `iface`.
 pub fn iptables(rs: &Ruleset, iface: &str) -> Result<Iptables> {
+    linear(rs, iface, false)
+}
+
+/// The same chain for ENI ingress alone in the raw table's `PREROUTING`,
+/// in front of conntrack, so stateless (`stateless.rs`).
+pub fn iptables_raw(rs: &Ruleset, iface: &str) -> Result<Iptables> {
+    linear(rs, iface, true)
+}
+
+fn linear(rs: &Ruleset, iface: &str, raw: bool) -> Result<Iptables> {
     let [eni] = rs.enis.as_slice() else {
         bail!(
             "the benchmark's rule set has {} ENIs, not one",
@@ -321,21 +331,33 @@ pub fn iptables(rs: &Ruleset, iface: &str) -> Result<Iptables> {
     let mut texts = [String::new(), String::new()];
     let mut counts = [0usize; 2];
     for text in texts.iter_mut() {
-        let _ = writeln!(
-            text,
-            "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:fb-in - [0:0]\n:fb-out - [0:0]"
-        );
-        let _ = writeln!(
-            text,
-            "-A INPUT -i {iface} -j fb-in\n-A OUTPUT -o {iface} -j fb-out"
-        );
+        if raw {
+            let _ = writeln!(
+                text,
+                "*raw\n:PREROUTING ACCEPT [0:0]\n:fb-in - [0:0]\n-A PREROUTING -i {iface} -j fb-in"
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:fb-in - [0:0]\n:fb-out - [0:0]"
+            );
+            let _ = writeln!(
+                text,
+                "-A INPUT -i {iface} -j fb-in\n-A OUTPUT -o {iface} -j fb-out"
+            );
+        }
     }
-    for (dir, chain, peer_flag, local_flag) in [
-        (Direction::Ingress, "fb-in", "-s", "-d"),
-        (Direction::Egress, "fb-out", "-d", "-s"),
-    ] {
+    let directions: &[_] = if raw {
+        &[(Direction::Ingress, "fb-in", "-s", "-d")]
+    } else {
+        &[
+            (Direction::Ingress, "fb-in", "-s", "-d"),
+            (Direction::Egress, "fb-out", "-d", "-s"),
+        ]
+    };
+    for &(dir, chain, peer_flag, local_flag) in directions {
         let mut lines: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-        for l in lines.iter_mut() {
+        for l in lines.iter_mut().filter(|_| !raw) {
             l.push(format!(
                 "-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
             ));

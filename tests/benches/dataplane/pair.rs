@@ -14,6 +14,8 @@ pub struct Pair {
     pub client: Netns,
     pub server: Netns,
     pub server_if: String,
+    /// The client's end, where live frames start (`live.rs`).
+    pub client_if: String,
     _net: TestNet,
 }
 
@@ -26,6 +28,7 @@ impl Pair {
         net.addr(&veth.a, "192.0.2.1/24")?;
         net.addr(&veth.b, "192.0.2.2/24")?;
         let server_if = veth.b.name;
+        let client_if = veth.a.name;
         // The new-flow traffic comes from many addresses of the client's
         // subnet, which the server never answers: no reverse-path check.
         server.run_ok(&[
@@ -40,6 +43,7 @@ impl Pair {
             client,
             server,
             server_if,
+            client_if,
             _net: net,
         })
     }

@@ -465,7 +465,7 @@ impl Bench {
         Ok(port)
     }
 
-    fn stats(&self) -> Result<[u64; STAT_COUNT as usize]> {
+    pub fn stats(&self) -> Result<[u64; STAT_COUNT as usize]> {
         Ok(self.dp.stats()?)
     }
 

@@ -224,6 +224,12 @@ pub fn established(client: &Netns, server: &Netns, timing: Timing) -> Result<f64
 
 /// Gbit/s of one TCP stream from the client to the server.
 pub fn tcp_stream(client: &Netns, server: &Netns, timing: Timing) -> Result<f64> {
+    tcp_stream_to(client, server, ENI_V4, timing)
+}
+
+/// Gbit/s of one TCP stream from the client to `to`, an address of the
+/// server.
+pub fn tcp_stream_to(client: &Netns, server: &Netns, to: Ipv4Addr, timing: Timing) -> Result<f64> {
     let listener = server.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, BENCH_PORT)))??;
     let received = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -246,7 +252,7 @@ pub fn tcp_stream(client: &Netns, server: &Netns, timing: Timing) -> Result<f64>
             Ok(())
         });
         let writer = s.spawn(|| -> Result<()> {
-            let addr = SocketAddr::V4(SocketAddrV4::new(ENI_V4, BENCH_PORT));
+            let addr = SocketAddr::V4(SocketAddrV4::new(to, BENCH_PORT));
             let mut conn =
                 client.run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))??;
             conn.set_write_timeout(Some(Duration::from_millis(200)))?;

@@ -179,7 +179,7 @@ pub fn measure(
     Ok(rows)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -306,7 +306,7 @@ pub fn legacy_available() -> bool {
 
 /// `program args` in `ns` with `input` on its stdin (a rule set for
 /// `nft -f -` or `iptables-restore`); fails with what it printed.
-fn run_with_input(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<()> {
+pub fn run_with_input(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<()> {
     let mut command = ns.cmd(program);
     command
         .args(args)

@@ -3,10 +3,13 @@
 //! 1. The rule compiler (`filter-user/benches/compile.rs`): compile time
 //!    and map sizes at 10 to 100k rules. No privileges needed.
 //! 2. The data plane (`tests/benches/dataplane/`), as root:
-//!    BPF_PROG_TEST_RUN ns per packet against the empty program, then real
+//!    BPF_PROG_TEST_RUN ns per packet against the empty program; real
 //!    traffic on a veth pair, filter against nftables, iptables and no
-//!    filter at the same rule counts. Its report (Markdown tables) is also
-//!    written to `target/bench/dataplane.md`.
+//!    filter at the same rule counts; the live-frames drop rate against
+//!    the XDP ceiling; TCP per ingress hook and apply time and peak RSS
+//!    through the release `filterd` and `filterctl`. Its report (Markdown
+//!    tables) is also written to `target/bench/dataplane.md`, its plots to
+//!    `docs/bench/*.svg`.
 //! 3. Flow-log events (`filter-user/benches/flowlog.rs`, `flowlog.rs`
 //!    here), as root.
 //!
@@ -43,7 +46,8 @@ pub struct Options {
     #[arg(long)]
     pub quick: bool,
     /// Arguments for the data-plane benchmark (after `--`): `--only
-    /// testrun|veth`, `--sizes 10,1000`, `--veth-sizes 10`, `--seconds 2`,
+    /// testrun|veth|drop|tcp|apply`, `--sizes 10,1000`, `--veth-sizes 10`,
+    /// `--drop-sizes 10,1000`, `--apply-sizes 10,1000`, `--seconds 2`,
     /// `--iptables-max 10000`.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -71,10 +75,13 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
     }
 
     println!(
-        "xtask: bench 2/3: the data plane (BPF_PROG_TEST_RUN, then veth: filter, nftables, \
-         iptables)"
+        "xtask: bench 2/3: the data plane (BPF_PROG_TEST_RUN; veth: filter, nftables, iptables; \
+         live-frames drop rate; TCP per hook; apply time and RSS)"
     );
+    // The daemon's parts measure the binaries a host runs.
+    run(cargo(["build", "--release", "-p", "filter-user", "--bins"]).envs(env.clone()))?;
     let mut dataplane = cargo(["bench", "-p", "filter-tests", "--bench", "dataplane", "--"]);
+    dataplane.env("FILTER_BIN_DIR", crate::demo::target_dir().join("release"));
     if opts.quick {
         dataplane.arg("--quick");
     }

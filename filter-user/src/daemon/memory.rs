@@ -1,0 +1,26 @@
+//! Giving the memory of an apply back to the system.
+//!
+//! An apply builds its transient structures (the document's tree, the
+//! compiled generation) on a blocking worker thread, whose glibc arena keeps
+//! freed pages mapped: without a trim the daemon stays at its peak after the
+//! first large apply, and the next apply on another worker adds a second
+//! peak (measured at 100k rules: 340 MiB kept, 550 MiB after two applies).
+
+/// Returns freed heap pages to the system when dropped: declared first in a
+/// function, it runs after every other local of the function is freed.
+pub(super) struct ReleaseOnDrop;
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        release_freed();
+    }
+}
+
+/// Asks the allocator to unmap the free pages of every arena.
+fn release_freed() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
