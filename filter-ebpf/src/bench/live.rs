@@ -85,15 +85,19 @@ pub fn filter_live_sink(_ctx: XdpContext) -> u32 {
 /// # Safety
 /// `p + at + 2` must be inside the frame.
 unsafe fn read16(p: *mut u8, at: usize) -> u16 {
-    u16::from_be_bytes([*p.add(at), *p.add(at + 1)])
+    // SAFETY: the caller's bounds.
+    unsafe { u16::from_be_bytes([*p.add(at), *p.add(at + 1)]) }
 }
 
 /// # Safety
 /// As [`read16`].
 unsafe fn write16(p: *mut u8, at: usize, value: u16) {
     let [hi, lo] = value.to_be_bytes();
-    *p.add(at) = hi;
-    *p.add(at + 1) = lo;
+    // SAFETY: the caller's bounds.
+    unsafe {
+        *p.add(at) = hi;
+        *p.add(at + 1) = lo;
+    }
 }
 
 /// An Internet checksum after one 16-bit word of what it covers changed

@@ -326,6 +326,16 @@ pub fn run(sizes: &[usize], iptables_max: usize, effort: Effort) -> Result<Vec<C
     Ok(cells)
 }
 
+/// Frames per second as Mpps, with the digits a slow engine needs.
+fn mpps(per_second: f64) -> String {
+    let m = per_second / 1e6;
+    if m < 0.1 {
+        format!("{m:.4}")
+    } else {
+        format!("{m:.2}")
+    }
+}
+
 fn print_rows(row: &[Cell]) {
     let find = |e: Engine| row.iter().find(|c| c.engine == e).map(|c| c.rate.seen);
     let ceiling = find(Engine::Ceiling);
@@ -344,13 +354,13 @@ fn print_rows(row: &[Cell]) {
             })
         };
         println!(
-            "| {} | {} | {:.2} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} |",
             crate::thousands(c.rules),
             c.engine.label(),
-            c.rate.seen / 1e6,
+            mpps(c.rate.seen),
             ratio(ceiling, false),
             ratio(filter, true),
-            c.rate.made / 1e6
+            mpps(c.rate.made)
         );
     }
 }
@@ -376,10 +386,10 @@ fn flood(bench: &mut Bench<'_>, sizes: &[usize], cells: &mut Vec<Cell>) -> Resul
         let random = bench.measure(generator, n, &engines, Tuples::Random, PROTO_TCP)?;
         for (a, b) in repeated.iter().zip(&random) {
             println!(
-                "| {generator} | {} | {:.2} | {:.2} | {:.2} |",
+                "| {generator} | {} | {} | {} | {:.2} |",
                 a.engine.label(),
-                a.rate.seen / 1e6,
-                b.rate.seen / 1e6,
+                mpps(a.rate.seen),
+                mpps(b.rate.seen),
                 b.rate.seen / a.rate.seen
             );
         }

@@ -1,19 +1,27 @@
 //! Data-plane benchmarks (`cargo xtask bench`, which runs this as root;
 //! `cargo bench -p filter-tests --bench dataplane` also works, as root).
+//! Issue 18's goals first, then the diagnostics:
 //!
-//! 1. **BPF_PROG_TEST_RUN** (`testrun.rs`): ns per packet through the real
+//! 1. **Live-frames drop rate** (`drop.rs`, frames from `live.rs`, the
+//!    netfilter side in `stateless.rs`): filter on both hooks against the
+//!    XDP ceiling, nftables pipapo and iptables-legacy raw; a SYN flood.
+//! 2. **TCP per ingress hook** (`tcp.rs`) through the real `filterd`.
+//! 3. **Apply time and peak RSS** (`apply.rs`) through `filterctl apply`.
+//! 4. **BPF_PROG_TEST_RUN** (`testrun.rs`): ns per packet through the real
 //!    XDP and TC programs, minus the empty program measured in the same
 //!    run, for a first packet (dropped, and accepted) and a packet of an
 //!    established connection, at 10, 1k, 10k and 100k rules; against the
 //!    goals of issue 4 (first packet at most 40, 100, 200, 350 ns;
 //!    established at most 50 ns, flat); and what one map lookup costs on
 //!    its own (`lookups.rs`), the floor under those goals.
-//! 2. **veth** (`veth.rs`): the same rule sets enforced by filter, by
+//! 5. **veth** (`veth.rs`): the same rule sets enforced by filter, by
 //!    nftables (written as an expert would, with interval maps) and by
 //!    iptables (the naive linear chain), and nothing, with real traffic
 //!    between two namespaces: new connections per second, packets per
 //!    second of an established flow, TCP throughput; ratios to no filter
 //!    and between the engines, all measured in one run.
+//!
+//! The plots (`plot.rs`) go to `docs/bench/`.
 //!
 //! A measurement tool, not a test: it checks that every number belongs to
 //! the path it names (verdicts, counters, a closed port is closed), never
@@ -132,12 +140,13 @@ fn run(args: &Args) -> Result<()> {
     // Each part gets a data plane of its own: a generation's apply time
     // includes removing the one it replaces, which must be the part's own.
     match args.only.as_deref() {
+        // Issue 18's goals first, then the diagnostics.
         None => {
-            prog_test_run(args, &mut noop)?;
-            compare(args, &mut noop)?;
             drop_rate(args)?;
             tcp(args)?;
             plot::apply(&apply::run(&args.apply_sizes)?)?;
+            prog_test_run(args, &mut noop)?;
+            compare(args, &mut noop)?;
         }
         Some("testrun") => prog_test_run(args, &mut noop)?,
         Some("veth") => compare(args, &mut noop)?,

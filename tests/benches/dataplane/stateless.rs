@@ -160,27 +160,37 @@ fn index_key(net: &IpNet) -> IndexKey {
     }
 }
 
-/// One layer of one verdict, indexed by prefix start.
-struct Layer {
-    action: Action,
-    elements: Vec<Element>,
-    index: BTreeMap<IndexKey, Vec<Element>>,
+/// Every placed element by prefix start, with its layer: the layers an
+/// element must follow.
+#[derive(Default)]
+struct Placed {
+    index: BTreeMap<IndexKey, Vec<(usize, Action, Element)>>,
 }
 
-impl Layer {
-    fn add(&mut self, e: Element) {
-        self.index.entry(index_key(&e.net)).or_default().push(e);
-        self.elements.push(e);
+impl Placed {
+    fn add(&mut self, layer: usize, action: Action, e: Element) {
+        self.index
+            .entry(index_key(&e.net))
+            .or_default()
+            .push((layer, action, e));
     }
 
-    /// Whether a packet could match both `e` and an element of this layer:
-    /// nested prefixes (either way) whose protocols and ports overlap.
-    fn overlaps(&self, e: &Element) -> bool {
+    /// The last layer of the other verdict than `action` holding an
+    /// element a packet could match together with `e`: a wider prefix
+    /// whose protocols and ports overlap, or any narrower one (taken as
+    /// overlapping whatever its ports: checking them under every wide
+    /// prefix made 100k rules take many minutes, and erring this way only
+    /// costs a layer more).
+    fn last_conflict(&self, action: Action, e: &Element) -> Option<usize> {
         let (v6, start, len) = index_key(&e.net);
-        let supernets = (0..=len).filter_map(|l| {
-            let net = IpNet::new(e.net.addr(), l).ok()?.trunc();
-            self.index.get(&index_key(&net))
-        });
+        let supernets = (0..=len)
+            .filter_map(|l| {
+                let net = IpNet::new(e.net.addr(), l).ok()?.trunc();
+                self.index.get(&index_key(&net))
+            })
+            .flatten()
+            .filter(|(_, a, o)| *a != action && o.overlaps(e))
+            .map(|(layer, _, _)| *layer);
         let end = match e.net {
             IpNet::V4(n) => u128::from(u32::from(n.broadcast())),
             IpNet::V6(n) => u128::from(n.broadcast()),
@@ -189,35 +199,32 @@ impl Layer {
             .index
             .range((v6, start, len)..=(v6, end, u8::MAX))
             .filter(|((_, _, l), _)| *l > len)
-            .map(|(_, v)| v);
-        supernets.chain(subnets).flatten().any(|o| o.overlaps(e))
+            .flat_map(|(_, v)| v)
+            .filter(|(_, a, _)| *a != action)
+            .map(|(layer, _, _)| *layer);
+        supernets.chain(subnets).max()
     }
 }
 
 /// Packs elements in strength order into layers of one verdict: each goes
 /// into the first layer of its verdict after the last layer of the other
-/// verdict it overlaps, so every overlapping pair keeps its order.
+/// verdict it may overlap, so every overlapping pair keeps its order.
 fn layers(ordered: Vec<(Action, Element)>) -> Vec<(Action, Vec<Element>)> {
-    let mut layers: Vec<Layer> = Vec::new();
+    let mut layers: Vec<(Action, Vec<Element>)> = Vec::new();
+    let mut placed = Placed::default();
     for (action, e) in ordered {
-        let after = layers
-            .iter()
-            .rposition(|l| l.action != action && l.overlaps(&e))
-            .map_or(0, |i| i + 1);
-        match layers[after..].iter().position(|l| l.action == action) {
-            Some(i) => layers[after + i].add(e),
+        let after = placed.last_conflict(action, &e).map_or(0, |i| i + 1);
+        let layer = match layers[after..].iter().position(|l| l.0 == action) {
+            Some(i) => after + i,
             None => {
-                let mut layer = Layer {
-                    action,
-                    elements: Vec::new(),
-                    index: BTreeMap::new(),
-                };
-                layer.add(e);
-                layers.push(layer);
+                layers.push((action, Vec::new()));
+                layers.len() - 1
             }
-        }
+        };
+        layers[layer].1.push(e);
+        placed.add(layer, action, e);
     }
-    layers.into_iter().map(|l| (l.action, l.elements)).collect()
+    layers
 }
 
 /// The ENI's ingress rules as elements, strongest first (inner access
