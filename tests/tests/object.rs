@@ -18,7 +18,7 @@ const PRODUCT_PROGRAMS: [&str; 4] = [
 ];
 
 /// What only `cargo xtask bench` loads (`filter-ebpf/src/bench/`).
-const BENCH_PROGRAMS: [&str; 8] = [
+const BENCH_PROGRAMS: [&str; 11] = [
     "filter_noop_xdp",
     "filter_noop_tc",
     "filter_xdp_unaccounted",
@@ -27,8 +27,11 @@ const BENCH_PROGRAMS: [&str; 8] = [
     "filter_cost_ct_reject_xdp",
     "filter_cost_array_xdp",
     "filter_flowlog_bench",
+    "filter_live_tx",
+    "filter_live_tx_random",
+    "filter_live_sink",
 ];
-const BENCH_MAPS: [&str; 1] = ["FILTER_COST_TABLE"];
+const BENCH_MAPS: [&str; 2] = ["FILTER_COST_TABLE", "FILTER_LIVE_SEEN"];
 
 /// The programs (functions in a program section, not `.text`'s
 /// subprograms) and the maps of an object.
