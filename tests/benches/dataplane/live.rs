@@ -17,9 +17,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::PerCpuArray,
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
-use filter_common::names;
 use filter_tests::{
     netns::Netns,
     packet::{tcp_flags::SYN, Ipv4, Pkt, Tcp, Udp},
@@ -70,14 +69,7 @@ pub struct LiveFrames {
 
 impl LiveFrames {
     pub fn load() -> Result<Self> {
-        let object = filter::dataplane::object::bench_object()?;
-        // None of these programs use the data plane's maps: keep the big
-        // preallocated ones small.
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CT, 1)
-            .map_max_entries(names::FRAGS, 1)
-            .load(object)
-            .context("loading the eBPF object")?;
+        let mut ebpf = crate::testrun::load_mapless()?;
         for name in [TX, TX_RANDOM, SINK] {
             as_xdp(ebpf.program_mut(name), name)?
                 .load()

@@ -226,6 +226,18 @@ impl Runner for Unaccounted<'_> {
     }
 }
 
+/// The benchmark's object for programs that use none of the data plane's
+/// maps: the maps come along anyway, so the big preallocated ones are
+/// made small.
+pub fn load_mapless() -> Result<Ebpf> {
+    let object = filter::dataplane::object::bench_object()?;
+    EbpfLoader::new()
+        .map_max_entries(names::CT, 1)
+        .map_max_entries(names::FRAGS, 1)
+        .load(object)
+        .context("loading the eBPF object")
+}
+
 /// The empty programs (`filter-ebpf/src/bench/noop.rs`), from the
 /// benchmark's object.
 pub struct Noop {
@@ -234,14 +246,7 @@ pub struct Noop {
 
 impl Noop {
     pub fn load() -> Result<Self> {
-        let object = filter::dataplane::object::bench_object()?;
-        // The object's maps come along; the empty programs use none, so the
-        // big preallocated ones are made small.
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CT, 1)
-            .map_max_entries(names::FRAGS, 1)
-            .load(object)
-            .context("loading the eBPF object")?;
+        let mut ebpf = load_mapless()?;
         as_xdp(ebpf.program_mut(NOOP_XDP), NOOP_XDP)?.load()?;
         as_tc(ebpf.program_mut(NOOP_TC), NOOP_TC)?.load()?;
         Ok(Self { ebpf })
