@@ -1514,14 +1514,12 @@ fn down_scenario(id: &TestId) -> Result<()> {
         packets(&records, old, DROPPED),
     ];
     ensure!(whole == [27, 15], "the whole log: {whole:?}");
-    // Known race (issue 21 note): the per-ENI reject total is read two
-    // scans late, so a restart can claim a packet already in a record as
-    // `packets_lost` (an over-report, seen once in CI). Any other SKIPDATA
-    // fails; the exact counts above hold either way.
+    // Nothing was lost: a `packets_lost` here is a packet claimed twice
+    // (once in CI, from the first daemon's first reading of the reject
+    // total; `window_tests.rs` has the case).
     let skip: Vec<&FlowRecord> = records
         .iter()
         .filter(|r| r.log_status == LogStatus::Skipdata)
-        .filter(|r| r.skip_reason != Some(SkipReason::PacketsLost))
         .collect();
     ensure!(skip.is_empty(), "SKIPDATA: {skip:?}");
     drop(daemon);

@@ -120,6 +120,9 @@ struct Flow {
     vanished: bool,
     /// The last scan that saw it.
     seen_scan: u64,
+    /// Packets events showed that no scan has seen yet: a flow created
+    /// after the walk passed its bucket, maybe after the total was read.
+    unscanned: u64,
 }
 
 /// A capture window, in Unix seconds.
@@ -149,6 +152,13 @@ struct Lost {
 /// (or missed by both walks, as [`VANISHED_AFTER_SCANS`] assumes) makes a
 /// difference. Both start at their first reading, so what was lost before
 /// is not this collector's to report.
+///
+/// That first reading must not count a packet the total lacks: the total
+/// is read after the walk, and a creation event taken in with the scan
+/// may come from a flow made after it (FLOWLOGS.md, "How the counts
+/// stay exact"). Packets
+/// only events showed are left out of it (`late`); one counted during the
+/// walk but missed by it is then never claimed, the one way this errs.
 #[derive(Clone, Copy, Debug, Default)]
 struct RejectBook {
     /// Packets read in the interface's reject flows: the growth of their
@@ -183,9 +193,10 @@ impl RejectBook {
         Some(total0 + self.observed.saturating_sub(observed0) + self.claimed)
     }
 
-    /// Takes in a scan's total of ENI index `eni_index`; the packets newly
+    /// Takes in a scan's total of ENI index `eni_index`, and `late`: the
+    /// packets of its flows that only events showed; the packets newly
     /// found lost.
-    fn read(&mut self, eni_index: u32, total: u64) -> u64 {
+    fn read(&mut self, eni_index: u32, total: u64, late: u64) -> u64 {
         if self.eni_index != eni_index || total < self.recent[0] {
             // Another ENI on this interface, or new maps: another counter,
             // read afresh.
@@ -193,7 +204,7 @@ impl RejectBook {
             self.eni_index = eni_index;
         }
         let Some((total0, observed0)) = self.zero else {
-            self.zero = Some((total, self.observed));
+            self.zero = Some((total, self.observed.saturating_sub(late)));
             self.claimed = 0;
             self.recent = [total, total];
             return 0;
@@ -299,6 +310,10 @@ impl FlowTable {
             new
         });
         let grew = seen.packets[0].saturating_sub(flow.packets[0]);
+        match origin {
+            Origin::FlowScan { .. } => flow.unscanned = 0,
+            Origin::Created | Origin::Ended => flow.unscanned += grew,
+        }
         for d in 0..2 {
             flow.packets[d] = flow.packets[d].max(seen.packets[d]);
             flow.bytes[d] = flow.bytes[d].max(seen.bytes[d]);
@@ -376,8 +391,15 @@ impl FlowTable {
         }
         let now = self.scans;
         let mut evicted: Vec<u32> = Vec::new();
+        let mut late: HashMap<u32, u64> = HashMap::new();
         self.flows.retain(|id, flow| {
-            if flow.seen_scan == now || id.created_ns >= scan.started_ns {
+            if flow.seen_scan == now {
+                return true;
+            }
+            if let Key::Reject(k) = &id.key {
+                *late.entry(k.ifindex).or_default() += flow.unscanned;
+            }
+            if id.created_ns >= scan.started_ns {
                 return true;
             }
             if flow.retired {
@@ -439,11 +461,12 @@ impl FlowTable {
         let rejected: HashMap<u32, u64> = scan.loss.iter().map(|(i, l)| (*i, l.rejected)).collect();
         for (ifindex, eni_index) in enis {
             let total = rejected.get(&eni_index).copied().unwrap_or(0);
+            let late = late.get(&ifindex).copied().unwrap_or(0);
             let unread = self
                 .rejects
                 .entry(ifindex)
                 .or_default()
-                .read(eni_index, total);
+                .read(eni_index, total, late);
             if unread > 0 {
                 self.lost.entry(ifindex).or_default().packets += unread;
             }
