@@ -78,17 +78,7 @@ impl Client {
         method: Method,
         params: impl Serialize,
     ) -> Result<Value, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let params =
-            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let request = Request {
-            v: PROTOCOL_VERSION,
-            id: Value::from(id),
-            method: method.as_str().to_owned(),
-            params,
-        };
-        write_frame(&mut self.writer, &request).await?;
+        let id = self.send(method, params).await?;
         let response = self.read_response().await?;
         // A request the daemon could not read (over its size limit, say)
         // is answered with a null id: its error is the answer to this one.
@@ -102,6 +92,22 @@ impl Client {
             )));
         }
         response.into_result().map_err(ClientError::Api)
+    }
+
+    /// Writes a request with the next id; that id.
+    async fn send(&mut self, method: Method, params: impl Serialize) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let request = Request {
+            v: PROTOCOL_VERSION,
+            id: Value::from(id),
+            method: method.as_str().to_owned(),
+            params,
+        };
+        write_frame(&mut self.writer, &request).await?;
+        Ok(id)
     }
 
     /// [`Client::call`], with the result decoded as `T`.
@@ -122,17 +128,7 @@ impl Client {
         method: Method,
         params: impl Serialize,
     ) -> Result<Option<Value>, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let params =
-            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let request = Request {
-            v: PROTOCOL_VERSION,
-            id: Value::from(id),
-            method: method.as_str().to_owned(),
-            params,
-        };
-        write_frame(&mut self.writer, &request).await?;
+        let id = self.send(method, params).await?;
         self.stream_id = Some(id);
         self.next_in_stream().await
     }

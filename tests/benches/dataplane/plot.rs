@@ -66,6 +66,14 @@ fn log_lines(file: &str, title: &str, y_label: &str, series: &[Series]) -> Resul
             .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(plot_err)?;
     }
+    legend_and_write(&mut chart, &root)
+}
+
+/// Draws the legend in the upper right and writes the file.
+fn legend_and_write<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -73,8 +81,7 @@ fn log_lines(file: &str, title: &str, y_label: &str, series: &[Series]) -> Resul
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
-    Ok(())
+    root.present().map_err(plot_err)
 }
 
 fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -225,13 +232,5 @@ pub fn tcp_throughput(rows: &[Row]) -> Result<()> {
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
-    Ok(())
+    legend_and_write(&mut chart, &root)
 }
