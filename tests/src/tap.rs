@@ -1,11 +1,17 @@
 //! A VM's tap, played by the test: `/dev/net/tun` opened in a namespace
 //! makes the interface (it goes when the value drops), and the test reads
 //! the frames the host sends towards the "VM" and writes the frames the VM
-//! would send.
+//! would send. Two taps [`relay`]ed make a VM's link without a VM: the
+//! benchmark's TCP through a tap.
 use std::{
     fs::{File, OpenOptions},
-    io::{self, Read as _},
+    io::{self, Read as _, Write as _},
     os::{fd::AsRawFd, unix::fs::OpenOptionsExt as _},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -17,6 +23,11 @@ use crate::netns::Netns;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// `TUNSETOFFLOAD`, `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`.
+const TUN_OFFLOADS: libc::c_ulong = 0x01 | 0x02 | 0x04;
 
 /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags.
 #[repr(C)]
@@ -35,6 +46,17 @@ pub struct Tap {
 impl Tap {
     /// Makes tap `name` in `ns`, with this process as its VM.
     pub fn create(ns: &Netns, name: &str) -> Result<Tap> {
+        Self::open(ns, name, false)
+    }
+
+    /// [`Tap::create`] as a virtio NIC's backend: each frame behind a
+    /// `virtio_net_hdr`, checksum and TSO offloads on, so TCP crosses it
+    /// in segments of up to 64 KiB as it does to a vhost guest.
+    pub fn create_offloading(ns: &Netns, name: &str) -> Result<Tap> {
+        Self::open(ns, name, true)
+    }
+
+    fn open(ns: &Netns, name: &str, offloads: bool) -> Result<Tap> {
         ensure!(
             name.len() < libc::IFNAMSIZ,
             "{name}: too long for an interface"
@@ -46,9 +68,10 @@ impl Tap {
                 .write(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open("/dev/net/tun")?;
+            let vnet = if offloads { IFF_VNET_HDR } else { 0 };
             let mut req = IfReq {
                 name: [0; libc::IFNAMSIZ],
-                flags: IFF_TAP | IFF_NO_PI,
+                flags: IFF_TAP | IFF_NO_PI | vnet,
                 _pad: [0; 22],
             };
             req.name[..owned.len()].copy_from_slice(owned.as_bytes());
@@ -56,6 +79,13 @@ impl Tap {
             let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if offloads {
+                // SAFETY: TUNSETOFFLOAD takes its flags by value.
+                let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, TUN_OFFLOADS) };
+                if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(file)
         })??;
@@ -84,6 +114,89 @@ impl Tap {
             }
         }
         Ok(out)
+    }
+}
+
+/// Two taps' VM ends joined: each frame one sends is written to the
+/// other, as read (headers included), on a thread per direction, until
+/// the value drops. Frames a full or downed tap refuses are counted.
+pub struct Relay {
+    stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+    _taps: [Arc<Tap>; 2],
+}
+
+/// Joins `a` and `b` (both made the same way, so their frame headers
+/// match).
+pub fn relay(a: Tap, b: Tap) -> Result<Relay> {
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let (from, to) = (Arc::clone(from), Arc::clone(to));
+        let (stop, dropped) = (Arc::clone(&stop), Arc::clone(&dropped));
+        let name = format!("relay-{}", from.name);
+        threads.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || copy_frames(&from.file, &to.file, &stop, &dropped))?,
+        );
+    }
+    Ok(Relay {
+        stop,
+        dropped,
+        threads,
+        _taps: [a, b],
+    })
+}
+
+impl Relay {
+    /// Frames read that the other tap refused.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One direction of [`relay`]: waits up to 100 ms at a time, so a stop is
+/// seen within that.
+fn copy_frames(mut from: &File, mut to: &File, stop: &AtomicBool, dropped: &AtomicU64) {
+    // A 64 KiB segment, its Ethernet header and its `virtio_net_hdr`.
+    let mut buf = vec![0u8; 96 << 10];
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: from.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`, for the duration of the call.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
+        loop {
+            match from.read(&mut buf) {
+                Ok(n) => {
+                    if to.write(&buf[..n]).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -542,7 +542,10 @@ fn tcp(args: &Args) -> Result<()> {
         measure: Duration::from_secs_f64(seconds),
         repeats: if args.quick { 1 } else { 5 },
     };
-    plot::tcp_throughput(&tcp::run(timing)?)
+    for link in [tcp::Link::Veth, tcp::Link::Tap] {
+        plot::tcp_throughput(&tcp::run(timing, link)?, link)?;
+    }
+    Ok(())
 }
 
 fn seconds(s: f64) -> String {

@@ -13,7 +13,7 @@ use crate::{
     apply::Point,
     drop::{Cell, Engine},
     live::Tuples,
-    tcp::Row,
+    tcp::{Link, Row},
 };
 
 const SIZE: (u32, u32) = (720, 440);
@@ -173,7 +173,7 @@ pub fn apply(points: &[Point]) -> Result<()> {
 }
 
 /// TCP throughput per hook: grouped bars, instance sending and receiving.
-pub fn tcp_throughput(rows: &[Row]) -> Result<()> {
+pub fn tcp_throughput(rows: &[Row], link: Link) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -181,13 +181,19 @@ pub fn tcp_throughput(rows: &[Row]) -> Result<()> {
         .iter()
         .map(|r| r.sending.max(r.receiving))
         .fold(0.0, f64::max);
-    let file = path("tcp.svg")?;
+    let file = path(match link {
+        Link::Veth => "tcp.svg",
+        Link::Tap => "tcp-tap.svg",
+    })?;
     let root = SVGBackend::new(&file, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let n = rows.len();
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "TCP through a guarded veth (tap mode), one stream",
+            format!(
+                "TCP through a guarded {} (tap mode), one stream",
+                link.name()
+            ),
             ("sans-serif", 20),
         )
         .margin(12)

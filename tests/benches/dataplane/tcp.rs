@@ -1,9 +1,9 @@
-//! TCP throughput through a guarded veth per ingress hook (issue 18): the
-//! real `filterd` guards the host end of a veth in `tap` mode, the
-//! instance behind it; one TCP stream each way (`traffic::tcp_stream_to`).
-//! The instance sending arrives on the guarded end's ingress, where the
-//! hook (XDP or tcx) runs; the instance receiving leaves through its tcx
-//! egress whatever the hook.
+//! TCP throughput through a guarded link per ingress hook (issue 18): the
+//! real `filterd` guards the host end of a container's veth or a VM's tap
+//! in `tap` mode, the instance behind it; one TCP stream each way
+//! (`traffic::tcp_stream_to`). The instance sending arrives on the guarded
+//! end's ingress, where the hook (XDP or tcx) runs; the instance receiving
+//! leaves through its tcx egress whatever the hook.
 use anyhow::{anyhow, Result};
 use filter::compile::synthetic::Generator;
 use filter_tests::{
@@ -22,6 +22,32 @@ use crate::{
 pub const HOOKS: [Option<&str>; 4] = [None, Some("xdp"), Some("tc"), Some("auto")];
 /// Rules in the guarded document (the services generator's).
 const RULES: usize = 1_000;
+
+/// The instance's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// A container's: a veth pair.
+    Veth,
+    /// A VM's: a tap whose frames (with offloads) a backend relays
+    /// ([`Pair::taps`]).
+    Tap,
+}
+
+impl Link {
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Veth => "veth",
+            Link::Tap => "tap",
+        }
+    }
+
+    fn pair(self, tag: &str) -> Result<Pair> {
+        match self {
+            Link::Veth => Pair::new(tag),
+            Link::Tap => Pair::taps(tag),
+        }
+    }
+}
 
 /// One row: Gbit/s with the instance sending and receiving (medians).
 #[derive(Clone, Debug)]
@@ -60,10 +86,17 @@ fn document(iface: &str, hook: &str) -> Value {
     doc
 }
 
-pub fn run(timing: Timing) -> Result<Vec<Row>> {
-    println!("## TCP through a guarded veth, per hook\n");
+pub fn run(timing: Timing, link: Link) -> Result<Vec<Row>> {
+    println!("## TCP through a guarded {}, per hook\n", link.name());
+    let how = match link {
+        Link::Veth => "a veth",
+        Link::Tap => {
+            "a VM's tap (two taps with checksum and TSO offloads, their frames and \
+             `virtio_net_hdr`s relayed by the benchmark as a VM's backend)"
+        }
+    };
     println!(
-        "The real `filterd` guards the host end of a veth in `tap` mode ({} services rules); \
+        "The real `filterd` guards the host end of {how} in `tap` mode ({} services rules); \
          one TCP stream from and to the instance behind it, {} rounds of {:.1} s (median), the \
          rows measured in turn each round.\n",
         crate::thousands(RULES),
@@ -73,7 +106,7 @@ pub fn run(timing: Timing) -> Result<Vec<Row>> {
     let mut cells = Vec::new();
     let result = (|| -> Result<()> {
         for hook in HOOKS {
-            let pair = Pair::new(&format!("p{}", hook.unwrap_or("n")))?;
+            let pair = link.pair(&format!("p{}", hook.unwrap_or("n")))?;
             let daemon = match hook {
                 None => None,
                 Some(h) => {

@@ -67,9 +67,16 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
         );
     }
     let env = toolchain.build_env();
-    println!("xtask: bench 1/3: the rule compiler");
-    run(cargo(["bench", "-p", "filter-user", "--bench", "compile"]).envs(env.clone()))?;
-    metrics::bench(toolchain)?;
+    // `-- --only PART` asks for one part of the data plane: nothing else.
+    let one_part = opts
+        .args
+        .iter()
+        .any(|a| a == "--only" || a.starts_with("--only="));
+    if !one_part {
+        println!("xtask: bench 1/3: the rule compiler");
+        run(cargo(["bench", "-p", "filter-user", "--bench", "compile"]).envs(env.clone()))?;
+        metrics::bench(toolchain)?;
+    }
     if opts.unprivileged {
         return Ok(());
     }
@@ -97,6 +104,9 @@ pub fn bench(toolchain: &Toolchain, opts: &Options) -> Result<()> {
         "xtask: the data-plane report is also in {}",
         report.display()
     );
+    if one_part {
+        return Ok(());
+    }
     flowlog::bench(toolchain, opts.quick)?;
     // The fleet (SPEC §10): a real etcd on loopback, agents in one process.
     println!("xtask: bench: the fleet (etcd convergence, revisions per second)");
