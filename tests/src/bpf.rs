@@ -17,6 +17,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
+use filter::ruleset::{AttachMode, Direction};
 use filter_common::{names, STAT_COUNT, STAT_LABELS};
 
 /// XDP return codes.
@@ -64,6 +65,43 @@ impl Prog {
             (Self::Xdp, XDP_DROP) | (Self::Tc, TC_ACT_SHOT) => Verdict::Drop,
             (_, code) => Verdict::Other(code),
         }
+    }
+
+    /// The ENI direction this program sees on an interface in `mode`
+    /// (SPEC §2.4).
+    pub fn direction(self, mode: AttachMode) -> Direction {
+        match (mode, self) {
+            (AttachMode::Tap, Prog::Xdp) | (AttachMode::Nic, Prog::Tc) => Direction::Egress,
+            (AttachMode::Tap, Prog::Tc) | (AttachMode::Nic, Prog::Xdp) => Direction::Ingress,
+        }
+    }
+
+    /// The program that sees ENI direction `dir` on an interface in `mode`.
+    pub fn seeing(mode: AttachMode, dir: Direction) -> Prog {
+        match (mode, dir) {
+            (AttachMode::Tap, Direction::Egress) | (AttachMode::Nic, Direction::Ingress) => {
+                Prog::Xdp
+            }
+            (AttachMode::Tap, Direction::Ingress) | (AttachMode::Nic, Direction::Egress) => {
+                Prog::Tc
+            }
+        }
+    }
+
+    /// Runs `frame` through this program of `dp` once (BPF_PROG_TEST_RUN):
+    /// its verdict.
+    pub fn test_run(self, dp: &mut filter::dataplane::Dataplane, frame: &[u8]) -> Result<Verdict> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        let code = match self {
+            Prog::Xdp => dp.xdp_program()?.test_run(opts),
+            Prog::Tc => dp.tc_program()?.test_run(opts),
+        }
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {self}"))?
+        .return_value;
+        Ok(self.verdict(code))
     }
 }
 

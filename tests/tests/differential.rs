@@ -43,7 +43,6 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::programs::{TestRun, TestRunOptions};
 use filter::{
     compile::{compile, Compiled, SlotTable},
     dataplane::{
@@ -1023,14 +1022,6 @@ enum Event {
     Swap,
 }
 
-/// ENI direction of a hook (SPEC §2.4).
-fn direction(mode: AttachMode, hook: Prog) -> Direction {
-    match (mode, hook) {
-        (AttachMode::Tap, Prog::Xdp) | (AttachMode::Nic, Prog::Tc) => Direction::Egress,
-        (AttachMode::Tap, Prog::Tc) | (AttachMode::Nic, Prog::Xdp) => Direction::Ingress,
-    }
-}
-
 fn other_hook(hook: Prog) -> Prog {
     match hook {
         Prog::Xdp => Prog::Tc,
@@ -1100,7 +1091,7 @@ impl Gen<'_> {
         let mode = self.modes[self.doc];
         *[Prog::Xdp, Prog::Tc]
             .iter()
-            .find(|h| direction(mode, **h) == dir)
+            .find(|h| h.direction(mode) == dir)
             .unwrap_or(&Prog::Xdp)
     }
 
@@ -1381,21 +1372,6 @@ fn write(dp: &mut Dataplane, c: &Compiled) -> Result<()> {
     Ok(())
 }
 
-/// Runs `frame` through `prog` once; the verdict.
-fn test_run(dp: &mut Dataplane, prog: Prog, frame: &[u8]) -> Result<ProgVerdict> {
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    let code = match prog {
-        Prog::Xdp => dp.xdp_program()?.test_run(opts),
-        Prog::Tc => dp.tc_program()?.test_run(opts),
-    }
-    .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?
-    .return_value;
-    Ok(prog.verdict(code))
-}
-
 fn slot_of(c: &Compiled, reason: &Reason) -> Option<u32> {
     c.slot_reasons
         .iter()
@@ -1593,10 +1569,9 @@ fn replay(
         };
         let rs = &model_rulesets[(generation as usize - 1) % 2];
         let c = &compiled[&generation];
-        let dir = direction(
-            rulesets[(generation as usize - 1) % 2].enis[0].mode,
-            spec.hook,
-        );
+        let dir = spec
+            .hook
+            .direction(rulesets[(generation as usize - 1) % 2].enis[0].mode);
         let frame = spec.frame();
         let d = spec.datagram(frame.len());
         let now = start.elapsed().as_nanos() as u64;
@@ -1632,7 +1607,7 @@ fn replay(
             Some(slot) if slot != u32::MAX => Some(dp.rule_stats(slot)?),
             _ => None,
         };
-        let got = test_run(&mut dp, spec.hook, &frame.bytes)?;
+        let got = spec.hook.test_run(&mut dp, &frame.bytes)?;
         let stats_after = dp.stats()?;
         let moved: Vec<u32> = (0..STAT_COUNT)
             .filter(|&i| stats_after[i as usize] != stats_before[i as usize])
@@ -2233,7 +2208,7 @@ fn expiry_matches_the_model() -> Result<()> {
             &rs,
             1,
             0,
-            direction(AttachMode::Tap, p.hook),
+            p.hook.direction(AttachMode::Tap),
             &d,
             at.as_nanos() as u64,
         );
@@ -2242,7 +2217,7 @@ fn expiry_matches_the_model() -> Result<()> {
         } else {
             Drop
         };
-        let kernel = test_run(&mut dp, p.hook, &frame.bytes)?;
+        let kernel = p.hook.test_run(&mut dp, &frame.bytes)?;
         if (model, kernel) != (*expected, *expected) {
             failures.push(format!(
                 "at {ms} ms {p}: expected {expected}, model {model} ({}), kernel {kernel}",

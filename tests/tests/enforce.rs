@@ -28,12 +28,11 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::programs::{TestRun, TestRunOptions};
 use filter::{
     compile::{compile, Compiled, SlotTable},
     dataplane::{Dataplane, GenerationMaps},
     eval::conntrack::{Datagram, Fragment, Quote, Tracker},
-    ruleset::{AttachMode, Direction, Ruleset},
+    ruleset::{Direction, Ruleset},
     validate::load,
     verdict::{Packet, Verdict},
 };
@@ -1597,28 +1596,6 @@ fn ruleset(doc: &Value, mode: &str) -> Result<Ruleset> {
     load(&doc.to_string()).map_err(|e| anyhow!("the fixture's document does not validate: {e:?}"))
 }
 
-/// The hook that sees ENI direction `dir` (SPEC §2.4).
-fn hook(mode: AttachMode, dir: Direction) -> Prog {
-    match (mode, dir) {
-        (AttachMode::Tap, Direction::Egress) | (AttachMode::Nic, Direction::Ingress) => Prog::Xdp,
-        (AttachMode::Tap, Direction::Ingress) | (AttachMode::Nic, Direction::Egress) => Prog::Tc,
-    }
-}
-
-fn test_run(dp: &mut Dataplane, prog: Prog, frame: &[u8]) -> Result<ProgVerdict> {
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    let code = match prog {
-        Prog::Xdp => dp.xdp_program()?.test_run(opts),
-        Prog::Tc => dp.tc_program()?.test_run(opts),
-    }
-    .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?
-    .return_value;
-    Ok(prog.verdict(code))
-}
-
 fn slot_of(c: &Compiled, reason: &str) -> Option<u32> {
     c.slot_reasons
         .iter()
@@ -1654,7 +1631,7 @@ fn run_fixture(f: &Fixture, mode: &str) -> Result<Vec<String>> {
             }
             Step::Send(dir, p, expect) => (*dir, p, expect),
         };
-        let prog = hook(attach, dir);
+        let prog = Prog::seeing(attach, dir);
         let frame = p.frame();
         let slot = match expect.reason {
             Some(reason) => Some(slot_of(&compiled, reason).ok_or_else(|| {
@@ -1664,7 +1641,7 @@ fn run_fixture(f: &Fixture, mode: &str) -> Result<Vec<String>> {
         };
         let stats_before = dp.stats()?;
         let slot_before = slot.map(|s| dp.rule_stats(s)).transpose()?;
-        let verdict = test_run(&mut dp, prog, &frame.bytes)?;
+        let verdict = prog.test_run(&mut dp, &frame.bytes)?;
         let stats_after = dp.stats()?;
         let moved: BTreeMap<u32, u64> = (0..STAT_COUNT)
             .filter(|&i| stats_after[i as usize] != stats_before[i as usize])
@@ -1868,11 +1845,11 @@ fn tracked_entries_keep_naming_their_admitting_rule_across_applies() -> Result<(
     let mut slots = SlotTable::default();
     let c1 = apply(&mut dp, &gen1, 1, &mut slots)?;
     let open = syn("192.0.2.10:40000", "198.51.100.1:80");
-    test_run(&mut dp, Prog::Xdp, &open.frame().bytes)?;
+    Prog::Xdp.test_run(&mut dp, &open.frame().bytes)?;
     apply(&mut dp, &gen2, 2, &mut slots)?;
     let c3 = apply(&mut dp, &gen3, 3, &mut slots)?;
     let ack = tcp("198.51.100.1:80", "192.0.2.10:40000", 0x12);
-    if test_run(&mut dp, Prog::Tc, &ack.frame().bytes)? != PASS {
+    if Prog::Tc.test_run(&mut dp, &ack.frame().bytes)? != PASS {
         bail!("on_change: keep should keep the connection");
     }
     let entries = dp.conntrack_entries()?;

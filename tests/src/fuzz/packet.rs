@@ -18,12 +18,10 @@ use std::{
 };
 
 use arbitrary::{Result, Unstructured};
-use aya::programs::{TestRun, TestRunOptions};
 use filter::{
     compile::{compile, Compiled, SlotTable},
     dataplane::{Dataplane, GenerationMaps},
     eval::conntrack::{Datagram, Tracker},
-    ruleset::{AttachMode, Direction},
     verdict::{Packet, Verdict},
 };
 use filter_common::{PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_COUNT};
@@ -89,7 +87,7 @@ pub fn packet(data: &[u8]) {
         let Ok(frame) = Frame::arbitrary(&mut u) else {
             return;
         };
-        let dir = direction(rs.enis[0].mode, frame.hook);
+        let dir = frame.hook.direction(rs.enis[0].mode);
         let Some(bytes) = frame.bytes() else {
             return;
         };
@@ -160,23 +158,7 @@ fn stats(dp: &Dataplane) -> [u64; STAT_COUNT as usize] {
 
 /// One test run; `None` when the kernel refuses the frame.
 fn run(dp: &mut Dataplane, prog: Prog, frame: &[u8]) -> Option<ProgVerdict> {
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    let result = match prog {
-        Prog::Xdp => dp.xdp_program().ok()?.test_run(opts),
-        Prog::Tc => dp.tc_program().ok()?.test_run(opts),
-    };
-    result.ok().map(|r| prog.verdict(r.return_value))
-}
-
-/// ENI direction of a hook (SPEC §2.4).
-fn direction(mode: AttachMode, hook: Prog) -> Direction {
-    match (mode, hook) {
-        (AttachMode::Tap, Prog::Xdp) | (AttachMode::Nic, Prog::Tc) => Direction::Egress,
-        (AttachMode::Tap, Prog::Tc) | (AttachMode::Nic, Prog::Xdp) => Direction::Ingress,
-    }
+    prog.test_run(dp, frame).ok()
 }
 
 /// The transport part of a frame.
