@@ -439,7 +439,11 @@ fn nacl_drops(c: &mut Packet) -> bool {
 /// Everything after the ENI lookup for a packet that is not a later
 /// fragment: NACL, conntrack, security groups, NACL, conntrack update.
 /// `found` is the conntrack entry of `c.key`, live or not.
-#[inline(never)]
+///
+/// In line: its one call site cost a return (the SRSO thunk) on every
+/// first packet, and the verifier's budget has room for it
+/// (ARCHITECTURE.md, "Verifier budget and calls").
+#[inline(always)]
 fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
     f: F,
     c: &mut Packet,
