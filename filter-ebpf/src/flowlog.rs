@@ -88,20 +88,35 @@ fn reject_event(key: &RejectKey, entry: &RejectEntry, eni_index: u32) {
     ev.submit(0);
 }
 
-/// Adds one packet (described by `fresh`, the entry it would create) to an
-/// existing entry. Counters are atomic adds (several CPUs may count one
-/// flow); the rest are plain stores of the latest packet's values.
+/// One packet of a `FILTER_REJECTS` flow: what [`account_reject`] adds to
+/// its entry, or makes its first entry of.
+#[derive(Clone, Copy)]
+pub struct RejectPacket {
+    /// The packet's time stamp.
+    pub now: u64,
+    /// IP-layer bytes.
+    pub bytes: u64,
+    /// Counter slot of the rule (or default, or NACL entry) that decided it.
+    pub rule_slot: u32,
+    /// The generation that decided it.
+    pub generation: u32,
+    pub tcp_flags: u8,
+}
+
+/// Adds packet `p` to an existing entry. Counters are atomic adds (several
+/// CPUs may count one flow); the rest are plain stores of the latest
+/// packet's values.
 #[inline(always)]
-fn add(e: *mut RejectEntry, fresh: &RejectEntry) {
+fn add(e: *mut RejectEntry, p: &RejectPacket) {
     // SAFETY: a live map value (LRU values stay mapped while the program
     // runs, even if another CPU evicts the entry meanwhile).
     unsafe {
         atomic_add(addr_of_mut!((*e).packets), 1);
-        atomic_add(addr_of_mut!((*e).bytes), fresh.bytes);
-        (*e).last_ns = fresh.last_ns;
-        (*e).rule_slot = fresh.rule_slot;
-        (*e).generation = fresh.generation;
-        let flags = fresh.tcp_flags;
+        atomic_add(addr_of_mut!((*e).bytes), p.bytes);
+        (*e).last_ns = p.now;
+        (*e).rule_slot = p.rule_slot;
+        (*e).generation = p.generation;
+        let flags = p.tcp_flags;
         if (*e).tcp_flags & flags != flags {
             (*e).tcp_flags |= flags;
         }
@@ -110,20 +125,30 @@ fn add(e: *mut RejectEntry, fresh: &RejectEntry) {
 
 /// Accounts a packet that belongs to no conntrack entry (rejected, or an
 /// accepted ICMP error related to a connection) to its `FILTER_REJECTS`
-/// flow. `fresh` is the entry its first packet would create (one packet,
-/// `first_ns == last_ns == now`).
+/// flow `key`. `fresh` is scratch space for the entry its first packet
+/// creates (one packet, `first_ns == last_ns == now`), written only when
+/// the flow has no entry: a repeated flow's packets store nothing there.
 ///
 /// The entry is counted before `FlowLoss::rejected`, so a reader that sees
 /// the total and then reads the entries finds the packet in its entry,
 /// unless the LRU evicted the entry: that difference is what `filterd`
 /// reports as lost.
 #[inline(always)]
-pub fn account_reject(key: &RejectKey, fresh: &RejectEntry, eni_index: u32) {
+pub fn account_reject(key: &RejectKey, fresh: &mut RejectEntry, p: RejectPacket, eni_index: u32) {
     if let Some(e) = FILTER_REJECTS.get_ptr_mut(key) {
-        add(e, fresh);
+        add(e, &p);
         tally(eni_index, REJECTED);
         return;
     }
+    fresh.first_ns = p.now;
+    fresh.last_ns = p.now;
+    fresh.packets = 1;
+    fresh.bytes = p.bytes;
+    fresh.rule_slot = p.rule_slot;
+    fresh.generation = p.generation;
+    fresh.tcp_flags = p.tcp_flags;
+    fresh._pad = [0; 7];
+    let fresh: &RejectEntry = fresh;
     // NOEXIST: two CPUs creating the same flow at once must not overwrite
     // each other's first packet.
     if FILTER_REJECTS
@@ -137,7 +162,7 @@ pub fn account_reject(key: &RejectKey, fresh: &RejectEntry, eni_index: u32) {
     match FILTER_REJECTS.get_ptr_mut(key) {
         // The other CPU won: count into its entry.
         Some(e) => {
-            add(e, fresh);
+            add(e, &p);
             tally(eni_index, REJECTED);
         }
         // The map refused the entry (out of memory while evicting): this

@@ -227,15 +227,14 @@ fn account_untracked(c: &mut Packet, d: &Decision) {
             words::pair(c.sport, c.dport),
         );
     }
-    c.rentry.first_ns = c.now;
-    c.rentry.last_ns = c.now;
-    c.rentry.packets = 1;
-    c.rentry.bytes = u64::from(c.p.ip_len);
-    c.rentry.rule_slot = d.slot;
-    c.rentry.generation = c.generation;
-    c.rentry.tcp_flags = c.p.tcp_flags;
-    c.rentry._pad = [0; 7];
-    flowlog::account_reject(&c.rkey, &c.rentry, c.eni.eni_index);
+    let packet = flowlog::RejectPacket {
+        now: c.now,
+        bytes: u64::from(c.p.ip_len),
+        rule_slot: d.slot,
+        generation: c.generation,
+        tcp_flags: c.p.tcp_flags,
+    };
+    flowlog::account_reject(&c.rkey, &mut c.rentry, packet, c.eni.eni_index);
 }
 
 #[inline(always)]
@@ -440,7 +439,11 @@ fn nacl_drops(c: &mut Packet) -> bool {
 /// Everything after the ENI lookup for a packet that is not a later
 /// fragment: NACL, conntrack, security groups, NACL, conntrack update.
 /// `found` is the conntrack entry of `c.key`, live or not.
-#[inline(never)]
+///
+/// In line: its one call site cost a return (the SRSO thunk) on every
+/// first packet, and the verifier's budget has room for it
+/// (ARCHITECTURE.md, "Verifier budget and calls").
+#[inline(always)]
 fn decide<F: Frame, const FLOW_ACCOUNTING: bool>(
     f: F,
     c: &mut Packet,
