@@ -23,7 +23,7 @@ impl Drop for ReleaseOnDrop {
 /// compiler's intermediate tables), but in pieces the next step's
 /// allocations do not fit into, so without a trim the peak RSS was the
 /// sum of the steps' (100k diverse rules, two applies: peak RSS 299 MiB,
-/// 271 MiB with a trim after each step; a trim costs milliseconds).
+/// 258 MiB with a trim after each step; a trim costs milliseconds).
 pub(super) fn release_freed() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
