@@ -62,10 +62,14 @@ impl<E: Enforcer> Daemon<E> {
     pub async fn apply(self: &Arc<Self>, params: ApplyParams) -> Result<ApplyResult, DaemonError> {
         self.local_changes_allowed()?;
         self.blocking(move |d| {
+            // What decoding the request and the audit line's digest freed.
+            super::memory::release_freed();
             let ruleset = d
                 .validator
                 .load(&params.document)
                 .map_err(DaemonError::Invalid)?;
+            // The document's tree.
+            super::memory::release_freed();
             let mut core = d.core();
             // SPEC §11: checked with the core locked, so no other apply can
             // come between the check and this one.
@@ -105,6 +109,8 @@ impl<E: Enforcer> Daemon<E> {
             core.store.generations()?.last().copied(),
         );
         let compiled = core.enforcer.compile(generation, &ruleset, &core.slots)?;
+        // The compiler's intermediate tables.
+        super::memory::release_freed();
         let mut result = ApplyResult {
             generation,
             previous: previous.as_ref().map(|r| r.generation),
@@ -117,6 +123,8 @@ impl<E: Enforcer> Daemon<E> {
         result
             .notices
             .extend(conntrack_size_notice(&core.enforcer, &ruleset));
+        // The change summary's digests, the warnings' analysis.
+        super::memory::release_freed();
         if dry_run {
             return Ok(result);
         }
@@ -157,6 +165,8 @@ impl<E: Enforcer> Daemon<E> {
             return Err(e.into());
         }
 
+        // The record's text and what writing the maps took.
+        super::memory::release_freed();
         core.slots = record.slots;
         if let Err(e) = core.store.set_detached(false) {
             tracing::warn!("{e}");

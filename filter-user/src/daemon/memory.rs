@@ -17,7 +17,14 @@ impl Drop for ReleaseOnDrop {
 }
 
 /// Asks the allocator to unmap the free pages of every arena.
-fn release_freed() {
+///
+/// Also called between the steps of an apply: each step frees what the
+/// one before built (the request's text, the document's tree, the
+/// compiler's intermediate tables), but in pieces the next step's
+/// allocations do not fit into, so without a trim the peak RSS was the
+/// sum of the steps' (100k diverse rules, two applies: peak RSS 299 MiB,
+/// 258 MiB with a trim after each step; a trim costs milliseconds).
+pub(super) fn release_freed() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

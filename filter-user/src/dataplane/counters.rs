@@ -139,6 +139,37 @@ impl Maps {
             .map_err(|e| DataplaneError::map(names::RULE_STATS, "resetting a rule counter", e))
     }
 
+    /// Zeroes the counters of `slots` in batches, falling back to one
+    /// slot at a time where batches are refused.
+    pub(crate) fn reset_rule_stats_of(&mut self, slots: &[u32]) -> Result<()> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| {
+            DataplaneError::io("reading", "/sys/devices/system/cpu/possible", e)
+        })?;
+        let batched = sys::percpu_array_zero_batch(
+            self.rule_stats.map().fd().as_fd(),
+            slots,
+            std::mem::size_of::<RuleStats>(),
+            ncpu,
+        );
+        match batched {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::debug!(
+                    "batched reset of {} failed ({e}); resetting slot by slot",
+                    names::RULE_STATS
+                );
+                slots
+                    .iter()
+                    .try_for_each(|&slot| self.reset_rule_stats(slot))
+            }
+        }
+    }
+
     pub(crate) fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry)>> {
         // Entries evicted during the walk are skipped by aya; the cap keeps a
         // walk over a churning table finite (a vanished key restarts it).

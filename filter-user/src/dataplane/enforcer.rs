@@ -277,11 +277,9 @@ impl Enforcer for KernelEnforcer {
         };
         let dataplane = self.dataplane().map_err(error)?;
         // A slot given to a new rule may still hold an old rule's counts.
-        for slot in &plan.fresh_slots {
-            dataplane
-                .reset_rule_stats(*slot)
-                .map_err(|e| error(chain(&e)))?;
-        }
+        dataplane
+            .reset_rule_stats_of(&plan.fresh_slots)
+            .map_err(|e| error(chain(&e)))?;
         let summary = dataplane
             .write_generation(&GenerationMaps::from(plan))
             .map_err(|e| error(chain(&e)))?;

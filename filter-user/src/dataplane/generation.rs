@@ -319,8 +319,8 @@ fn live_entries<T: Pod>(
     live: impl Fn(&T) -> bool,
 ) -> Result<Vec<(u32, T)>> {
     let mut out = Vec::new();
-    sys::array_for_each(map.map().fd().as_fd(), |index, value: T| {
-        if indexes.contains(&index) && live(&value) {
+    sys::array_for_each_in(map.map().fd().as_fd(), indexes, |index, value: T| {
+        if live(&value) {
             out.push((index, value));
         }
     })
@@ -687,7 +687,15 @@ impl Maps {
 
         sys::wait_for_program_runs();
 
-        let (deleted, cleanup_error) = match self.purge_slot(old_slot) {
+        // Generation 0 is never written (refused above): while the maps
+        // ran it, no apply wrote its slot, so there is nothing to delete.
+        // A daemon's first apply on fresh maps skips that walk.
+        let purged = if active == 0 {
+            Ok(0)
+        } else {
+            self.purge_slot(old_slot)
+        };
+        let (deleted, cleanup_error) = match purged {
             Ok(n) => {
                 self.known_empty = Some(old_slot);
                 (n, None)

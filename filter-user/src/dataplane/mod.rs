@@ -294,6 +294,11 @@ impl Dataplane {
         self.maps.reset_rule_stats(slot)
     }
 
+    /// [`Self::reset_rule_stats`] of many slots, in a few batched calls.
+    pub fn reset_rule_stats_of(&mut self, slots: &[u32]) -> Result<()> {
+        self.maps.reset_rule_stats_of(slots)
+    }
+
     /// Every conntrack entry (timestamps are `bpf_ktime_get_ns`; see
     /// [`KtimeClock`](crate::clock::KtimeClock)). Expired entries that the kernel has not evicted are
     /// included; compare `last_seen_ns` with the timeouts to hide them.

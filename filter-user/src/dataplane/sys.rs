@@ -302,20 +302,90 @@ pub(crate) fn for_each_batched(
     }
 }
 
-/// Every entry of a (shared, not per-CPU) array, with `BPF_MAP_LOOKUP_BATCH`:
-/// `f` gets each index and its value.
-pub(crate) fn array_for_each<T: aya::Pod>(
+/// The entries at `indexes` of a (shared, not per-CPU) array, with
+/// `BPF_MAP_LOOKUP_BATCH`: `f` gets each index and its value. Only the
+/// range is read: a slot's half of `FILTER_RULE_SETS` is 8 MiB, and the
+/// first apply of a daemon walked the whole array twice.
+pub(crate) fn array_for_each_in<T: aya::Pod>(
     map: BorrowedFd<'_>,
+    indexes: std::ops::Range<u32>,
     mut f: impl FnMut(u32, T),
 ) -> io::Result<()> {
-    for_each_batched(map, 4, size_of::<T>(), |key, value| {
-        let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
-        // SAFETY: `value` holds `size_of::<T>()` bytes (for_each_batched's
-        // chunks), and a `Pod` is valid for any bytes.
-        f(index, unsafe {
-            std::ptr::read_unaligned(value.as_ptr().cast::<T>())
-        });
-    })
+    const COUNT: u32 = 4096;
+    let size = size_of::<T>();
+    let mut keys = vec![0u8; COUNT as usize * 4];
+    let mut values = vec![0u8; COUNT as usize * size];
+    // An array's batch continues after the index in `in_batch`.
+    let mut cursor = indexes.start.checked_sub(1);
+    let mut next = 0u32;
+    let mut at = indexes.start;
+    while at < indexes.end {
+        let count = COUNT.min(indexes.end - at) as usize;
+        let (n, err) = lookup_batch(
+            map,
+            cursor.as_ref(),
+            &mut next,
+            &mut keys,
+            &mut values,
+            count,
+        );
+        let n = n.min(count);
+        for (key, value) in keys.chunks_exact(4).zip(values.chunks_exact(size)).take(n) {
+            let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
+            // SAFETY: `value` holds `size_of::<T>()` bytes (the chunks
+            // above), and a `Pod` is valid for any bytes.
+            f(index, unsafe {
+                std::ptr::read_unaligned(value.as_ptr().cast::<T>())
+            });
+        }
+        match err {
+            None => {}
+            // The end of the array.
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        cursor = Some(next);
+        at = next.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Zeroes the entries at `indexes` of a per-CPU array whose values are
+/// `value_size` bytes, on every one of `possible_cpus`, with
+/// `BPF_MAP_UPDATE_BATCH`: a first apply gives every rule a fresh counter
+/// slot, and one call per slot cost 100k system calls at 100k rules.
+pub(crate) fn percpu_array_zero_batch(
+    map: BorrowedFd<'_>,
+    indexes: &[u32],
+    value_size: usize,
+    possible_cpus: usize,
+) -> io::Result<()> {
+    const CHUNK: usize = 4096;
+    let Ok(map_fd) = u32::try_from(map.as_raw_fd()) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    let stride = value_size.div_ceil(8) * 8 * possible_cpus;
+    let zeros = vec![0u8; CHUNK.min(indexes.len()) * stride];
+    for keys in indexes.chunks(CHUNK) {
+        let mut attr = BatchAttr::new(
+            map_fd,
+            keys.as_ptr() as u64,
+            zeros.as_ptr() as u64,
+            keys.len() as u32,
+        );
+        // SAFETY: `keys` holds `count` u32 indexes and `zeros` at least
+        // `count` per-CPU values of the map's stride (the caller passes the
+        // value size `Maps::take` checked); both outlive the call and the
+        // kernel only reads them.
+        let rc = unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Writes `values` at indexes `start..` of an array with
