@@ -370,20 +370,31 @@ pub(crate) fn percpu_array_zero_batch(
     let stride = value_size.div_ceil(8) * 8 * possible_cpus;
     let zeros = vec![0u8; CHUNK.min(indexes.len()) * stride];
     for keys in indexes.chunks(CHUNK) {
-        let mut attr = BatchAttr::new(
-            map_fd,
-            keys.as_ptr() as u64,
-            zeros.as_ptr() as u64,
-            keys.len() as u32,
-        );
-        // SAFETY: `keys` holds `count` u32 indexes and `zeros` at least
-        // `count` per-CPU values of the map's stride (the caller passes the
-        // value size `Maps::take` checked); both outlive the call and the
-        // kernel only reads them.
-        let rc = unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: `zeros` holds at least `keys.len()` per-CPU values of the
+        // map's stride (the caller passes the value size `Maps::take`
+        // checked).
+        unsafe { update_batch(map_fd, keys, zeros.as_ptr()) }?;
+    }
+    Ok(())
+}
+
+/// One `BPF_MAP_UPDATE_BATCH` of `keys` (u32 indexes) and the values at
+/// `values`.
+///
+/// # Safety
+/// `values` points at `keys.len()` values of the map's value size, alive
+/// for the call (the kernel only reads them).
+unsafe fn update_batch(map_fd: u32, keys: &[u32], values: *const u8) -> io::Result<()> {
+    let mut attr = BatchAttr::new(
+        map_fd,
+        keys.as_ptr() as u64,
+        values as u64,
+        keys.len() as u32,
+    );
+    // SAFETY: `attr` names `keys` and, by this function's contract, as
+    // many values; both outlive the call.
+    if unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -405,19 +416,9 @@ pub(crate) fn array_update_batch<T: aya::Pod>(
             .and_then(|offset| start.checked_add(offset))
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let keys: Vec<u32> = (first..).take(chunk.len()).collect();
-        let mut attr = BatchAttr::new(
-            map_fd,
-            keys.as_ptr() as u64,
-            chunk.as_ptr() as u64,
-            chunk.len() as u32,
-        );
-        // SAFETY: `keys` and `chunk` hold `count` keys and values of the
-        // map's sizes (u32 indexes, `T` values; `Maps::take` checked the
-        // value size) and outlive the call; the kernel only reads them.
-        let rc = unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: `chunk` holds `keys.len()` values of `T`, the map's value
+        // type (`Maps::take` checked its size).
+        unsafe { update_batch(map_fd, &keys, chunk.as_ptr().cast()) }?;
     }
     Ok(())
 }
