@@ -164,6 +164,23 @@ fn receive(socket: &UdpSocket, stop: &AtomicBool, arrivals: &Arrivals) {
     }
 }
 
+/// Binds a probe's socket to `local`. Ports repeat every few probes, and
+/// a process the churn spawns holds a copy of every open socket from its
+/// fork to its exec: an earlier probe's port may stay taken for that
+/// long (a CI run failed on it), so a taken port is waited for, briefly.
+fn bind(local: SocketAddr) -> io::Result<UdpSocket> {
+    let mut waited = 0;
+    loop {
+        match UdpSocket::bind(local) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && waited < 100 => {
+                waited += 1;
+                thread::sleep(Duration::from_millis(2));
+            }
+            bound => return bound,
+        }
+    }
+}
+
 /// Sends probe `n` of each kind in `round` (`(number, kind)`), each from a
 /// fresh socket in its sender's namespace: the source port of each, by
 /// probe number.
@@ -190,7 +207,7 @@ pub fn send(round: &[(u64, &Kind)]) -> Result<HashMap<u64, u16>> {
                         Family::V4 => (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
                         Family::V6 => (Ipv6Addr::UNSPECIFIED, port).into(),
                     };
-                    let socket = UdpSocket::bind(local)?;
+                    let socket = bind(local)?;
                     socket.send_to(format!("soak {n}").as_bytes(), to)?;
                     sent.push((*n, socket.local_addr()?.port()));
                 }
