@@ -248,29 +248,71 @@ pub(crate) fn percpu_array_lookup_batch(
 
 /// Every entry of a map, with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6): `f` gets
 /// each key's bytes (`key_size`) and value's bytes (`value_size`, the whole
-/// per-CPU stride for per-CPU maps). Hash maps return whole buckets, so a
-/// batch too small for one bucket (`ENOSPC` with nothing read) is retried
-/// twice as large.
+/// per-CPU stride for per-CPU maps).
 pub(crate) fn for_each_batched(
     map: BorrowedFd<'_>,
     key_size: usize,
     value_size: usize,
+    f: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    walk_batched(map, key_size, value_size, None, usize::MAX, f)
+}
+
+/// The entries at `indexes` of a (shared, not per-CPU) array, with
+/// `BPF_MAP_LOOKUP_BATCH`: `f` gets each index and its value. Only the
+/// range is read: a slot's half of `FILTER_RULE_SETS` is 8 MiB, and the
+/// first apply of a daemon walked the whole array twice.
+pub(crate) fn array_for_each_in<T: aya::Pod>(
+    map: BorrowedFd<'_>,
+    indexes: std::ops::Range<u32>,
+    mut f: impl FnMut(u32, T),
+) -> io::Result<()> {
+    // An array's batch goes on after the index its cursor names, and
+    // returns every index in order.
+    let after = indexes.start.checked_sub(1);
+    walk_batched(
+        map,
+        4,
+        size_of::<T>(),
+        after,
+        indexes.len(),
+        |key, value| {
+            let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
+            // SAFETY: `value` holds `size_of::<T>()` bytes (walk_batched's
+            // chunks), and a `Pod` is valid for any bytes.
+            f(index, unsafe {
+                std::ptr::read_unaligned(value.as_ptr().cast::<T>())
+            });
+        },
+    )
+}
+
+/// Up to `limit` entries of a map from the batch cursor `after` on (`None`:
+/// the first entry), a few thousand per `BPF_MAP_LOOKUP_BATCH`. Hash maps
+/// return whole buckets, so a batch too small for one bucket (`ENOSPC`
+/// with nothing read) is retried twice as large.
+fn walk_batched(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    after: Option<u32>,
+    mut limit: usize,
     mut f: impl FnMut(&[u8], &[u8]),
 ) -> io::Result<()> {
     let mut count = 4096usize;
     let mut keys = vec![0u8; count * key_size];
     let mut values = vec![0u8; count * value_size];
-    let mut cursor = 0u32;
+    let mut cursor = after;
     let mut next = 0u32;
-    let mut first = true;
-    loop {
+    while limit > 0 {
+        let want = count.min(limit);
         let (n, err) = lookup_batch(
             map,
-            (!first).then_some(&cursor),
+            cursor.as_ref(),
             &mut next,
             &mut keys,
             &mut values,
-            count,
+            want,
         );
         if let Some(e) = &err {
             if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 {
@@ -280,7 +322,7 @@ pub(crate) fn for_each_batched(
                 continue;
             }
         }
-        let n = n.min(count);
+        let n = n.min(want);
         for (key, value) in keys
             .chunks_exact(key_size)
             .zip(values.chunks_exact(value_size))
@@ -297,58 +339,8 @@ pub(crate) fn for_each_batched(
         if n == 0 {
             return Ok(());
         }
-        cursor = next;
-        first = false;
-    }
-}
-
-/// The entries at `indexes` of a (shared, not per-CPU) array, with
-/// `BPF_MAP_LOOKUP_BATCH`: `f` gets each index and its value. Only the
-/// range is read: a slot's half of `FILTER_RULE_SETS` is 8 MiB, and the
-/// first apply of a daemon walked the whole array twice.
-pub(crate) fn array_for_each_in<T: aya::Pod>(
-    map: BorrowedFd<'_>,
-    indexes: std::ops::Range<u32>,
-    mut f: impl FnMut(u32, T),
-) -> io::Result<()> {
-    const COUNT: u32 = 4096;
-    let size = size_of::<T>();
-    let mut keys = vec![0u8; COUNT as usize * 4];
-    let mut values = vec![0u8; COUNT as usize * size];
-    // An array's batch continues after the index in `in_batch`.
-    let mut cursor = indexes.start.checked_sub(1);
-    let mut next = 0u32;
-    let mut at = indexes.start;
-    while at < indexes.end {
-        let count = COUNT.min(indexes.end - at) as usize;
-        let (n, err) = lookup_batch(
-            map,
-            cursor.as_ref(),
-            &mut next,
-            &mut keys,
-            &mut values,
-            count,
-        );
-        let n = n.min(count);
-        for (key, value) in keys.chunks_exact(4).zip(values.chunks_exact(size)).take(n) {
-            let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
-            // SAFETY: `value` holds `size_of::<T>()` bytes (the chunks
-            // above), and a `Pod` is valid for any bytes.
-            f(index, unsafe {
-                std::ptr::read_unaligned(value.as_ptr().cast::<T>())
-            });
-        }
-        match err {
-            None => {}
-            // The end of the array.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Some(e) => return Err(e),
-        }
-        if n == 0 {
-            return Ok(());
-        }
+        limit -= n;
         cursor = Some(next);
-        at = next.saturating_add(1);
     }
     Ok(())
 }
