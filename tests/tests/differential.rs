@@ -1088,11 +1088,7 @@ struct Gen<'a> {
 
 impl Gen<'_> {
     fn hook_for(&mut self, dir: Direction) -> Prog {
-        let mode = self.modes[self.doc];
-        *[Prog::Xdp, Prog::Tc]
-            .iter()
-            .find(|h| h.direction(mode) == dir)
-            .unwrap_or(&Prog::Xdp)
+        Prog::seeing(self.modes[self.doc], dir)
     }
 
     fn new_packet(&mut self) -> Spec {
