@@ -98,9 +98,15 @@ pub const RULE_SLOT_DEFAULT_ACCEPT: u32 = 1;
 pub const RULE_SLOT_TRACKED: u32 = 2;
 pub const RULE_SLOT_PASS: u32 = 3;
 pub const RULE_SLOT_FIRST_DYNAMIC: u32 = 16;
-/// Size of the per-rule counter array: every rule of every group and NACL on
-/// the host, with room for the slots of one generation being replaced.
-pub const MAX_RULE_SLOTS: u32 = 1 << 19;
+/// Rule-counter slots: every rule of every group and NACL on the host, with
+/// room for the slots of one generation being replaced (a million rules
+/// each).
+pub const MAX_RULE_SLOTS: u32 = 1 << 21;
+/// Slots below this count per CPU (`FILTER_RSTATS`: 384 KiB per CPU), the
+/// rest in one shared array (`FILTER_RSHARED`, at `slot - HOT_RULE_SLOTS`)
+/// with atomic adds: per-CPU counters for every slot would cost 48 MiB per
+/// CPU. The compiler hands out these slots first.
+pub const HOT_RULE_SLOTS: u32 = 1 << 14;
 
 /// Map capacities. The compiler checks a document against these before
 /// anything is written (SPEC §2.5: sizes that the maps can hold); two
@@ -119,7 +125,8 @@ pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 /// too big is refused by name before the layout.
 pub const MAX_PORT_ENTRIES: u32 = 1 << 19;
 pub const MAX_ADDR_CLASS_ENTRIES: u32 = 1 << 16;
-pub const MAX_RULE_ENTRIES: u32 = 1 << 21;
+/// As many as there are bounds: each entry takes at least one.
+pub const MAX_RULE_ENTRIES: u32 = MAX_BOUNDS;
 pub const MAX_INNER_ENTRIES: u32 = 1 << 18;
 pub const MAX_FRAG_ENTRIES: u32 = 16_384;
 

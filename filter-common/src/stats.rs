@@ -20,6 +20,7 @@ pub mod names {
     pub const FRAGS: &str = "FILTER_FRAGS";
     pub const STATS: &str = "FILTER_STATS";
     pub const RULE_STATS: &str = "FILTER_RSTATS";
+    pub const RULE_STATS_SHARED: &str = "FILTER_RSHARED";
     /// Flow logs (`filter_common::flowlog`): flows without a conntrack
     /// entry, the event ring buffer, and the per-ENI loss counters.
     pub const REJECTS: &str = "FILTER_REJECTS";

@@ -283,7 +283,8 @@ pub fn remove(key: &CtKey) {
 pub(crate) fn atomic_add(counter: *mut u64, n: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: `counter` points into a live map value, 8-byte aligned
-    // (`CtEntry` and `RejectEntry` are `repr(C)`, their u64 fields first).
+    // (`CtEntry`, `RejectEntry` and `RuleStats` are `repr(C)`, their u64
+    // fields first).
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             counter, n,

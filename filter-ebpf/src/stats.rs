@@ -1,12 +1,20 @@
 //! Counters: `FILTER_STATS` (one verdict reason per packet) and
-//! `FILTER_RSTATS` (packets, bytes and last hit per rule slot).
+//! `FILTER_RSTATS` / `FILTER_RSHARED` (packets, bytes and last hit per rule
+//! slot).
 //!
-//! Both are per-CPU arrays, so plain read-modify-write is race free: a
-//! program runs with migration disabled and one CPU never sees another's
-//! copy. User space sums the CPUs.
-use filter_common::RuleStats;
+//! `FILTER_STATS` and `FILTER_RSTATS` are per-CPU arrays, so plain
+//! read-modify-write is race free: a program runs with migration disabled
+//! and one CPU never sees another's copy. User space sums the CPUs. Rule
+//! slots past `HOT_RULE_SLOTS` share one copy (ARCHITECTURE.md, "Counter
+//! slots"), counted with atomic adds.
+use core::ptr::addr_of_mut;
 
-use crate::maps::{FILTER_RSTATS, FILTER_STATS};
+use filter_common::{RuleStats, HOT_RULE_SLOTS};
+
+use crate::{
+    conntrack::atomic_add,
+    maps::{FILTER_RSHARED, FILTER_RSTATS, FILTER_STATS},
+};
 
 /// Counts one packet under `STAT_*` reason `stat`. The pipeline calls this
 /// exactly once per packet, on its way out.
@@ -23,12 +31,24 @@ pub fn count(stat: u32) {
 /// ignored: the lookup fails, nothing is written.
 #[inline(always)]
 pub fn count_rule(slot: u32, bytes: u32, now: u64) {
-    if let Some(r) = FILTER_RSTATS.get_ptr_mut(slot) {
+    if slot < HOT_RULE_SLOTS {
+        if let Some(r) = FILTER_RSTATS.get_ptr_mut(slot) {
+            let r: *mut RuleStats = r;
+            // SAFETY: as above.
+            unsafe {
+                (*r).packets += 1;
+                (*r).bytes += u64::from(bytes);
+                (*r).last_hit_ns = now;
+            }
+        }
+    } else if let Some(r) = FILTER_RSHARED.get_ptr_mut(slot - HOT_RULE_SLOTS) {
         let r: *mut RuleStats = r;
-        // SAFETY: as above.
+        // SAFETY: a valid map value that other CPUs update too: the sums are
+        // atomic; the last hit is a plain store, any CPU's recent time is
+        // as good.
         unsafe {
-            (*r).packets += 1;
-            (*r).bytes += u64::from(bytes);
+            atomic_add(addr_of_mut!((*r).packets), 1);
+            atomic_add(addr_of_mut!((*r).bytes), u64::from(bytes));
             (*r).last_hit_ns = now;
         }
     }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType},
 };
 use filter::compile::{Layout, Prefixes};
@@ -29,9 +29,9 @@ use filter::eval::conntrack::ConnKey;
 use filter_common::{
     generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
     InnerSummary, PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP,
-    ADDR_KEY_FIXED_BITS, CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6, ID_NONE,
-    MAX_ENIS, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY,
-    RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_COUNT,
+    ADDR_KEY_FIXED_BITS, CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6,
+    HOT_RULE_SLOTS, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP,
+    RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_COUNT,
 };
 use nix::sched::{setns, CloneFlags};
 
@@ -479,7 +479,7 @@ fn counters_read_and_reset() {
         ago > Duration::from_millis(1900) && ago < Duration::from_millis(2500),
         "{ago:?}"
     );
-    let all = dp.all_rule_stats().unwrap();
+    let all = dp.all_rule_stats(MAX_RULE_SLOTS).unwrap();
     // (last_hit may differ by the clock sample, the kernel value may not)
     assert!(
         all.iter().any(|(s, c2)| *s == slot
@@ -490,8 +490,43 @@ fn counters_read_and_reset() {
 
     dp.reset_rule_stats(slot).unwrap();
     assert!(dp.rule_stats(slot).unwrap().is_zero());
-    assert!(!dp.all_rule_stats().unwrap().iter().any(|(s, _)| *s == slot));
+    assert!(!dp
+        .all_rule_stats(MAX_RULE_SLOTS)
+        .unwrap()
+        .iter()
+        .any(|(s, _)| *s == slot));
 
+    // A slot past the per-CPU ones counts in the shared array, read only
+    // up to the bound the caller gives; batched resets reach both arrays.
+    let shared_slot = HOT_RULE_SLOTS + 7;
+    let mut shared: Array<MapData, RuleStats> = Array::try_from(aya::maps::Map::Array(
+        MapData::from_pin(guard.path.join(names::RULE_STATS_SHARED)).unwrap(),
+    ))
+    .unwrap();
+    let hit = RuleStats {
+        packets: 3,
+        bytes: 300,
+        last_hit_ns: now_ktime,
+    };
+    shared.set(shared_slot - HOT_RULE_SLOTS, hit, 0).unwrap();
+    let c = dp.rule_stats(shared_slot).unwrap();
+    assert_eq!((c.packets, c.bytes), (3, 300));
+    let counted = |upto| {
+        dp.all_rule_stats(upto)
+            .unwrap()
+            .iter()
+            .any(|(s, c)| *s == shared_slot && c.packets == 3)
+    };
+    assert!(counted(shared_slot + 1));
+    assert!(!counted(shared_slot), "read past the bound");
+    rstats
+        .set(slot, PerCpuValues::try_from(vec![hit; ncpu]).unwrap(), 0)
+        .unwrap();
+    dp.reset_rule_stats_of(&[slot, shared_slot]).unwrap();
+    assert!(dp.rule_stats(slot).unwrap().is_zero());
+    assert!(dp.rule_stats(shared_slot).unwrap().is_zero());
+
+    drop(shared);
     drop(rstats);
     drop(dp);
     let path = guard.path.clone();

@@ -37,10 +37,10 @@ use filter::{
     verdict::{Packet, Verdict},
 };
 use filter_common::{
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW,
-    STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_COUNT, STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT,
-    STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL, STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND,
-    STAT_PASS_UNGUARDED,
+    HOT_RULE_SLOTS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RULE_SLOT_FIRST_DYNAMIC,
+    STAT_ACCEPT_FRAGMENT, STAT_ACCEPT_NEW, STAT_ACCEPT_RELATED, STAT_ACCEPT_TRACKED, STAT_COUNT,
+    STAT_DROP_DEFAULT, STAT_DROP_FRAGMENT, STAT_DROP_FRAG_NO_HEAD, STAT_DROP_NACL,
+    STAT_DROP_REVALIDATE, STAT_DROP_SG_RULE, STAT_PASS_ND, STAT_PASS_UNGUARDED,
 };
 use filter_tests::{
     bpf::{stat_label, Prog, Verdict as ProgVerdict},
@@ -1603,13 +1603,30 @@ fn slot_of(c: &Compiled, reason: &str) -> Option<u32> {
         .map(|(slot, _)| *slot)
 }
 
-/// Runs one fixture in one attach mode; the list of what went wrong.
+/// A slot table as a daemon has it once the per-CPU rule counters are all
+/// handed out: every new rule counts in `FILTER_RSHARED`.
+fn slots_past_the_per_cpu_ones() -> Result<SlotTable> {
+    let mut table = serde_json::to_value(SlotTable::default())?;
+    table["rules"]["next"] = json!(HOT_RULE_SLOTS);
+    Ok(serde_json::from_value(table)?)
+}
+
+/// Runs one fixture in one attach mode; the list of what went wrong. In
+/// `nic` mode the rules count in the shared counters, in `tap` mode per
+/// CPU, so each program checks both kinds.
 fn run_fixture(f: &Fixture, mode: &str) -> Result<Vec<String>> {
     let mut rs = ruleset(&f.doc, mode)?;
     let mut dp = Dataplane::load(None).context("loading the data plane")?;
-    let mut slots = SlotTable::default();
+    let mut slots = match mode {
+        "nic" => slots_past_the_per_cpu_ones()?,
+        _ => SlotTable::default(),
+    };
     let mut generation = 1;
     let mut compiled = apply(&mut dp, &rs, generation, &mut slots)?;
+    let per_cpu = RULE_SLOT_FIRST_DYNAMIC..HOT_RULE_SLOTS;
+    if mode == "nic" && compiled.slot_reasons.keys().any(|s| per_cpu.contains(s)) {
+        bail!("a rule got a per-CPU counter slot in a run meant for the shared ones");
+    }
     // The ENI's mode, kept through a generation that leaves the ENI out.
     let mut attach = rs
         .enis

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use filter_common::{
     generation_slot, AddrKeyData, CellKey, EniConfig, EniKey, GenConfig, PortKeyData, RuleHit,
-    TableMeta, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MAX_TABLES, MODE_NIC, MODE_TAP,
+    TableMeta, HOT_RULE_SLOTS, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MAX_TABLES, MODE_NIC, MODE_TAP,
     RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
 };
 pub use shadow::{shadow_warnings, ShadowKind, ShadowWarning};
@@ -159,7 +159,7 @@ pub fn compile(
         half(MAX_TABLES),
     )?;
     limit(
-        "rule counter slots (a FILTER_RSTATS counter per rule and NACL entry, per CPU)",
+        "rule counter slots (a FILTER_RSTATS or FILTER_RSHARED counter per rule and NACL entry)",
         plan.reasons.len(),
         half(MAX_RULE_SLOTS - RULE_SLOT_FIRST_DYNAMIC),
     )?;
@@ -168,7 +168,7 @@ pub fn compile(
     let reason_names: Vec<&str> = reason_texts.iter().map(String::as_str).collect();
     let rule_plan = slots
         .rules
-        .plan(&reason_names, slots::RULE_SLOT_LIMIT)
+        .plan_preferring(&reason_names, HOT_RULE_SLOTS, slots::RULE_SLOT_LIMIT)
         .ok_or(CompileError::SlotsExhausted {
             limit: MAX_RULE_SLOTS,
         })?;

@@ -69,8 +69,24 @@ impl StableIds {
     /// changing `self`. `None` when more than `limit` numbers would be in use
     /// (counting the cooling ones).
     pub(crate) fn plan(&self, names: &[&str], limit: u32) -> Option<IdPlan> {
-        let mut free = self.free.clone();
-        free.extend(self.cooling.iter().copied());
+        self.plan_preferring(names, limit, limit)
+    }
+
+    /// [`Self::plan`], handing out numbers below `preferred` while there are
+    /// any (the rule slots that count per CPU, `HOT_RULE_SLOTS`): never-used
+    /// ones first, then the longest-freed, and only then numbers above.
+    pub(crate) fn plan_preferring(
+        &self,
+        names: &[&str],
+        preferred: u32,
+        limit: u32,
+    ) -> Option<IdPlan> {
+        let preferred = preferred.min(limit);
+        let (mut free, mut free_above): (VecDeque<u32>, VecDeque<u32>) = self
+            .free
+            .iter()
+            .chain(&self.cooling)
+            .partition(|&&id| id < preferred);
         let mut next = self.next;
         let mut assigned: FastMap<String, u32> = FastMap::default();
         assigned.reserve(names.len());
@@ -85,11 +101,16 @@ impl StableIds {
                 Some(&id) => id,
                 None => {
                     // Never-used numbers first: see the module comment.
-                    let id = if next < limit {
+                    let id = if next < preferred {
+                        next += 1;
+                        next - 1
+                    } else if let Some(id) = free.pop_front() {
+                        id
+                    } else if next < limit {
                         next += 1;
                         next - 1
                     } else {
-                        free.pop_front()?
+                        free_above.pop_front()?
                     };
                     fresh.push(id);
                     id
@@ -98,6 +119,7 @@ impl StableIds {
             assigned.insert(name.to_string(), id);
             ids.push(id);
         }
+        free.append(&mut free_above);
         let mut cooling: Vec<u32> = self
             .assigned
             .iter()
@@ -218,6 +240,21 @@ mod tests {
             .plan(&["c", "d", "x", "y"], 4)
             .unwrap_or_else(|| panic!("fits"));
         assert_eq!(plan.ids[2..], [1, 0], "b's number (freed first), then a's");
+    }
+
+    #[test]
+    fn preferred_numbers_are_reused_before_numbers_above_them() {
+        let p = |s: &StableIds, names: &[&str]| {
+            s.plan_preferring(names, 2, 6)
+                .unwrap_or_else(|| panic!("fits"))
+        };
+        let first = p(&StableIds::new(0), &["a", "b"]);
+        assert_eq!(first.ids, [0, 1]);
+        let second = p(&first.next_state, &["b"]);
+        let third = p(&second.next_state, &["b", "c"]);
+        assert_eq!(third.ids[1], 0, "a's freed 0, not the never-used 2");
+        let fourth = p(&third.next_state, &["b", "c", "d", "e"]);
+        assert_eq!(fourth.ids[2..], [2, 3], "above 2 once none below is free");
     }
 
     #[test]

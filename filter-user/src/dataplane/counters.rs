@@ -2,7 +2,7 @@
 use std::time::SystemTime;
 
 use aya::maps::PerCpuValues;
-use filter_common::{names, CtEntry, CtKey, RuleStats, MAX_RULE_SLOTS, STAT_COUNT};
+use filter_common::{names, CtEntry, CtKey, RuleStats, HOT_RULE_SLOTS, MAX_RULE_SLOTS, STAT_COUNT};
 
 use super::{
     error::{DataplaneError, Result},
@@ -23,13 +23,16 @@ pub struct RuleCounters {
 }
 
 impl RuleCounters {
-    fn sum(values: &PerCpuValues<RuleStats>, clock: &KtimeClock) -> Self {
+    /// Adds one CPU's copy (or the shared one) of a slot.
+    fn add(&mut self, v: &RuleStats) {
+        self.packets = self.packets.wrapping_add(v.packets);
+        self.bytes = self.bytes.wrapping_add(v.bytes);
+        self.last_hit_ktime_ns = self.last_hit_ktime_ns.max(v.last_hit_ns);
+    }
+
+    fn of<'a>(copies: impl IntoIterator<Item = &'a RuleStats>, clock: &KtimeClock) -> Self {
         let mut c = Self::default();
-        for v in values.iter() {
-            c.packets = c.packets.wrapping_add(v.packets);
-            c.bytes = c.bytes.wrapping_add(v.bytes);
-            c.last_hit_ktime_ns = c.last_hit_ktime_ns.max(v.last_hit_ns);
-        }
+        copies.into_iter().for_each(|v| c.add(v));
         c.last_hit = clock.to_system_time(c.last_hit_ktime_ns);
         c
     }
@@ -40,8 +43,24 @@ impl RuleCounters {
     }
 }
 
-// The batched reader decodes `RuleStats` by hand: three u64, in order.
-const _: () = assert!(std::mem::size_of::<RuleStats>() == 24);
+/// Where a rule slot's counters live: `FILTER_RSTATS` (per CPU) below
+/// `HOT_RULE_SLOTS`, `FILTER_RSHARED` from there on.
+enum Home {
+    PerCpu(u32),
+    Shared(u32),
+}
+
+fn home(slot: u32) -> Home {
+    match slot.checked_sub(HOT_RULE_SLOTS) {
+        None => Home::PerCpu(slot),
+        Some(index) => Home::Shared(index),
+    }
+}
+
+fn possible_cpus() -> Result<usize> {
+    aya::util::nr_cpus()
+        .map_err(|(_, e)| DataplaneError::io("reading", "/sys/devices/system/cpu/possible", e))
+}
 
 impl Maps {
     pub(crate) fn stats(&self) -> Result<[u64; STAT_COUNT as usize]> {
@@ -57,40 +76,63 @@ impl Maps {
     }
 
     pub(crate) fn rule_stats(&self, slot: u32) -> Result<RuleCounters> {
-        let values = self
-            .rule_stats
-            .get(&slot, 0)
-            .map_err(|e| DataplaneError::map(names::RULE_STATS, "reading a rule counter", e))?;
-        Ok(RuleCounters::sum(&values, &KtimeClock::now()))
+        let clock = KtimeClock::now();
+        match home(slot) {
+            Home::PerCpu(index) => {
+                let values = self.rule_stats.get(&index, 0).map_err(|e| {
+                    DataplaneError::map(names::RULE_STATS, "reading a rule counter", e)
+                })?;
+                Ok(RuleCounters::of(values.iter(), &clock))
+            }
+            Home::Shared(index) => {
+                let value = self.rule_stats_shared.get(&index, 0).map_err(|e| {
+                    DataplaneError::map(names::RULE_STATS_SHARED, "reading a rule counter", e)
+                })?;
+                Ok(RuleCounters::of([&value], &clock))
+            }
+        }
     }
 
-    pub(crate) fn all_rule_stats(&self) -> Result<Vec<(u32, RuleCounters)>> {
-        match self.all_rule_stats_batched() {
+    /// Every slot below `upto` that counted something.
+    pub(crate) fn all_rule_stats(&self, upto: u32) -> Result<Vec<(u32, RuleCounters)>> {
+        match self.all_rule_stats_batched(upto) {
             Ok(out) => Ok(out),
             Err(e) => {
                 tracing::debug!(
-                    "batched read of {} failed ({e}); reading slot by slot",
-                    names::RULE_STATS
+                    "batched read of the rule counters failed ({e}); reading slot by slot"
                 );
-                self.all_rule_stats_one_by_one()
+                self.all_rule_stats_one_by_one(upto)
             }
         }
     }
 
     /// One `BPF_MAP_LOOKUP_BATCH` per 4096 slots.
-    fn all_rule_stats_batched(&self) -> std::io::Result<Vec<(u32, RuleCounters)>> {
+    fn all_rule_stats_batched(&self, upto: u32) -> std::io::Result<Vec<(u32, RuleCounters)>> {
         use aya::maps::IterableMap as _;
         use std::os::fd::AsFd as _;
         let clock = KtimeClock::now();
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let size = std::mem::size_of::<RuleStats>();
         let stride = size.div_ceil(8) * 8;
-        let u64_at = |b: &[u8], at: usize| {
-            b.get(at..at + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_ne_bytes)
+        let decode = |b: &[u8]| {
+            let u64_at = |at: usize| {
+                b.get(at..at + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_ne_bytes)
+            };
+            RuleStats {
+                packets: u64_at(0),
+                bytes: u64_at(8),
+                last_hit_ns: u64_at(16),
+            }
         };
         let mut out = Vec::new();
+        let mut keep = |slot: u32, mut c: RuleCounters| {
+            if slot < upto && !c.is_zero() {
+                c.last_hit = clock.to_system_time(c.last_hit_ktime_ns);
+                out.push((slot, c));
+            }
+        };
         sys::percpu_array_lookup_batch(
             self.rule_stats.map().fd().as_fd(),
             size,
@@ -98,29 +140,27 @@ impl Maps {
             |slot, values| {
                 let mut c = RuleCounters::default();
                 for cpu in values.chunks_exact(stride) {
-                    c.packets = c.packets.wrapping_add(u64_at(cpu, 0));
-                    c.bytes = c.bytes.wrapping_add(u64_at(cpu, 8));
-                    c.last_hit_ktime_ns = c.last_hit_ktime_ns.max(u64_at(cpu, 16));
+                    c.add(&decode(cpu));
                 }
-                if !c.is_zero() {
-                    c.last_hit = clock.to_system_time(c.last_hit_ktime_ns);
-                    out.push((slot, c));
-                }
+                keep(slot, c);
+            },
+        )?;
+        sys::array_for_each_in(
+            self.rule_stats_shared.map().fd().as_fd(),
+            0..upto.saturating_sub(HOT_RULE_SLOTS),
+            |index, v: RuleStats| {
+                let mut c = RuleCounters::default();
+                c.add(&v);
+                keep(index + HOT_RULE_SLOTS, c);
             },
         )?;
         Ok(out)
     }
 
-    fn all_rule_stats_one_by_one(&self) -> Result<Vec<(u32, RuleCounters)>> {
-        let clock = KtimeClock::now();
-        let len = self.rule_stats.len().min(MAX_RULE_SLOTS);
+    fn all_rule_stats_one_by_one(&self, upto: u32) -> Result<Vec<(u32, RuleCounters)>> {
         let mut out = Vec::new();
-        for slot in 0..len {
-            let values = self
-                .rule_stats
-                .get(&slot, 0)
-                .map_err(|e| DataplaneError::map(names::RULE_STATS, "reading a rule counter", e))?;
-            let c = RuleCounters::sum(&values, &clock);
+        for slot in 0..upto.min(MAX_RULE_SLOTS) {
+            let c = self.rule_stats(slot)?;
             if !c.is_zero() {
                 out.push((slot, c));
             }
@@ -129,14 +169,21 @@ impl Maps {
     }
 
     pub(crate) fn reset_rule_stats(&mut self, slot: u32) -> Result<()> {
-        let zeros = aya::util::nr_cpus()
-            .map_err(|(_, e)| DataplaneError::io("reading", "/sys/devices/system/cpu/possible", e))
-            .map(|n| vec![RuleStats::default(); n])?;
-        let zeros = PerCpuValues::try_from(zeros)
-            .map_err(|e| DataplaneError::map(names::RULE_STATS, "sizing", e.into()))?;
-        self.rule_stats
-            .set(slot, zeros, 0)
-            .map_err(|e| DataplaneError::map(names::RULE_STATS, "resetting a rule counter", e))
+        match home(slot) {
+            Home::PerCpu(index) => {
+                let zeros = PerCpuValues::try_from(vec![RuleStats::default(); possible_cpus()?])
+                    .map_err(|e| DataplaneError::map(names::RULE_STATS, "sizing", e.into()))?;
+                self.rule_stats.set(index, zeros, 0).map_err(|e| {
+                    DataplaneError::map(names::RULE_STATS, "resetting a rule counter", e)
+                })
+            }
+            Home::Shared(index) => self
+                .rule_stats_shared
+                .set(index, RuleStats::default(), 0)
+                .map_err(|e| {
+                    DataplaneError::map(names::RULE_STATS_SHARED, "resetting a rule counter", e)
+                }),
+        }
     }
 
     /// Zeroes the counters of `slots` in batches, falling back to one
@@ -144,24 +191,27 @@ impl Maps {
     pub(crate) fn reset_rule_stats_of(&mut self, slots: &[u32]) -> Result<()> {
         use aya::maps::IterableMap as _;
         use std::os::fd::AsFd as _;
-        if slots.is_empty() {
-            return Ok(());
+        let (mut per_cpu, mut shared) = (Vec::new(), Vec::new());
+        for &slot in slots {
+            match home(slot) {
+                Home::PerCpu(index) => per_cpu.push(index),
+                Home::Shared(index) => shared.push(index),
+            }
         }
-        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| {
-            DataplaneError::io("reading", "/sys/devices/system/cpu/possible", e)
-        })?;
-        let batched = sys::percpu_array_zero_batch(
+        let value = std::mem::size_of::<RuleStats>();
+        let batched = sys::array_zero_batch(
             self.rule_stats.map().fd().as_fd(),
-            slots,
-            std::mem::size_of::<RuleStats>(),
-            ncpu,
-        );
+            &per_cpu,
+            value.div_ceil(8) * 8 * possible_cpus()?,
+        )
+        .and_then(|()| {
+            sys::array_zero_batch(self.rule_stats_shared.map().fd().as_fd(), &shared, value)
+        });
         match batched {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::debug!(
-                    "batched reset of {} failed ({e}); resetting slot by slot",
-                    names::RULE_STATS
+                    "batched reset of the rule counters failed ({e}); resetting slot by slot"
                 );
                 slots
                     .iter()

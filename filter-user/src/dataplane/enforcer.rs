@@ -363,8 +363,10 @@ impl Enforcer for KernelEnforcer {
         let Some(dataplane) = &self.dataplane else {
             return Ok(Vec::new());
         };
+        // `reasons` is sorted: its last slot bounds the shared counters read.
+        let upto = self.reasons.keys().next_back().map_or(0, |s| s + 1);
         let counted: BTreeMap<u32, _> = dataplane
-            .all_rule_stats()
+            .all_rule_stats(upto)
             .map_err(|e| EnforceError::Read(chain(&e)))?
             .into_iter()
             .collect();

@@ -8,8 +8,8 @@ use aya::{
 };
 use filter_common::{
     names, Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry,
-    FragKey, GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, MAX_BOUNDS,
-    MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
+    FragKey, GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, HOT_RULE_SLOTS,
+    MAX_BOUNDS, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
 };
 
 use super::error::{DataplaneError, Result};
@@ -33,6 +33,7 @@ pub(crate) const PINNED_MAPS: &[&str] = &[
     names::FRAGS,
     names::STATS,
     names::RULE_STATS,
+    names::RULE_STATS_SHARED,
     names::REJECTS,
     names::FLOWLOSS,
 ];
@@ -49,7 +50,10 @@ pub(crate) struct Maps {
     pub bounds: Array<MapData, Bound>,
     pub ct: HashMap<MapData, CtKey, CtEntry>,
     pub stats: PerCpuArray<MapData, u64>,
+    /// Rule slots below `HOT_RULE_SLOTS`, per CPU.
     pub rule_stats: PerCpuArray<MapData, RuleStats>,
+    /// The others, at `slot - HOT_RULE_SLOTS`, shared by all CPUs.
+    pub rule_stats_shared: Array<MapData, RuleStats>,
     /// A slot this process emptied itself (the previous generation's, after
     /// a switch): the next apply into it can skip the scan for leftovers.
     /// Only this process writes the maps (the pin directory is locked).
@@ -82,7 +86,12 @@ impl Maps {
         check_entries(ebpf, names::TABLES, MAX_TABLES)?;
         check_entries(ebpf, names::RULE_SETS, MAX_RULE_SETS)?;
         check_entries(ebpf, names::BOUNDS, MAX_BOUNDS)?;
-        check_entries(ebpf, names::RULE_STATS, MAX_RULE_SLOTS)?;
+        check_entries(ebpf, names::RULE_STATS, HOT_RULE_SLOTS)?;
+        check_entries(
+            ebpf,
+            names::RULE_STATS_SHARED,
+            MAX_RULE_SLOTS - HOT_RULE_SLOTS,
+        )?;
         check::<CellKey, u32>(ebpf, names::CELLS, false)?;
         check::<u32, RuleSetRuns>(ebpf, names::RULE_SETS, false)?;
         check::<u32, Bound>(ebpf, names::BOUNDS, false)?;
@@ -90,6 +99,7 @@ impl Maps {
         check::<FragKey, FragEntry>(ebpf, names::FRAGS, false)?;
         check::<u32, u64>(ebpf, names::STATS, true)?;
         check::<u32, RuleStats>(ebpf, names::RULE_STATS, true)?;
+        check::<u32, RuleStats>(ebpf, names::RULE_STATS_SHARED, false)?;
         check::<RejectKey, RejectEntry>(ebpf, names::REJECTS, false)?;
         check::<u32, FlowLoss>(ebpf, names::FLOWLOSS, true)?;
         Ok(Self {
@@ -105,6 +115,7 @@ impl Maps {
             ct: typed(ebpf, names::CT)?,
             stats: typed(ebpf, names::STATS)?,
             rule_stats: typed(ebpf, names::RULE_STATS)?,
+            rule_stats_shared: typed(ebpf, names::RULE_STATS_SHARED)?,
             known_empty: None,
             written: [None, None],
         })

@@ -283,10 +283,10 @@ impl Dataplane {
         self.maps.rule_stats(slot)
     }
 
-    /// Every rule slot that counted something (walks all
-    /// `MAX_RULE_SLOTS` slots).
-    pub fn all_rule_stats(&self) -> Result<Vec<(u32, RuleCounters)>> {
-        self.maps.all_rule_stats()
+    /// Every rule slot below `upto` that counted something (the per-CPU
+    /// slots are read whole, the shared ones only up to `upto`).
+    pub fn all_rule_stats(&self, upto: u32) -> Result<Vec<(u32, RuleCounters)>> {
+        self.maps.all_rule_stats(upto)
     }
 
     /// Zeroes a rule slot's counters, for a slot given to a new rule.

@@ -345,25 +345,26 @@ fn walk_batched(
     Ok(())
 }
 
-/// Zeroes the entries at `indexes` of a per-CPU array whose values are
-/// `value_size` bytes, on every one of `possible_cpus`, with
-/// `BPF_MAP_UPDATE_BATCH`: a first apply gives every rule a fresh counter
-/// slot, and one call per slot cost 100k system calls at 100k rules.
-pub(crate) fn percpu_array_zero_batch(
+/// Zeroes the entries at `indexes` of an array with `BPF_MAP_UPDATE_BATCH`:
+/// a first apply gives every rule a fresh counter slot, and one call per
+/// slot cost 100k system calls at 100k rules. `stride` is the value's size,
+/// or for a per-CPU array `round_up(value_size, 8)` times the possible CPUs.
+pub(crate) fn array_zero_batch(
     map: BorrowedFd<'_>,
     indexes: &[u32],
-    value_size: usize,
-    possible_cpus: usize,
+    stride: usize,
 ) -> io::Result<()> {
     const CHUNK: usize = 4096;
+    if indexes.is_empty() {
+        return Ok(());
+    }
     let Ok(map_fd) = u32::try_from(map.as_raw_fd()) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
-    let stride = value_size.div_ceil(8) * 8 * possible_cpus;
     let zeros = vec![0u8; CHUNK.min(indexes.len()) * stride];
     for keys in indexes.chunks(CHUNK) {
-        // SAFETY: `zeros` holds at least `keys.len()` per-CPU values of the
-        // map's stride (the caller passes the value size `Maps::take`
+        // SAFETY: `zeros` holds at least `keys.len()` values of the map's
+        // stride (the caller passes it from the value size `Maps::take`
         // checked).
         unsafe { update_batch(map_fd, keys, zeros.as_ptr()) }?;
     }
