@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use crate::{
-    api::{ApplyParams, ApplyResult, DetachResult},
+    api::{ApplyResult, DetachResult},
     daemon::{auth::PeerIdentity, DaemonError, Running},
-    digest::document_digest,
     systemd,
 };
 
@@ -49,8 +48,9 @@ impl Outcome for DetachResult {
 }
 
 impl Audit {
-    pub fn apply(peer: Result<&PeerIdentity, &String>, params: &ApplyParams) -> Audit {
-        Audit::new("apply", peer, document_digest(&params.document))
+    /// `digest`: the applied document's ([`crate::digest::document_digest`]).
+    pub fn apply(peer: Result<&PeerIdentity, &String>, digest: Option<String>) -> Audit {
+        Audit::new("apply", peer, digest)
     }
 
     pub fn rollback(peer: Result<&PeerIdentity, &String>) -> Audit {

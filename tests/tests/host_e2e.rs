@@ -230,6 +230,23 @@ fn ready_after_enforcing_status_names_the_generation_and_cleanup_removes_all() -
             .and_then(|p| p.parse::<u32>().ok());
         assert!(pid.is_some_and(|p| p > 1), "{line}");
 
+        // A rejected apply is audited with the digest of what was sent.
+        let mut bad = document(&iface, 8081);
+        bad["security_groups"][0]["rules"][0]["priority"] = json!(101);
+        let path = daemon.write_file("bad", &bad.to_string())?;
+        daemon.ctl_json_err(&["apply", &path.to_string_lossy()])?;
+        let digest = document_digest(&bad.to_string()).context("digest")?;
+        let log = daemon.log();
+        let rejected = log
+            .lines()
+            .filter(|l| l.contains("filterd::audit") && l.contains("outcome=\"rejected\""))
+            .last()
+            .with_context(|| format!("no audit line for the rejected apply in:\n{log}"))?;
+        assert!(
+            rejected.contains(&format!("digest=\"{digest}\"")),
+            "{rejected}"
+        );
+
         // A restart restores (takes over) generation 2: READY again, only
         // once it runs.
         daemon.restart()?;

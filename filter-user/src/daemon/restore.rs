@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    apply, Core, Daemon, DaemonError, Enforcer, GenerationRecord, Origin, Running, Started,
+    apply, Core, Daemon, DaemonError, Document, Enforcer, GenerationRecord, Origin, Running,
+    Started,
 };
 use crate::ruleset::Ruleset;
 
@@ -22,7 +23,13 @@ impl<E: Enforcer> Daemon<E> {
                 .validator
                 .load(&document)
                 .map_err(DaemonError::Invalid)?;
-            let result = self.commit(&mut self.core(), document, parsed, false, Origin::Startup)?;
+            let result = self.commit(
+                &mut self.core(),
+                Document::new(document),
+                parsed,
+                false,
+                Origin::Startup,
+            )?;
             return Ok(Started::Applied(result.generation));
         }
         match self.restore() {
@@ -53,7 +60,7 @@ impl<E: Enforcer> Daemon<E> {
         let from = record.generation;
         let result = self.commit(
             core,
-            record.document,
+            Document::new(record.document),
             ruleset,
             false,
             Origin::Restore { from },
@@ -114,7 +121,7 @@ impl<E: Enforcer> Daemon<E> {
         self.set_running(Some(Arc::new(Running::new(
             record.generation,
             record.applied_at,
-            record.document,
+            Document::new(record.document),
             ruleset,
         ))));
         self.publish_flows(&mut core);

@@ -1,7 +1,7 @@
 //! `rollback`: a saved generation applied again, as a new one (SPEC §4).
 use std::sync::Arc;
 
-use super::{Daemon, DaemonError, Enforcer, Origin};
+use super::{Daemon, DaemonError, Document, Enforcer, Origin};
 use crate::api::{ApplyResult, RollbackParams};
 
 impl<E: Enforcer> Daemon<E> {
@@ -40,7 +40,7 @@ impl<E: Enforcer> Daemon<E> {
                 .map_err(DaemonError::Invalid)?;
             let mut result = d.commit(
                 &mut core,
-                record.document,
+                Document::new(record.document),
                 ruleset,
                 false,
                 Origin::Rollback { from: target },

@@ -505,9 +505,9 @@ async fn call<E: Enforcer>(
     match Call::decode(method, params)? {
         // The audit log (SPEC §8) records every apply, rollback and detach.
         Call::Apply(params) => {
-            let audit = Audit::apply(peer, &params);
             let (dry_run, started) = (params.dry_run, Instant::now());
-            let result = daemon.apply(params).await;
+            let (result, digest) = daemon.apply(params).await;
+            let audit = Audit::apply(peer, digest);
             if !dry_run {
                 daemon.observe_apply(&result, started);
             }

@@ -4,7 +4,7 @@
 //! truth.
 use std::sync::Arc;
 
-use super::{Daemon, DaemonError, Enforcer, Origin};
+use super::{Daemon, DaemonError, Document, Enforcer, Origin};
 use crate::api::ApplyResult;
 
 impl<E: Enforcer> Daemon<E> {
@@ -32,7 +32,13 @@ impl<E: Enforcer> Daemon<E> {
     ) -> Result<ApplyResult, DaemonError> {
         self.blocking(move |d| {
             let ruleset = d.validator.load(&document).map_err(DaemonError::Invalid)?;
-            d.commit(&mut d.core(), document, ruleset, false, origin)
+            d.commit(
+                &mut d.core(),
+                Document::new(document),
+                ruleset,
+                false,
+                origin,
+            )
         })
         .await
     }
