@@ -239,8 +239,7 @@ fn ready_after_enforcing_status_names_the_generation_and_cleanup_removes_all() -
         let log = daemon.log();
         let rejected = log
             .lines()
-            .filter(|l| l.contains("filterd::audit") && l.contains("outcome=\"rejected\""))
-            .last()
+            .rfind(|l| l.contains("filterd::audit") && l.contains("outcome=\"rejected\""))
             .with_context(|| format!("no audit line for the rejected apply in:\n{log}"))?;
         assert!(
             rejected.contains(&format!("digest=\"{digest}\"")),
