@@ -182,6 +182,13 @@ impl<E: Enforcer> Daemon<E> {
                 source,
             });
         }
+        // The text is on disk now; `get` reads it there.
+        let GenerationRecord {
+            applied_at,
+            origin,
+            slots,
+            ..
+        } = record;
         if let Err(e) = enforce(
             &mut core.enforcer,
             &interfaces(&ruleset),
@@ -198,7 +205,7 @@ impl<E: Enforcer> Daemon<E> {
 
         // The record's text and what writing the maps took.
         super::memory::release_freed();
-        core.slots = record.slots;
+        core.slots = slots;
         if let Err(e) = core.store.set_detached(false) {
             tracing::warn!("{e}");
         }
@@ -209,14 +216,11 @@ impl<E: Enforcer> Daemon<E> {
             Ok(_) => {}
             Err(e) => tracing::warn!("pruning saved generations: {e}"),
         }
-        tracing::info!("generation {generation} enforced ({:?})", record.origin);
+        tracing::info!("generation {generation} enforced ({origin:?})");
         self.set_running(Some(Arc::new(Running::new(
             generation,
-            record.applied_at,
-            Document {
-                text: record.document,
-                digest: document.digest,
-            },
+            applied_at,
+            document.digest,
             ruleset,
         ))));
         self.publish_flows(core);

@@ -180,20 +180,24 @@ pub struct Running {
     pub generation: u32,
     /// Unix seconds.
     pub applied_at: u64,
-    pub document: String,
-    /// [`crate::digest::document_digest`] of `document`, computed once:
-    /// `status` shows it on every call.
+    /// [`crate::digest::document_digest`] of the document, computed once:
+    /// `status` shows it on every call. The text itself is not kept: `get`
+    /// reads it from the generation's saved record.
     pub digest: Option<String>,
     pub ruleset: Arc<Ruleset>,
 }
 
 impl Running {
-    pub fn new(generation: u32, applied_at: u64, document: Document, ruleset: Ruleset) -> Running {
+    pub fn new(
+        generation: u32,
+        applied_at: u64,
+        digest: Option<String>,
+        ruleset: Ruleset,
+    ) -> Running {
         Running {
             generation,
             applied_at,
-            digest: document.digest,
-            document: document.text,
+            digest,
             ruleset: Arc::new(ruleset),
         }
     }
@@ -247,6 +251,8 @@ pub struct Daemon<E: Enforcer> {
     flow_source: Option<Arc<dyn FlowSource>>,
     apply_observer: Option<Arc<dyn ApplyObserver>>,
     core: Mutex<Core<E>>,
+    /// The saved records, read without the core's lock (`get`).
+    records: StateStore,
     running: RwLock<Option<Arc<Running>>>,
     restore_error: RwLock<Option<String>>,
     /// The data-plane read that concurrent `status` calls share.
@@ -275,6 +281,7 @@ impl<E: Enforcer> Daemon<E> {
             validator,
             flow_source: None,
             apply_observer: None,
+            records: store.clone(),
             core: Mutex::new(Core {
                 enforcer,
                 store,

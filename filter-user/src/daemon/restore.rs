@@ -121,7 +121,7 @@ impl<E: Enforcer> Daemon<E> {
         self.set_running(Some(Arc::new(Running::new(
             record.generation,
             record.applied_at,
-            Document::new(record.document),
+            crate::digest::document_digest(&record.document),
             ruleset,
         ))));
         self.publish_flows(&mut core);

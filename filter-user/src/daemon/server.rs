@@ -520,7 +520,7 @@ async fn call<E: Enforcer>(
             daemon.observe_apply(&result, started);
             to_value(audit.record(result, daemon.running()))
         }
-        Call::Get => to_value(daemon.get()),
+        Call::Get => to_value(daemon.get().await),
         Call::Status => to_value(daemon.status().await),
         Call::Explain(params) => to_value(daemon.explain(params).await),
         Call::Counters(params) => to_value(daemon.counters(params).await),

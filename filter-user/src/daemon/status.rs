@@ -10,14 +10,34 @@ use crate::api::{
 };
 
 impl<E: Enforcer> Daemon<E> {
-    /// `get`: the running document.
-    pub fn get(&self) -> Result<GetResult, DaemonError> {
-        let running = self.running().ok_or(DaemonError::NoGeneration)?;
-        Ok(GetResult {
-            generation: running.generation,
-            applied_at: running.applied_at,
-            document: running.document.clone(),
+    /// `get`: the running document, read from its saved record (the
+    /// daemon does not keep the text: at 100k rules it is 19 MB).
+    pub async fn get(self: &Arc<Self>) -> Result<GetResult, DaemonError> {
+        self.blocking(|d| {
+            // An apply that has just saved its record may prune the running
+            // one's (`keep_generations` 1) before it runs: read again.
+            let mut tries = 2;
+            loop {
+                let running = d.running().ok_or(DaemonError::NoGeneration)?;
+                match d.records.load(running.generation)? {
+                    Some(record) => {
+                        return Ok(GetResult {
+                            generation: running.generation,
+                            applied_at: running.applied_at,
+                            document: record.document,
+                        })
+                    }
+                    None if tries > 1 => tries -= 1,
+                    None => {
+                        return Err(DaemonError::NotSaved {
+                            generation: running.generation,
+                            saved: d.records.generations()?,
+                        })
+                    }
+                }
+            }
         })
+        .await
     }
 
     /// `status`.
