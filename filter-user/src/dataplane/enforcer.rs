@@ -142,13 +142,15 @@ impl Enforcer for KernelEnforcer {
         ruleset: &Ruleset,
         slots: &SlotTable,
     ) -> Result<Compiled<Self::Plan>, EnforceError> {
-        let mut slots = slots.clone();
-        let plan = compile::compile(ruleset, generation, &ifindex_of, &mut slots).map_err(|e| {
-            EnforceError::Compile {
+        let (mut plan, slots) = compile::compile_from(ruleset, generation, &ifindex_of, slots)
+            .map_err(|e| EnforceError::Compile {
                 generation,
                 message: e.to_string(),
-            }
-        })?;
+            })?;
+        // The prefix tables the layout was made from are the model's input,
+        // not the kernel's: freed now, before the warnings' analysis builds
+        // its own tables (100k rules: 12 MB).
+        plan.drop_prefixes();
         Ok(Compiled { plan, slots })
     }
 
