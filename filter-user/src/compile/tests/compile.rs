@@ -12,7 +12,7 @@ use filter_common::{
 use super::fixtures::*;
 use crate::{
     compile::{
-        compile,
+        compile, compile_from,
         model::{Hook, Model},
         CompileError, Compiled, SlotTable,
     },
@@ -610,6 +610,23 @@ fn protocol_classes_and_families() {
         decide(&c, 0, ing, pkt("198.51.100.1", "10.0.1.1", 132, 0)),
         drop(Reason::DefaultDeny)
     );
+}
+
+/// `compile_from` reads the slot table and returns the next one: the
+/// caller's stays as it was (an apply that fails later keeps it), and the
+/// one returned is what `compile` leaves in its argument.
+#[test]
+fn compile_from_leaves_the_slot_table_and_returns_the_next() {
+    let rs = web();
+    let before = SlotTable::new();
+    let (from, next) =
+        compile_from(&rs, 1, &ifindex_of(&rs), &before).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(before, SlotTable::new());
+    let mut slots = SlotTable::new();
+    let compiled = compile(&rs, 1, &ifindex_of(&rs), &mut slots).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(next, before, "the rules took slots");
+    assert_eq!(next, slots);
+    assert_eq!(from.slot_reasons, compiled.slot_reasons);
 }
 
 #[test]
