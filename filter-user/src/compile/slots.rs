@@ -1,8 +1,9 @@
 //! Stable numbers across generations: rule-counter slots (`FILTER_RSTATS`)
 //! keyed by the reason text and ENI indices keyed by the ENI id, so counters
 //! go on through applies and, with the table persisted by the daemon, through
-//! a restart. Freed numbers are reused as late as possible; why:
-//! ARCHITECTURE.md, "Counter slots" and "Connection tracking".
+//! a restart. Freed numbers are reused as late as possible, except that
+//! rule slots below `HOT_RULE_SLOTS` (counted per CPU) come before the
+//! others; why: ARCHITECTURE.md, "Counter slots" and "Connection tracking".
 use std::collections::VecDeque;
 
 use filter_common::{
