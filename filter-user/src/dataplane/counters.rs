@@ -43,6 +43,9 @@ impl RuleCounters {
     }
 }
 
+// The batched reader decodes `RuleStats` by hand: three u64, in order.
+const _: () = assert!(std::mem::size_of::<RuleStats>() == 24);
+
 /// Where a rule slot's counters live: `FILTER_RSTATS` (per CPU) below
 /// `HOT_RULE_SLOTS`, `FILTER_RSHARED` from there on.
 enum Home {
@@ -76,19 +79,22 @@ impl Maps {
     }
 
     pub(crate) fn rule_stats(&self, slot: u32) -> Result<RuleCounters> {
-        let clock = KtimeClock::now();
+        self.rule_stats_at(slot, &KtimeClock::now())
+    }
+
+    fn rule_stats_at(&self, slot: u32, clock: &KtimeClock) -> Result<RuleCounters> {
         match home(slot) {
             Home::PerCpu(index) => {
                 let values = self.rule_stats.get(&index, 0).map_err(|e| {
                     DataplaneError::map(names::RULE_STATS, "reading a rule counter", e)
                 })?;
-                Ok(RuleCounters::of(values.iter(), &clock))
+                Ok(RuleCounters::of(values.iter(), clock))
             }
             Home::Shared(index) => {
                 let value = self.rule_stats_shared.get(&index, 0).map_err(|e| {
                     DataplaneError::map(names::RULE_STATS_SHARED, "reading a rule counter", e)
                 })?;
-                Ok(RuleCounters::of([&value], &clock))
+                Ok(RuleCounters::of([&value], clock))
             }
         }
     }
@@ -113,7 +119,7 @@ impl Maps {
         let clock = KtimeClock::now();
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let size = std::mem::size_of::<RuleStats>();
-        let stride = size.div_ceil(8) * 8;
+        let stride = sys::percpu_copy_size(size);
         let decode = |b: &[u8]| {
             let u64_at = |at: usize| {
                 b.get(at..at + 8)
@@ -158,9 +164,10 @@ impl Maps {
     }
 
     fn all_rule_stats_one_by_one(&self, upto: u32) -> Result<Vec<(u32, RuleCounters)>> {
+        let clock = KtimeClock::now();
         let mut out = Vec::new();
         for slot in 0..upto.min(MAX_RULE_SLOTS) {
-            let c = self.rule_stats(slot)?;
+            let c = self.rule_stats_at(slot, &clock)?;
             if !c.is_zero() {
                 out.push((slot, c));
             }
@@ -202,7 +209,7 @@ impl Maps {
         let batched = sys::array_zero_batch(
             self.rule_stats.map().fd().as_fd(),
             &per_cpu,
-            value.div_ceil(8) * 8 * possible_cpus()?,
+            sys::percpu_copy_size(value) * possible_cpus()?,
         )
         .and_then(|()| {
             sys::array_zero_batch(self.rule_stats_shared.map().fd().as_fd(), &shared, value)

@@ -18,7 +18,7 @@ use filter_common::{
     RejectKey, FLOW_EV_CT_CUT, FLOW_EV_CT_END, FLOW_EV_CT_NEW, FLOW_EV_REJECT_NEW,
 };
 
-use super::sys::{for_each_batched, percpu_array_lookup_batch};
+use super::sys::{for_each_batched, percpu_array_lookup_batch, percpu_copy_size};
 use crate::clock::ktime_now;
 
 /// The flow-counting maps as one scan read them.
@@ -75,7 +75,7 @@ pub fn scan_flow_maps(pin_dir: &Path) -> io::Result<Option<FlowScan>> {
         ncpu,
         |index, cpus| {
             let mut total = FlowLoss::default();
-            for cpu in cpus.chunks_exact(size_of::<FlowLoss>().div_ceil(8) * 8) {
+            for cpu in cpus.chunks_exact(percpu_copy_size(size_of::<FlowLoss>())) {
                 // SAFETY: each chunk holds one `FlowLoss` (plain integers).
                 let v: FlowLoss = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
                 total.events = total.events.wrapping_add(v.events);

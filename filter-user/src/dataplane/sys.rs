@@ -230,6 +230,12 @@ fn lookup_batch(
     (attr.count as usize, err)
 }
 
+/// The bytes one CPU's copy of a per-CPU value takes in the values the
+/// kernel reads and writes from user space: the value rounded up to 8.
+pub(crate) const fn percpu_copy_size(value_size: usize) -> usize {
+    value_size.div_ceil(8) * 8
+}
+
 /// Reads a whole per-CPU array with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6),
 /// thousands of entries per call instead of one call per entry. `f` gets
 /// each index and its values: one `round_up(value_size, 8)`-byte stride per
@@ -240,7 +246,7 @@ pub(crate) fn percpu_array_lookup_batch(
     possible_cpus: usize,
     mut f: impl FnMut(u32, &[u8]),
 ) -> io::Result<()> {
-    let stride = value_size.div_ceil(8) * 8 * possible_cpus;
+    let stride = percpu_copy_size(value_size) * possible_cpus;
     for_each_batched(map, 4, stride, |key, value| {
         f(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), value);
     })
