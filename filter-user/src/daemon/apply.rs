@@ -209,13 +209,6 @@ impl<E: Enforcer> Daemon<E> {
         if let Err(e) = core.store.set_detached(false) {
             tracing::warn!("{e}");
         }
-        match core.store.prune(self.config.keep_generations) {
-            Ok(removed) if !removed.is_empty() => {
-                tracing::debug!("removed saved generations {removed:?}")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("pruning saved generations: {e}"),
-        }
         tracing::info!("generation {generation} enforced ({origin:?})");
         self.set_running(Some(Arc::new(Running::new(
             generation,
@@ -223,6 +216,15 @@ impl<E: Enforcer> Daemon<E> {
             document.digest,
             ruleset,
         ))));
+        // After the switch: the running generation's record is always kept,
+        // so `get` finds it at any moment.
+        match core.store.prune(self.config.keep_generations) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::debug!("removed saved generations {removed:?}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("pruning saved generations: {e}"),
+        }
         self.publish_flows(core);
         Ok(result)
     }

@@ -14,28 +14,20 @@ impl<E: Enforcer> Daemon<E> {
     /// daemon does not keep the text: at 100k rules it is 19 MB).
     pub async fn get(self: &Arc<Self>) -> Result<GetResult, DaemonError> {
         self.blocking(|d| {
-            // An apply that has just saved its record may prune the running
-            // one's (`keep_generations` 1) before it runs: read again.
-            let mut tries = 2;
-            loop {
-                let running = d.running().ok_or(DaemonError::NoGeneration)?;
-                match d.records.load(running.generation)? {
-                    Some(record) => {
-                        return Ok(GetResult {
-                            generation: running.generation,
-                            applied_at: running.applied_at,
-                            document: record.document,
-                        })
-                    }
-                    None if tries > 1 => tries -= 1,
-                    None => {
-                        return Err(DaemonError::NotSaved {
-                            generation: running.generation,
-                            saved: d.records.generations()?,
-                        })
-                    }
-                }
-            }
+            // An apply prunes records only once its generation runs, so the
+            // running one's is there.
+            let running = d.running().ok_or(DaemonError::NoGeneration)?;
+            let Some(record) = d.records.load(running.generation)? else {
+                return Err(DaemonError::NotSaved {
+                    generation: running.generation,
+                    saved: d.records.generations()?,
+                });
+            };
+            Ok(GetResult {
+                generation: running.generation,
+                applied_at: running.applied_at,
+                document: record.document,
+            })
         })
         .await
     }
