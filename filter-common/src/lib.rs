@@ -120,9 +120,9 @@ pub const MAX_TABLES: u32 = 4096;
 pub const MAX_CELLS: u32 = 1 << 18;
 pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 /// Limits on the compiler's prefix tables, which become sorted ranges
-/// (`ranges.rs`; `FILTER_BOUNDS` holds [`MAX_BOUNDS`] of them): entries per
-/// kind, counted like map entries (half per generation), so that one table
-/// too big is refused by name before the layout.
+/// (`ranges.rs`; `FILTER_BOUNDS` grows to [`MAX_BOUNDS`] of them): entries
+/// per kind, counted like map entries (half per generation), so that one
+/// table too big is refused by name before the layout.
 pub const MAX_PORT_ENTRIES: u32 = 1 << 19;
 pub const MAX_ADDR_CLASS_ENTRIES: u32 = 1 << 16;
 /// As many as there are bounds: each entry takes at least one.

@@ -41,9 +41,13 @@ pub struct GenConfig {
     pub other_ns: u64,
     /// [`crate::ON_CHANGE_REVALIDATE`] or [`crate::ON_CHANGE_KEEP`].
     pub on_change: u32,
+    /// Where the generation's ranges lie in `FILTER_BOUNDS`, chosen by the
+    /// writer beside the running generation's. User space's bookkeeping:
+    /// the programs follow the absolute runs of the tables and rule sets.
+    pub bounds: crate::Run,
     pub _pad: u32,
 }
-assert_size!(GenConfig, 64);
+assert_size!(GenConfig, 72);
 
 /// `FILTER_ENIS` key: the generation slot, then the interface.
 #[repr(C)]

@@ -13,14 +13,21 @@
 //! prefix bit that branches.
 use crate::{assert_size, pod, SLOT_ID_BIT};
 
-/// Ranges of both generations: each may use half (`[0, n/2)` for slot 0).
-/// 96 MiB, allocated when the maps are created.
-pub const MAX_BOUNDS: u32 = 1 << 22;
+/// `FILTER_BOUNDS` entries the maps are created with (24 MiB): room for
+/// two generations of about 80k diverse rules. A generation that needs more
+/// makes the daemon grow the array (ARCHITECTURE.md, "Growing the bounds").
+pub const INITIAL_BOUNDS: u32 = 1 << 20;
+/// The most `FILTER_BOUNDS` grows to (1.5 GiB); each generation may use
+/// half, so the running one and the next always fit side by side.
+pub const MAX_BOUNDS: u32 = 1 << 26;
 /// `FILTER_RULE_SETS` entries, both generations.
 pub const MAX_RULE_SETS: u32 = 1 << 20;
-/// Binary-search steps that always suffice: a run holds at most
-/// `MAX_BOUNDS / 2` bounds, and each step halves what is left.
-pub const SEARCH_STEPS: u32 = MAX_BOUNDS.trailing_zeros();
+/// Binary-search steps the kernel takes at most: they bring a run of
+/// [`MAX_RUN_BOUNDS`] down to one bound. The verifier walks every step, so
+/// this, not the array's size, is what the programs are verified for.
+pub const SEARCH_STEPS: u32 = 22;
+/// The longest run one table may have (4 Mi ranges: two million prefixes).
+pub const MAX_RUN_BOUNDS: u32 = 1 << SEARCH_STEPS;
 
 /// The array index of a table or rule-set id in an array of `capacity`
 /// entries: slot 0's ids fill the first half, slot 1's (which carry
@@ -29,12 +36,6 @@ pub const SEARCH_STEPS: u32 = MAX_BOUNDS.trailing_zeros();
 #[inline(always)]
 pub const fn id_index(id: u32, capacity: u32) -> u32 {
     (id & !SLOT_ID_BIT).wrapping_add((id >> 31) * (capacity / 2))
-}
-
-/// The first `FILTER_BOUNDS` index of a generation slot's half.
-#[inline(always)]
-pub const fn bounds_base(slot: u32) -> u32 {
-    slot * (MAX_BOUNDS / 2)
 }
 
 /// Where a family's run sits among per-family runs: IPv4 first, then IPv6
@@ -55,7 +56,7 @@ pub const fn family_index(family: u8) -> usize {
 ///
 /// The run's first bound starts at key 0, so once the run is not empty the
 /// answer exists; each step halves the bounds left, and [`SEARCH_STEPS`]
-/// halvings bring the longest run a generation may hold down to one.
+/// halvings bring the longest run allowed ([`MAX_RUN_BOUNDS`]) down to one.
 #[inline(always)]
 pub fn search<'a>(
     run: Run,

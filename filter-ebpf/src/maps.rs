@@ -11,7 +11,7 @@ use aya_ebpf::{
 use filter_common::{
     Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
     GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, DEFAULT_CT_ENTRIES,
-    ENI_DIRECT_IFINDEXES, FLOW_EVENTS_BYTES, HOT_RULE_SLOTS, MAX_BOUNDS, MAX_CELLS, MAX_ENIS,
+    ENI_DIRECT_IFINDEXES, FLOW_EVENTS_BYTES, HOT_RULE_SLOTS, INITIAL_BOUNDS, MAX_CELLS, MAX_ENIS,
     MAX_FRAG_ENTRIES, MAX_REJECT_ENTRIES, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
 };
 
@@ -59,9 +59,10 @@ pub static FILTER_RULE_SETS: Array<RuleSetRuns> = Array::with_max_entries(MAX_RU
 
 /// Every run of sorted ranges (`filter_common::ranges`): ports → classes,
 /// local addresses → classes, remote addresses → the strongest rule (or
-/// inner-access accept) covering them.
+/// inner-access accept) covering them. Created at the size the daemon asks
+/// for; this one is the default.
 #[map]
-pub static FILTER_BOUNDS: Array<Bound> = Array::with_max_entries(MAX_BOUNDS, 0);
+pub static FILTER_BOUNDS: Array<Bound> = Array::with_max_entries(INITIAL_BOUNDS, 0);
 
 /// Connection tracking. LRU: a full table evicts the least recently used
 /// entry, whose next packet is classified again (never admitted blindly).

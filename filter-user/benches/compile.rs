@@ -201,12 +201,23 @@ fn main() {
 
 /// One row: `rules` rules of `generator`.
 fn one(generator: Generator, rules: usize) {
-    let mut dataplane = Dataplane::load(None).ok();
+    // Pinned, as the daemon's: a generation larger than `FILTER_BOUNDS`
+    // makes it grow, which only pinned links allow (the first write pays
+    // it, as a daemon's first apply of such a document does).
+    let pins = std::path::Path::new(filter::dataplane::pins::BPFFS)
+        .join(format!("filter-bench-compile-{}", std::process::id()));
+    let mut dataplane = Dataplane::load(Some(&pins)).ok();
     if dataplane.is_none() && rules == SIZES[0] {
         println!("(no map writes: the data plane does not load here)");
     }
     let mut generation = 1;
-    let row = match measure(generator, rules, &mut dataplane, &mut generation) {
+    let measured = measure(generator, rules, &mut dataplane, &mut generation);
+    if let Some(dp) = dataplane {
+        if let Err(e) = dp.destroy() {
+            println!("removing {}: {e}", pins.display());
+        }
+    }
+    let row = match measured {
         Ok(row) => row,
         Err(e) => {
             println!("{rules:>7} {e}");

@@ -24,6 +24,7 @@ use crate::{
     daemon::{parse_capture_window, DEFAULT_MAX_CLIENTS},
     flowlog::DEFAULT_KEEP_FILES,
 };
+use filter_common::INITIAL_BOUNDS;
 
 /// Where `filterd` reads its settings when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/filterd/filterd.toml";
@@ -111,6 +112,12 @@ pub struct Settings {
     /// filterd raises its open-file limit to fit.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
+    /// Sorted ranges (24 bytes each) the data plane's FILTER_BOUNDS map
+    /// is made with: about 5 per rule. A generation that needs more makes
+    /// filterd grow it (its programs are loaded again, a second or two);
+    /// a map already pinned keeps its size.
+    #[arg(long, value_name = "N", default_value_t = INITIAL_BOUNDS)]
+    pub bounds_entries: u32,
     /// Apply this document at start instead of restoring the saved
     /// generation.
     #[arg(long, value_name = "FILE")]

@@ -311,7 +311,7 @@ impl ConntrackConfig {
             } else {
                 ON_CHANGE_KEEP
             },
-            _pad: 0,
+            ..GenConfig::default()
         }
     }
 }

@@ -30,8 +30,9 @@ use filter_common::{
     generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
     InnerSummary, PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP,
     ADDR_KEY_FIXED_BITS, CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6,
-    HOT_RULE_SLOTS, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP,
-    RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_COUNT,
+    HOT_RULE_SLOTS, ID_NONE, INITIAL_BOUNDS, MAX_ENIS, MAX_RULE_SLOTS, MODE_TAP,
+    PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
+    STAT_COUNT,
 };
 use nix::sched::{setns, CloneFlags};
 
@@ -269,7 +270,7 @@ impl Fixture {
                 icmp_ns: 30_000_000_000,
                 other_ns: u64::from(generation) * 1_000_000_000,
                 on_change: 0,
-                _pad: 0,
+                ..GenConfig::default()
             },
             enis: vec![(
                 EniKey { slot, ifindex: 1 },
@@ -890,14 +891,95 @@ fn detach_all_pinned_of_nothing_is_fine() {
 /// says when the maps are made, and a pinned table keeps its size.
 #[test]
 fn the_connection_table_takes_its_size_when_made() {
-    let private = Dataplane::load_sized(None, 4096).expect("load unpinned");
+    let private = Dataplane::load_sized(None, 4096, INITIAL_BOUNDS).expect("load unpinned");
     assert_eq!(private.conntrack_capacity().unwrap(), 4096);
     drop(private);
 
     let guard = PinDirGuard::new();
-    let first = Dataplane::load_sized(Some(&guard.path), 2048).expect("load pinned");
+    let first =
+        Dataplane::load_sized(Some(&guard.path), 2048, INITIAL_BOUNDS).expect("load pinned");
     assert_eq!(first.conntrack_capacity().unwrap(), 2048);
     drop(first);
-    let again = Dataplane::load_sized(Some(&guard.path), 8192).expect("adopt pinned");
+    let again =
+        Dataplane::load_sized(Some(&guard.path), 8192, INITIAL_BOUNDS).expect("adopt pinned");
     assert_eq!(again.conntrack_capacity().unwrap(), 2048);
+}
+
+/// ARCHITECTURE.md, "Growing the bounds": a `FILTER_BOUNDS` too small for
+/// the next generation beside the running one is replaced by a larger one
+/// holding the running generation's ranges, the links move to programs
+/// loaded on it, and the other maps (conntrack here) stay. A restart
+/// adopts the grown array.
+#[test]
+fn the_bounds_grow_to_the_need_and_links_follow() {
+    let guard = PinDirGuard::new();
+    let pin = guard.path.clone();
+    let ns = Netns::new();
+    let _in_ns = ns.enter();
+    let bounds = Fixture::new(1).layout.bounds.len() as u32;
+    assert!(
+        (9..=16).contains(&bounds),
+        "the fixture has {bounds} bounds"
+    );
+
+    let mut dp = Dataplane::load_sized(Some(&pin), DEFAULT_CT_ENTRIES, 16).expect("load pinned");
+    assert_eq!(dp.bounds_capacity(), 16);
+    dp.attach("veth0").expect("attach");
+    let first_xdp = dp.xdp_program().unwrap().info().unwrap().id();
+
+    // The first fits.
+    write_and_check(&mut dp, &Fixture::new(1));
+    assert_eq!(dp.bounds_capacity(), 16);
+    assert_eq!(dp.bounds_region(1).unwrap().start, 0);
+    let ct = {
+        let mut ct: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
+            aya::maps::Map::LruHashMap(MapData::from_pin(pin.join(names::CT)).unwrap()),
+        )
+        .unwrap();
+        let entry = CtEntry {
+            generation: 1,
+            state: CT_TCP_ESTABLISHED,
+            ..CtEntry::default()
+        };
+        ct.insert(ct_key(1), entry, 0).unwrap();
+        entry
+    };
+
+    // The second would go after the first, past the end: the array grows
+    // to hold the first and two like the second, the first's ranges are
+    // copied, and the link runs the programs loaded on the new array.
+    write_and_check(&mut dp, &Fixture::new(2));
+    let grown = (3 * bounds).next_power_of_two();
+    assert_eq!(dp.bounds_capacity(), grown);
+    assert_eq!(dp.bounds_region(0).unwrap().start, bounds);
+    let second_xdp = dp.xdp_program().unwrap().info().unwrap().id();
+    assert_ne!(second_xdp, first_xdp);
+    assert_eq!(ns.xdp_prog_id("veth0"), Some(u64::from(second_xdp)));
+    assert_eq!(dp.attachments().len(), 1);
+    assert_eq!(dp.lookup_conntrack(&ct_key(1)).unwrap(), Some(ct));
+    assert!(!pin.join(format!("{}-new", names::BOUNDS)).exists());
+
+    // The third fits before the second: no growth.
+    write_and_check(&mut dp, &Fixture::new(3));
+    assert_eq!(dp.bounds_capacity(), grown);
+    assert_eq!(dp.bounds_region(1).unwrap().start, 0);
+
+    // A restart adopts the grown array and the running generation in it.
+    drop(dp);
+    let mut again = Dataplane::load(Some(&pin)).expect("reload pinned");
+    assert_eq!(again.bounds_capacity(), grown);
+    assert_eq!(again.read_slot(1).unwrap(), Fixture::new(3).contents());
+    write_and_check(&mut again, &Fixture::new(4));
+
+    // Unpinned, the programs cannot move: a clear error, nothing changed.
+    let mut private = Dataplane::load_sized(None, DEFAULT_CT_ENTRIES, 8).expect("load");
+    let err = private
+        .write_generation(&Fixture::new(1).maps())
+        .unwrap_err();
+    assert!(
+        matches!(err, DataplaneError::BoundsFull { capacity: 8, .. }),
+        "{err}"
+    );
+    assert_eq!(private.active_generation().unwrap(), 0);
+    assert!(Dataplane::load_sized(None, DEFAULT_CT_ENTRIES, 0).is_err());
 }

@@ -6,6 +6,12 @@
 //!   18 MB of JSON, over the old 16 MiB request limit, is applied with
 //!   `filterctl apply`; then datagrams from sampled sources get, in the
 //!   kernel, the verdict the reference evaluator gives them.
+//! - `the_bounds_grow_under_an_open_connection`: a daemon whose
+//!   `FILTER_BOUNDS` starts at 1024 ranges applies diverse documents that
+//!   need more (ARCHITECTURE.md, "Growing the bounds"): the array grows,
+//!   sampled datagrams get the evaluator's verdicts after each apply and
+//!   after a restart, and a TCP connection opened before the second growth
+//!   goes on after it (conntrack and links carried over).
 //! - `a_request_over_the_limit_is_refused_with_the_limit`: a daemon with
 //!   `--max-request-size 1K` answers an apply of a larger document with an
 //!   error that names the limit, and `filterctl` shows it.
@@ -13,7 +19,9 @@
 //! Topology: namespace `host` runs the daemon and guards the host end of a
 //! veth (tap mode) whose other end, in `inst`, holds the ENI address.
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
     time::Duration,
 };
 
@@ -123,21 +131,9 @@ fn a_100k_rule_diverse_document_applies_through_filterctl() -> Result<()> {
         let mut net = TestNet::new(id)?;
         let host = net.netns("host")?;
         let inst = net.netns("inst")?;
-        let veth = net.veth(&host, &inst)?;
-        // The generator's addresses (issue 18's table: sources in
-        // 172.16.0.0/12), not documentation ones: they stay inside the two
-        // private namespaces, so they are added with `ip` directly.
-        host.ip(&["addr", "add", "10.0.1.1/24", "dev", &veth.a.name])?;
-        inst.ip(&[
-            "addr",
-            "add",
-            &format!("{ENI_ADDR}/24"),
-            "dev",
-            &veth.b.name,
-        ])?;
-        inst.ip(&["route", "add", "172.16.0.0/12", "via", "10.0.1.1"])?;
+        let dev = scale_net(&mut net, &host, &inst)?;
 
-        let text = Generator::Diverse.document(RULES, &veth.a.name).to_string();
+        let text = Generator::Diverse.document(RULES, &dev).to_string();
         ensure!(
             text.len() > 16 << 20,
             "the document ({} bytes) should be over the old 16 MiB limit",
@@ -145,9 +141,6 @@ fn a_100k_rule_diverse_document_applies_through_filterctl() -> Result<()> {
         );
         let rs = load(&text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let samples = samples(&rs)?;
-        for (src, _) in &samples {
-            host.ip(&["addr", "add", &format!("{src}/32"), "dev", &veth.a.name])?;
-        }
 
         // Declared after `net`: the daemon stops while its interface exists.
         let daemon = DaemonGuard::start(id, &host)?;
@@ -167,15 +160,124 @@ fn a_100k_rule_diverse_document_applies_through_filterctl() -> Result<()> {
         let server =
             inst.run(|| UdpSocket::bind(SocketAddr::new(eni_addr, DIVERSE_UDP_PORT)))??;
         server.set_read_timeout(Some(WAIT))?;
-        for (src, expected) in samples {
-            let got = arrives(&host, &server, src)?;
-            ensure!(
-                got == (expected == Verdict::Accept),
-                "a datagram from {src} to port {DIVERSE_UDP_PORT}: the evaluator says {expected:?}, \
-                 the kernel {}",
-                if got { "let it through" } else { "dropped it" }
-            );
-        }
+        check_samples(&host, &server, &dev, &samples)?;
+        daemon.shutdown()
+    })
+}
+
+/// The guarded end's address and the instance's route to the generator's
+/// sources, on a fresh veth between `host` and `inst`; the veth's name on
+/// the host.
+fn scale_net(net: &mut TestNet, host: &Netns, inst: &Netns) -> Result<String> {
+    let veth = net.veth(host, inst)?;
+    // The generator's addresses (issue 18's table: sources in
+    // 172.16.0.0/12), not documentation ones: they stay inside the two
+    // private namespaces, so they are added with `ip` directly.
+    host.ip(&["addr", "add", "10.0.1.1/24", "dev", &veth.a.name])?;
+    inst.ip(&[
+        "addr",
+        "add",
+        &format!("{ENI_ADDR}/24"),
+        "dev",
+        &veth.b.name,
+    ])?;
+    inst.ip(&["route", "add", "172.16.0.0/12", "via", "10.0.1.1"])?;
+    Ok(veth.a.name.clone())
+}
+
+/// Sends a datagram from each sample's source (added to `dev` first) and
+/// checks that the kernel gives the evaluator's verdict.
+fn check_samples(
+    host: &Netns,
+    server: &UdpSocket,
+    dev: &str,
+    samples: &[(IpAddr, Verdict)],
+) -> Result<()> {
+    for &(src, expected) in samples {
+        // Already there after a restart or from an earlier document.
+        let _ = host.ip(&["addr", "add", &format!("{src}/32"), "dev", dev]);
+        let got = arrives(host, server, src)?;
+        ensure!(
+            got == (expected == Verdict::Accept),
+            "a datagram from {src} to port {DIVERSE_UDP_PORT}: the evaluator says {expected:?}, \
+             the kernel {}",
+            if got { "let it through" } else { "dropped it" }
+        );
+    }
+    Ok(())
+}
+
+/// `FILTER_BOUNDS`'s size, read from its pin.
+fn bounds_capacity(pin_dir: &Path) -> Result<u32> {
+    let map = aya::maps::MapData::from_pin(pin_dir.join(filter_common::names::BOUNDS))?;
+    Ok(map.info()?.max_entries())
+}
+
+/// A round trip on an open connection.
+fn echo(client: &mut TcpStream, server: &mut TcpStream) -> Result<()> {
+    client.write_all(b"ping")?;
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf)?;
+    server.write_all(&buf)?;
+    client.read_exact(&mut buf)?;
+    ensure!(&buf == b"ping", "the echo came back as {buf:?}");
+    Ok(())
+}
+
+#[test]
+fn the_bounds_grow_under_an_open_connection() -> Result<()> {
+    const INITIAL: u32 = 1024;
+    scale_test("scale_bounds_grow", |id| {
+        let mut net = TestNet::new(id)?;
+        let host = net.netns("host")?;
+        let inst = net.netns("inst")?;
+        let dev = scale_net(&mut net, &host, &inst)?;
+        let eni_addr: IpAddr = ENI_ADDR.parse()?;
+        let server =
+            inst.run(|| UdpSocket::bind(SocketAddr::new(eni_addr, DIVERSE_UDP_PORT)))??;
+        server.set_read_timeout(Some(WAIT))?;
+
+        let options = DaemonOptions {
+            args: vec!["--bounds-entries".into(), INITIAL.to_string()],
+            ..DaemonOptions::default()
+        };
+        let mut daemon = DaemonGuard::start_with(id, &host, options)?;
+        let small = Generator::Diverse.document(500, &dev).to_string();
+        daemon.apply_text(&small)?;
+        let first = bounds_capacity(daemon.pin_dir())?;
+        ensure!(first > INITIAL, "FILTER_BOUNDS did not grow: {first}");
+        let rs = load(&small).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        check_samples(&host, &server, &dev, &samples(&rs)?)?;
+
+        // The instance opens a connection out (basic groups let it), whose
+        // replies only conntrack admits.
+        let listener = host.run(|| TcpListener::bind("10.0.1.1:7000"))??;
+        let mut client = inst.run(|| {
+            TcpStream::connect_timeout(&"10.0.1.1:7000".parse()?, WAIT).map_err(anyhow::Error::from)
+        })??;
+        client.set_read_timeout(Some(WAIT))?;
+        let (mut accepted, _) = listener.accept()?;
+        accepted.set_read_timeout(Some(WAIT))?;
+        echo(&mut client, &mut accepted)?;
+
+        let large = Generator::Diverse.document(2_000, &dev).to_string();
+        daemon.apply_text(&large)?;
+        let second = bounds_capacity(daemon.pin_dir())?;
+        ensure!(second > first, "FILTER_BOUNDS did not grow again: {second}");
+        echo(&mut client, &mut accepted).context("the connection after the growth")?;
+        let rs = load(&large).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let samples = samples(&rs)?;
+        check_samples(&host, &server, &dev, &samples)?;
+        ensure!(
+            daemon.log().contains("FILTER_BOUNDS grew"),
+            "the daemon did not log the growth"
+        );
+
+        // A restart adopts the grown array and its running generation.
+        daemon.restart()?;
+        ensure!(bounds_capacity(daemon.pin_dir())? == second);
+        check_samples(&host, &server, &dev, &samples)?;
+        echo(&mut client, &mut accepted).context("the connection after a restart")?;
         daemon.shutdown()
     })
 }

@@ -6,16 +6,18 @@
 use std::collections::BTreeMap;
 
 use filter_common::{
-    bounds_base, family_index, id_index, proto_class_index, AddrKeyData, Bound, PortKeyData,
-    RuleHit, RuleSetRuns, Run, TableMeta, ACTION_NONE, ADDR_KEY_FIXED_BITS, FAMILY_V4, FAMILY_V6,
-    ID_NONE, MAX_BOUNDS, MAX_RULE_SETS, PORT_KEY_FIXED_BITS, SLOT_ID_BIT, TABLE_LIVE,
+    family_index, id_index, proto_class_index, AddrKeyData, Bound, PortKeyData, RuleHit,
+    RuleSetRuns, Run, TableMeta, ACTION_NONE, ADDR_KEY_FIXED_BITS, FAMILY_V4, FAMILY_V6, ID_NONE,
+    MAX_BOUNDS, MAX_RULE_SETS, MAX_RUN_BOUNDS, PORT_KEY_FIXED_BITS, SLOT_ID_BIT, TABLE_LIVE,
 };
 
 use super::LpmEntry;
 
 /// One generation's `FILTER_TABLES`, `FILTER_RULE_SETS` and `FILTER_BOUNDS`
-/// contents. Ids are the compiler's (with the slot bit); bounds go to
-/// `FILTER_BOUNDS[base + i]`, and every [`Run`] names absolute indexes.
+/// contents. Ids are the compiler's (with the slot bit). Every [`Run`]
+/// names indexes of `bounds`: where they land in `FILTER_BOUNDS` is the
+/// writer's choice (beside the running generation), and it adds that base
+/// to each run as it writes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
     /// Every table, [`TABLE_LIVE`] set and its runs filled in.
@@ -23,8 +25,6 @@ pub struct Layout {
     /// Every rule set of the generation (ids `0..n` of the slot), with
     /// empty runs for a family it has no rule of.
     pub rule_sets: Vec<(u32, RuleSetRuns)>,
-    /// The slot's first `FILTER_BOUNDS` index.
-    pub base: u32,
     pub bounds: Vec<Bound>,
 }
 
@@ -50,6 +50,11 @@ pub enum LayoutError {
         count: usize,
         limit: usize,
     },
+    #[error(
+        "one table's sorted ranges: {count} is more than the {limit} the kernel's binary search \
+         covers"
+    )]
+    RunTooLong { count: usize, limit: usize },
     /// A compiler bug: a prefix shorter than its key's fixed fields, or one
     /// for an id that is not a table of the generation.
     #[error("prefix table entry {0} cannot be laid out")]
@@ -154,9 +159,9 @@ where
     Ok(groups)
 }
 
-/// Appends bounds and hands out their runs, within one slot's half.
+/// Appends bounds and hands out their runs: at most `limit` bounds in all,
+/// and no run longer than the kernel's search covers.
 struct Writer {
-    base: u32,
     limit: usize,
     bounds: Vec<Bound>,
 }
@@ -170,6 +175,12 @@ impl Writer {
     ) -> Result<Run, LayoutError> {
         let ranges = flatten(spans, nothing, last);
         let start = self.bounds.len();
+        if ranges.len() > MAX_RUN_BOUNDS as usize {
+            return Err(LayoutError::RunTooLong {
+                count: ranges.len(),
+                limit: MAX_RUN_BOUNDS as usize,
+            });
+        }
         if start + ranges.len() > self.limit {
             return Err(LayoutError::TooMany {
                 what: "sorted range bounds (FILTER_BOUNDS)",
@@ -180,7 +191,7 @@ impl Writer {
         self.bounds
             .extend(ranges.into_iter().map(|(key, v)| bound(key, v)));
         Ok(Run {
-            start: self.base + start as u32,
+            start: start as u32,
             len: (self.bounds.len() - start) as u32,
         })
     }
@@ -227,7 +238,7 @@ fn table_mut(
 
 impl Layout {
     /// Lays out the prefix tables of the generation in `slot`, within half
-    /// of `FILTER_BOUNDS` and `FILTER_RULE_SETS`.
+    /// of `FILTER_RULE_SETS` and of the largest `FILTER_BOUNDS`.
     pub fn build(p: &Prefixes<'_>, slot: u32) -> Result<Layout, LayoutError> {
         Self::build_within(p, slot, (MAX_BOUNDS / 2) as usize)
     }
@@ -243,7 +254,6 @@ impl Layout {
             });
         }
         let mut w = Writer {
-            base: bounds_base(slot),
             limit,
             bounds: Vec::new(),
         };
@@ -294,7 +304,6 @@ impl Layout {
         Ok(Layout {
             tables: tables.into_iter().collect(),
             rule_sets,
-            base: w.base,
             bounds: w.bounds,
         })
     }
@@ -302,10 +311,7 @@ impl Layout {
     /// The bound of the range of `run` that holds `key`: the kernel's
     /// binary search (`filter_common::search`), on this layout.
     pub fn find(&self, run: Run, key: u128) -> Option<&Bound> {
-        let at = |i: u32| {
-            i.checked_sub(self.base)
-                .and_then(|i| self.bounds.get(i as usize))
-        };
+        let at = |i: u32| self.bounds.get(i as usize);
         filter_common::search(run, ((key >> 64) as u64, key as u64), at)
     }
 

@@ -285,6 +285,8 @@ impl Dataplane {
     pub fn detach(&mut self, ifname: &str) -> Result<bool> {
         check_ifname(ifname)?;
         let mut found = false;
+        // Not to be moved after a growth any more (its pins go below).
+        self.unmoved.retain(|(name, _)| name != ifname);
         if let Some(held) = self.links.remove(ifname) {
             held.detach()?;
             found = true;

@@ -9,9 +9,9 @@ use aya::{
     Pod,
 };
 use filter_common::{
-    bounds_base, eni_direct_index, generation_slot, names, Bound, CellKey, EniConfig, EniKey,
-    GenConfig, RuleSetRuns, Run, TableMeta, ENI_DIRECT_IFINDEXES, MAX_BOUNDS, MAX_RULE_SETS,
-    MAX_TABLES, SLOT_ID_BIT, TABLE_LIVE,
+    eni_direct_index, generation_slot, names, Bound, CellKey, EniConfig, EniKey, GenConfig,
+    RuleSetRuns, Run, TableMeta, ENI_DIRECT_IFINDEXES, MAX_BOUNDS, MAX_RULE_SETS, MAX_TABLES,
+    SLOT_ID_BIT, TABLE_LIVE,
 };
 
 use super::{
@@ -25,7 +25,7 @@ pub use crate::compile::LpmEntry;
 /// The contents of one generation's slot, borrowed from the compiler's
 /// output (`compile::Compiled`). Every key must carry the generation's slot
 /// (`EniKey.slot`, or [`SLOT_ID_BIT`] in table and rule-set ids), and every
-/// run must lie in the slot's half of `FILTER_BOUNDS`.
+/// run must lie within the layout's bounds (the writer places them).
 #[derive(Clone, Copy, Debug)]
 pub struct GenerationMaps<'a> {
     pub generation: u32,
@@ -80,7 +80,9 @@ pub struct WriteSummary {
 
 /// What one slot of the maps holds, read back (entries sorted by key).
 /// Of the arrays, what the slot can reach: live tables, rule sets with a
-/// range, and the bounds their runs name.
+/// range, and the bounds their runs name. Runs are relative to the
+/// generation's bounds and `config.bounds` is left out, as the compiler
+/// made them: where the bounds lie is [`super::Dataplane::bounds_region`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotContents {
     pub config: GenConfig,
@@ -90,8 +92,7 @@ pub struct SlotContents {
     pub cells: Vec<(CellKey, u32)>,
     pub tables: Vec<(u32, TableMeta)>,
     pub rule_sets: Vec<(u32, RuleSetRuns)>,
-    /// `FILTER_BOUNDS` from the slot's first index to the end of the last
-    /// run.
+    /// The generation's bounds up to the end of its last run.
     pub bounds: Vec<Bound>,
 }
 
@@ -132,7 +133,7 @@ impl SlotContents {
             .collect();
         let tables = sorted_pairs(&g.layout.tables);
         let end = runs(&tables, &rule_sets)
-            .map(|r| r.start + r.len - g.layout.base)
+            .map(|r| r.start + r.len)
             .max()
             .unwrap_or(0);
         Self {
@@ -227,25 +228,67 @@ fn validate(maps: &GenerationMaps<'_>, slot: u32) -> std::result::Result<(), Str
     }
     within(names::TABLES, &layout.tables, MAX_TABLES)?;
     within(names::RULE_SETS, &layout.rule_sets, MAX_RULE_SETS)?;
-    let base = bounds_base(slot);
-    if layout.base != base || layout.bounds.len() > (MAX_BOUNDS / 2) as usize {
+    // Each generation gets at most half of the largest array, so that the
+    // running one and the next always fit side by side.
+    if layout.bounds.len() > (MAX_BOUNDS / 2) as usize {
         return Err(format!(
-            "{} holds {} bounds from index {}, not at most {} from {base}",
-            names::BOUNDS,
+            "{} bounds are more than the {} one generation may use in {}",
             layout.bounds.len(),
-            layout.base,
-            MAX_BOUNDS / 2
+            MAX_BOUNDS / 2,
+            names::BOUNDS
         ));
     }
-    let end = u64::from(base) + layout.bounds.len() as u64;
+    let end = layout.bounds.len() as u64;
     if let Some(run) = runs(&layout.tables, &layout.rule_sets)
-        .find(|r| r.start < base || u64::from(r.start) + u64::from(r.len) > end)
+        .find(|r| u64::from(r.start) + u64::from(r.len) > end)
     {
-        return Err(format!(
-            "run {run:?} is outside the bounds written ({base}..{end})"
-        ));
+        return Err(format!("run {run:?} is past the {end} bounds written"));
     }
     Ok(())
+}
+
+/// Where a generation of `len` bounds goes in a `FILTER_BOUNDS` of
+/// `capacity` entries, beside the running generation's `running`: before
+/// it when it fits there, else after it. None when the array is too small:
+/// it has to grow ([`super::Dataplane::write_generation`]).
+pub(crate) fn place(running: Run, len: u32, capacity: u32) -> Option<u32> {
+    if len <= running.start {
+        return Some(0);
+    }
+    let after = running.start + running.len;
+    (u64::from(after) + u64::from(len) <= u64::from(capacity)).then_some(after)
+}
+
+/// A run whose start `to` maps (an empty run stays empty, at 0): into
+/// `FILTER_BOUNDS` when written, back to the generation's own indexes when
+/// read.
+fn moved(run: Run, to: impl Fn(u32) -> u32) -> Run {
+    if run.len == 0 {
+        return run;
+    }
+    Run {
+        start: to(run.start),
+        ..run
+    }
+}
+
+/// Every run of a table, [`moved`].
+fn table_moved(t: TableMeta, to: impl Fn(u32) -> u32 + Copy) -> TableMeta {
+    TableMeta {
+        dport: t.dport.map(|r| moved(r, to)),
+        sport: t.sport.map(|r| moved(r, to)),
+        local: t.local.map(|r| moved(r, to)),
+        members: t.members.map(|r| moved(r, to)),
+        ..t
+    }
+}
+
+/// Both runs of a rule set, [`moved`].
+fn rule_set_moved(r: RuleSetRuns, to: impl Fn(u32) -> u32 + Copy) -> RuleSetRuns {
+    RuleSetRuns {
+        v4: moved(r.v4, to),
+        v6: moved(r.v6, to),
+    }
 }
 
 fn is_enoent(e: &MapError) -> bool {
@@ -303,7 +346,7 @@ fn delete_keys<K: Pod, V: Pod>(
 }
 
 /// A failed batch call as aya reports failed map calls.
-fn batch_error(io_error: std::io::Error) -> MapError {
+pub(crate) fn batch_error(io_error: std::io::Error) -> MapError {
     MapError::SyscallError(aya::sys::SyscallError {
         call: "bpf_map_*_batch",
         io_error,
@@ -428,22 +471,34 @@ fn read_hash<K: Pod + SlotKey + Ord + Copy, V: Pod>(
 impl Maps {
     /// Reads back everything `slot` holds.
     pub(crate) fn read_slot(&self, slot: u32) -> Result<SlotContents> {
-        let tables = read_array(names::TABLES, &self.tables, slot, MAX_TABLES, |t| {
-            t.flags & TABLE_LIVE != 0
-        })?;
-        let rule_sets = read_array(
+        let config = self.slot_config(slot)?;
+        let region = config.bounds;
+        // Back to the generation's own indexes (leftovers of an interrupted
+        // apply may not lie in the region: wrapped, not a panic).
+        let back = |start: u32| start.wrapping_sub(region.start);
+        let tables: Vec<(u32, TableMeta)> =
+            read_array(names::TABLES, &self.tables, slot, MAX_TABLES, |t| {
+                t.flags & TABLE_LIVE != 0
+            })?
+            .into_iter()
+            .map(|(id, t)| (id, table_moved(t, back)))
+            .collect();
+        let rule_sets: Vec<(u32, RuleSetRuns)> = read_array(
             names::RULE_SETS,
             &self.rule_sets,
             slot,
             MAX_RULE_SETS,
             rule_set_live,
-        )?;
-        let base = bounds_base(slot);
+        )?
+        .into_iter()
+        .map(|(id, r)| (id, rule_set_moved(r, back)))
+        .collect();
         let end = runs(&tables, &rule_sets)
-            .map(|r| r.start + r.len)
+            .map(|r| r.start.saturating_add(r.len))
             .max()
-            .unwrap_or(base);
-        let bounds = (base..end)
+            .unwrap_or(0)
+            .min(region.len);
+        let bounds = (region.start..region.start + end)
             .map(|i| {
                 self.bounds
                     .get(&i, 0)
@@ -451,10 +506,10 @@ impl Maps {
             })
             .collect::<Result<Vec<Bound>>>()?;
         Ok(SlotContents {
-            config: self
-                .config
-                .get(&slot, 0)
-                .map_err(|e| DataplaneError::map(names::CONFIG, "reading", e))?,
+            config: GenConfig {
+                bounds: Run::default(),
+                ..config
+            },
             enis: self.read_enis(slot)?,
             enis_direct: live_entries(
                 names::ENIS_DIRECT,
@@ -467,6 +522,13 @@ impl Maps {
             rule_sets,
             bounds,
         })
+    }
+
+    /// `FILTER_CONFIG[slot]`.
+    pub(crate) fn slot_config(&self, slot: u32) -> Result<GenConfig> {
+        self.config
+            .get(&slot, 0)
+            .map_err(|e| DataplaneError::map(names::CONFIG, "reading", e))
     }
 
     /// The ENIs `slot` guards.
@@ -540,8 +602,9 @@ impl Maps {
         Ok(n)
     }
 
-    /// Writes every entry of `g` into `slot`, which must be empty.
-    fn fill_slot(&mut self, g: &GenerationMaps<'_>, slot: u32) -> Result<usize> {
+    /// Writes every entry of `g` into `slot`, which must be empty, its
+    /// bounds from `FILTER_BOUNDS[base]` on.
+    fn fill_slot(&mut self, g: &GenerationMaps<'_>, slot: u32, base: u32) -> Result<usize> {
         fn hash<K: Pod, V: Pod>(
             name: &'static str,
             map: &mut HashMap<MapData, K, V>,
@@ -562,16 +625,24 @@ impl Maps {
                 .map_err(|e| DataplaneError::map(name, "writing the new slot", e))
         }
         let layout = g.layout;
+        let config = GenConfig {
+            bounds: Run {
+                start: base,
+                len: layout.bounds.len() as u32,
+            },
+            ..*g.config
+        };
         self.config
-            .set(slot, g.config, 0)
+            .set(slot, config, 0)
             .map_err(|e| DataplaneError::map(names::CONFIG, "writing the new slot", e))?;
         let mut n = 1;
+        let to = |start: u32| start + base;
         // Lookup order, leaves first: the ENIs, which make the rest
         // reachable, last.
         n += array(
             names::BOUNDS,
             &self.bounds,
-            (layout.base..).zip(layout.bounds.iter().copied()),
+            (base..).zip(layout.bounds.iter().copied()),
         )?;
         n += array(
             names::RULE_SETS,
@@ -579,7 +650,7 @@ impl Maps {
             layout
                 .rule_sets
                 .iter()
-                .map(|&(id, r)| (Layout::rule_set_index(id), r)),
+                .map(|&(id, r)| (Layout::rule_set_index(id), rule_set_moved(r, to))),
         )?;
         n += hash(names::CELLS, &mut self.cells, g.cells)?;
         n += array(
@@ -588,7 +659,7 @@ impl Maps {
             layout
                 .tables
                 .iter()
-                .map(|&(id, t)| (Layout::table_index(id), t)),
+                .map(|&(id, t)| (Layout::table_index(id), table_moved(t, to))),
         )?;
         n += hash(names::ENIS, &mut self.enis, g.enis)?;
         // The array copies of the same ENIs (not counted again), after
@@ -658,6 +729,15 @@ impl Maps {
             )));
         }
         validate(g, slot).map_err(bad)?;
+        let len = g.layout.bounds.len() as u32;
+        let base = self
+            .bounds_base_for(len)?
+            .ok_or(DataplaneError::BoundsFull {
+                needed: len,
+                running: self.running_bounds()?,
+                capacity: self.bounds_capacity,
+                why: "the data plane did not grow it",
+            })?;
 
         // Leftovers of an apply that was interrupted (the process died
         // between writing and cleaning up) must not mix into this one.
@@ -667,7 +747,7 @@ impl Maps {
             self.purge_slot(slot)?
         };
 
-        let written = match self.fill_slot(g, slot) {
+        let written = match self.fill_slot(g, slot, base) {
             Ok(n) => n,
             Err(e) => {
                 self.discard_slot(slot, generation);
@@ -715,6 +795,20 @@ impl Maps {
             stale_removed,
             cleanup_error,
         })
+    }
+
+    /// Where the running generation's bounds lie (empty before the first).
+    pub(crate) fn running_bounds(&self) -> Result<Run> {
+        match self.active_generation()? {
+            0 => Ok(Run::default()),
+            active => Ok(self.slot_config(generation_slot(active))?.bounds),
+        }
+    }
+
+    /// Where a generation of `len` bounds would go now ([`place`]); None
+    /// when `FILTER_BOUNDS` must grow first.
+    pub(crate) fn bounds_base_for(&self, len: u32) -> Result<Option<u32>> {
+        Ok(place(self.running_bounds()?, len, self.bounds_capacity))
     }
 
     /// Undoes a partial write. The slot is invisible to the programs, so a
@@ -812,19 +906,6 @@ mod tests {
         assert_eq!(validate(&g, 1), Ok(()));
         assert!(validate(&g, 0).is_err());
 
-        // Bounds in the other half.
-        let other = Layout {
-            base: 0,
-            ..layout.clone()
-        };
-        assert!(validate(
-            &GenerationMaps {
-                layout: &other,
-                ..g
-            },
-            1
-        )
-        .is_err());
         // A run past the bounds written.
         let mut short = layout.clone();
         short.bounds.pop();
@@ -836,5 +917,16 @@ mod tests {
             1
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_generation_goes_before_the_running_one_or_after_it() {
+        let running = Run { start: 10, len: 5 };
+        assert_eq!(place(Run::default(), 100, 100), Some(0), "nothing runs");
+        assert_eq!(place(Run::default(), 101, 100), None);
+        assert_eq!(place(running, 10, 100), Some(0), "room before");
+        assert_eq!(place(running, 11, 100), Some(15), "else after");
+        assert_eq!(place(running, 85, 100), Some(15));
+        assert_eq!(place(running, 86, 100), None, "it must grow");
     }
 }

@@ -9,7 +9,7 @@ use aya::{
 use filter_common::{
     names, Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry,
     FragKey, GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, HOT_RULE_SLOTS,
-    MAX_BOUNDS, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
+    MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
 };
 
 use super::error::{DataplaneError, Result};
@@ -18,7 +18,7 @@ use super::error::{DataplaneError, Result};
 /// The flow-log collector (`crate::flowlog`) reads `FILTER_CT`,
 /// `FILTER_REJECTS`, `FILTER_FLOWLOSS` and `FILTER_ENIS` through these pins.
 /// (The flow-log ring buffer is deliberately not here: a new daemon reads
-/// from a new one, taken with `Dataplane::take_map`.)
+/// from a new one, pinned for this process alone; see `open`.)
 pub(crate) const PINNED_MAPS: &[&str] = &[
     names::ACTIVE,
     names::CLOCK,
@@ -48,6 +48,8 @@ pub(crate) struct Maps {
     pub cells: HashMap<MapData, CellKey, u32>,
     pub rule_sets: Array<MapData, RuleSetRuns>,
     pub bounds: Array<MapData, Bound>,
+    /// `FILTER_BOUNDS`'s size: any, since it grows to the need.
+    pub bounds_capacity: u32,
     pub ct: HashMap<MapData, CtKey, CtEntry>,
     pub stats: PerCpuArray<MapData, u64>,
     /// Rule slots below `HOT_RULE_SLOTS`, per CPU.
@@ -85,7 +87,6 @@ impl Maps {
         // made by a build with smaller ones would refuse its writes.
         check_entries(ebpf, names::TABLES, MAX_TABLES)?;
         check_entries(ebpf, names::RULE_SETS, MAX_RULE_SETS)?;
-        check_entries(ebpf, names::BOUNDS, MAX_BOUNDS)?;
         check_entries(ebpf, names::RULE_STATS, HOT_RULE_SLOTS)?;
         check_entries(
             ebpf,
@@ -102,6 +103,7 @@ impl Maps {
         check::<u32, RuleStats>(ebpf, names::RULE_STATS_SHARED, false)?;
         check::<RejectKey, RejectEntry>(ebpf, names::REJECTS, false)?;
         check::<u32, FlowLoss>(ebpf, names::FLOWLOSS, true)?;
+        let bounds_capacity = max_entries(ebpf, names::BOUNDS)?;
         Ok(Self {
             active: typed(ebpf, names::ACTIVE)?,
             clock: typed(ebpf, names::CLOCK)?,
@@ -112,6 +114,7 @@ impl Maps {
             cells: typed(ebpf, names::CELLS)?,
             rule_sets: typed(ebpf, names::RULE_SETS)?,
             bounds: typed(ebpf, names::BOUNDS)?,
+            bounds_capacity,
             ct: typed(ebpf, names::CT)?,
             stats: typed(ebpf, names::STATS)?,
             rule_stats: typed(ebpf, names::RULE_STATS)?,
@@ -133,6 +136,16 @@ where
         .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map)
         .map_err(|e| DataplaneError::map(name, "checking its type against filter-common", e))
+}
+
+/// A map's size as the kernel made it (a pinned map keeps its own).
+fn max_entries(ebpf: &Ebpf, name: &'static str) -> Result<u32> {
+    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+    let (data, _) = data_and_type(map).ok_or(DataplaneError::MissingMap(name))?;
+    Ok(data
+        .info()
+        .map_err(|e| DataplaneError::map(name, "reading its kernel info", e))?
+        .max_entries())
 }
 
 /// The map's data and the kernel type its object definition asks for.
@@ -214,14 +227,7 @@ fn check<K: Pod, V: Pod>(ebpf: &Ebpf, name: &'static str, per_cpu: bool) -> Resu
 /// A pin of another size (made by an older build) is refused by name: the
 /// size of a map is fixed when it is created (docs/OPERATIONS.md, "Upgrade").
 fn check_entries(ebpf: &Ebpf, name: &'static str, expected: u32) -> Result<()> {
-    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
-    let Some((data, _)) = data_and_type(map) else {
-        return Ok(());
-    };
-    let found = data
-        .info()
-        .map_err(|e| DataplaneError::map(name, "reading its kernel info", e))?
-        .max_entries();
+    let found = max_entries(ebpf, name)?;
     if found != expected {
         return Err(DataplaneError::PinnedLayout {
             name,

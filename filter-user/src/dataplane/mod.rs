@@ -20,6 +20,7 @@ mod enforcer;
 mod error;
 mod flows;
 mod generation;
+mod grow;
 pub mod hooks;
 mod links;
 mod maps;
@@ -30,11 +31,14 @@ pub(crate) mod sys;
 use std::{collections::BTreeMap, fs, io, path::Path};
 
 use aya::{
-    maps::Map,
+    maps::{Map, MapData},
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use filter_common::{names, CtEntry, CtKey, EniConfig, EniKey, DEFAULT_CT_ENTRIES, STAT_COUNT};
+use filter_common::{
+    names, CtEntry, CtKey, EniConfig, EniKey, Run, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS, MAX_BOUNDS,
+    STAT_COUNT,
+};
 
 pub use attach::{Attachment, IngressHook};
 pub use counters::RuleCounters;
@@ -62,6 +66,13 @@ pub struct Dataplane {
     /// Set while an upgrade over another layout waits for its first
     /// generation (see [`Dataplane::load_object`]).
     upgrade: Option<Upgrade>,
+    /// The object the programs came from: growing `FILTER_BOUNDS` loads
+    /// them again ([`Dataplane::grow_bounds`]).
+    object: &'static [u8],
+    /// Interfaces whose pinned links still run the programs of the
+    /// `FILTER_BOUNDS` before it grew: no generation is written until they
+    /// are moved.
+    unmoved: Vec<(String, Attachment)>,
 }
 
 /// An upgrade over pinned maps of another layout, until the first
@@ -73,16 +84,57 @@ struct Upgrade {
     held_back: Vec<(String, IngressHook)>,
 }
 
+/// How [`open`] gets `FILTER_BOUNDS`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Bounds {
+    /// The pinned one, at its own size; else a new one of this many
+    /// entries, pinned.
+    Adopt(u32),
+    /// A new one of this many entries, not pinned yet
+    /// ([`Dataplane::grow_bounds`] pins it once it holds the running
+    /// generation).
+    Grown(u32),
+}
+
 /// Opens the object: maps pinned under `pin_dir` adopted (checked against
 /// this build's layouts) or created and pinned.
-fn open(object: &[u8], pin_dir: Option<&PinDir>, ct_entries: u32) -> Result<(Ebpf, Maps)> {
+///
+/// The flow-log ring buffer is pinned too, but only for this process: a
+/// new process starts on a new ring (`Bounds::Adopt` removes the pin), and
+/// its programs reloaded on a grown `FILTER_BOUNDS` write into the ring
+/// its reader already holds.
+pub(crate) fn open(
+    object: &[u8],
+    pin_dir: Option<&PinDir>,
+    ct_entries: u32,
+    bounds: Bounds,
+) -> Result<(Ebpf, Maps)> {
     let mut loader = EbpfLoader::new();
     // Only a map this load creates takes it; aya reuses a pin as it is.
     loader.map_max_entries(names::CT, ct_entries);
+    let bounds_entries = match bounds {
+        Bounds::Adopt(entries) => pin_dir
+            .and_then(|dir| MapData::from_pin(dir.root().join(names::BOUNDS)).ok())
+            .and_then(|map| map.info().ok())
+            .map_or(entries, |info| info.max_entries()),
+        Bounds::Grown(entries) => entries,
+    };
+    if !(2..=MAX_BOUNDS).contains(&bounds_entries) {
+        return Err(DataplaneError::BoundsEntries(bounds_entries));
+    }
+    // aya checks indexes against the object's size: it must be the map's.
+    loader.map_max_entries(names::BOUNDS, bounds_entries);
     if let Some(dir) = pin_dir {
         for name in PINNED_MAPS {
-            loader.map_pin_path(name, dir.root().join(name));
+            if *name != names::BOUNDS || matches!(bounds, Bounds::Adopt(_)) {
+                loader.map_pin_path(name, dir.root().join(name));
+            }
         }
+        let events = dir.root().join(names::EVENTS);
+        if matches!(bounds, Bounds::Adopt(_)) {
+            replace_pin(&events)?;
+        }
+        loader.map_pin_path(names::EVENTS, events);
     }
     let mut ebpf = loader.load(object).map_err(DataplaneError::Load)?;
     let maps = Maps::take(&mut ebpf)?;
@@ -112,15 +164,16 @@ impl Dataplane {
     /// A program the verifier rejects fails with
     /// [`DataplaneError::Verifier`], which carries the verifier log.
     pub fn load(pins: Option<&Path>) -> Result<Self> {
-        Self::load_sized(pins, DEFAULT_CT_ENTRIES)
+        Self::load_sized(pins, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS)
     }
 
     /// [`Self::load`] with a connection table of `ct_entries` entries
-    /// (`conntrack.max_entries`, SPEC §3.1) if this load creates it. A
-    /// pinned table keeps the size it was made with:
-    /// [`Self::conntrack_capacity`] says which.
-    pub fn load_sized(pins: Option<&Path>, ct_entries: u32) -> Result<Self> {
-        Self::load_object_sized(object::object()?, pins, ct_entries)
+    /// (`conntrack.max_entries`, SPEC §3.1) and a `FILTER_BOUNDS` of
+    /// `bounds_entries` (it grows when a generation needs more), if this
+    /// load creates them. Pinned maps keep the size they were made with:
+    /// [`Self::conntrack_capacity`] and [`Self::bounds_capacity`] say which.
+    pub fn load_sized(pins: Option<&Path>, ct_entries: u32, bounds_entries: u32) -> Result<Self> {
+        Self::load_object_sized(object::object()?, pins, ct_entries, bounds_entries)
     }
 
     /// [`Self::load`] from another build of the object: the benchmark's
@@ -132,13 +185,19 @@ impl Dataplane {
     /// links are moved to this build's programs only once a first
     /// generation is written ([`Self::write_generation`]): no moment
     /// unguarded. Tracked connections do not carry over.
-    pub fn load_object(object: &[u8], pins: Option<&Path>) -> Result<Self> {
-        Self::load_object_sized(object, pins, DEFAULT_CT_ENTRIES)
+    pub fn load_object(object: &'static [u8], pins: Option<&Path>) -> Result<Self> {
+        Self::load_object_sized(object, pins, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS)
     }
 
-    fn load_object_sized(object: &[u8], pins: Option<&Path>, ct_entries: u32) -> Result<Self> {
+    fn load_object_sized(
+        object: &'static [u8],
+        pins: Option<&Path>,
+        ct_entries: u32,
+        bounds_entries: u32,
+    ) -> Result<Self> {
         let pin_dir = pins.map(PinDir::open).transpose()?;
-        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref(), ct_entries) {
+        let bounds = Bounds::Adopt(bounds_entries);
+        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref(), ct_entries, bounds) {
             Ok((ebpf, maps)) => (ebpf, maps, None),
             Err(e @ (DataplaneError::PinnedLayout { .. } | DataplaneError::Load(_))) => {
                 let Some(dir) = &pin_dir else {
@@ -153,7 +212,7 @@ impl Dataplane {
                      tracked connections cannot be carried over",
                     dir.root().display()
                 );
-                let (ebpf, maps) = open(object, Some(dir), ct_entries)?;
+                let (ebpf, maps) = open(object, Some(dir), ct_entries, bounds)?;
                 (ebpf, maps, Some(Upgrade::default()))
             }
             Err(e) => return Err(e),
@@ -164,6 +223,8 @@ impl Dataplane {
             ebpf,
             pins: pin_dir,
             upgrade,
+            object,
+            unmoved: Vec::new(),
         };
         dataplane.prepare()?;
         Ok(dataplane)
@@ -230,10 +291,28 @@ impl Dataplane {
     /// A failure in step 6 does not undo the switch: it is reported in
     /// [`WriteSummary::cleanup_error`] and the leftovers, invisible to the
     /// programs, are removed by the next apply (step 2).
+    ///
+    /// Before step 1, when `FILTER_BOUNDS` has no room for the generation
+    /// beside the running one, it grows ([`Self::grow_bounds`]).
     pub fn write_generation(&mut self, maps: &GenerationMaps<'_>) -> Result<WriteSummary> {
+        self.move_links()?;
+        let len = u32::try_from(maps.layout.bounds.len()).unwrap_or(u32::MAX);
+        if self.maps.bounds_base_for(len)?.is_none() {
+            self.grow_bounds(len)?;
+        }
         let summary = self.maps.write_generation(maps)?;
         self.finish_upgrade();
         Ok(summary)
+    }
+
+    /// `FILTER_BOUNDS`'s size now.
+    pub fn bounds_capacity(&self) -> u32 {
+        self.maps.bounds_capacity
+    }
+
+    /// Where slot `slot`'s generation has its ranges in `FILTER_BOUNDS`.
+    pub fn bounds_region(&self, slot: u32) -> Result<Run> {
+        Ok(self.maps.slot_config(slot)?.bounds)
     }
 
     /// Reads back what slot `slot` (0 or 1) of the maps holds: the running
@@ -395,7 +474,7 @@ impl Dataplane {
 
 /// Loads both programs (the verifier runs here) and, in pinned mode, pins
 /// them under `progs/`, replacing the pins of an earlier process.
-fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
+pub(crate) fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
     load_xdp(ebpf, names::PROG_XDP)?;
     load_tc(ebpf, names::PROG_TC)?;
     load_tc(ebpf, names::PROG_TC_INGRESS)?;

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <pin>/FILTER_ACTIVE, FILTER_ENIS, ...   every state map, by its name
+//! <pin>/FILTER_EVENTS                     the flow-log ring of this process
 //! <pin>/progs/filter_xdp, filter_tc       the programs last loaded
 //! <pin>/links/<ifname>-xdp                XDP link of a guarded interface
 //! <pin>/links/<ifname>-tc                 TC (tcx) egress link
@@ -108,6 +109,25 @@ pub(crate) fn remove_retired(pin_dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(DataplaneError::io("removing retired maps", &retired, e)),
     }
+}
+
+/// Pins `map` at `path` in place of what is pinned there, in one step: it
+/// is pinned beside, then renamed over, so `path` always names a map.
+pub(crate) fn pin_over(map: &aya::maps::MapData, path: &Path) -> Result<()> {
+    let mut beside = path.as_os_str().to_owned();
+    // (bpffs refuses names with a dot.)
+    beside.push("-new");
+    let beside = PathBuf::from(beside);
+    match fs::remove_file(&beside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DataplaneError::io("removing a stale pin", &beside, e)),
+    }
+    map.pin(&beside).map_err(|source| DataplaneError::Pin {
+        path: beside.clone(),
+        source,
+    })?;
+    fs::rename(&beside, path).map_err(|e| DataplaneError::io("pinning over", path, e))
 }
 
 /// The pin path of the XDP or TC link of an interface.
