@@ -117,7 +117,11 @@ pub const MAX_ENIS: u32 = 1024;
 /// per slot, so the array has twice this many entries.
 pub const ENI_DIRECT_IFINDEXES: u32 = 1 << 16;
 pub const MAX_TABLES: u32 = 4096;
-pub const MAX_CELLS: u32 = 1 << 18;
+/// `FILTER_CELLS` entries the maps are created with; like `FILTER_BOUNDS`
+/// it grows when the running generation and the next need more
+/// (ARCHITECTURE.md, "Growing the maps"), up to [`MAX_CELLS`].
+pub const INITIAL_CELLS: u32 = 1 << 18;
+pub const MAX_CELLS: u32 = 1 << 24;
 pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 /// Limits on the compiler's prefix tables, which become sorted ranges
 /// (`ranges.rs`; `FILTER_BOUNDS` grows to [`MAX_BOUNDS`] of them): entries

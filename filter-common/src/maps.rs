@@ -45,7 +45,9 @@ pub struct GenConfig {
     /// writer beside the running generation's. User space's bookkeeping:
     /// the programs follow the absolute runs of the tables and rule sets.
     pub bounds: crate::Run,
-    pub _pad: u32,
+    /// How many `FILTER_CELLS` entries the generation wrote (bookkeeping
+    /// too: the map must hold the running generation's and the next's).
+    pub cells: u32,
 }
 assert_size!(GenConfig, 72);
 

@@ -15,7 +15,7 @@ use crate::{assert_size, pod, SLOT_ID_BIT};
 
 /// `FILTER_BOUNDS` entries the maps are created with (24 MiB): room for
 /// two generations of about 80k diverse rules. A generation that needs more
-/// makes the daemon grow the array (ARCHITECTURE.md, "Growing the bounds").
+/// makes the daemon grow the array (ARCHITECTURE.md, "Growing the maps").
 pub const INITIAL_BOUNDS: u32 = 1 << 20;
 /// The most `FILTER_BOUNDS` grows to (1.5 GiB); each generation may use
 /// half, so the running one and the next always fit side by side.

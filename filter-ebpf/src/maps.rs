@@ -11,8 +11,9 @@ use aya_ebpf::{
 use filter_common::{
     Bound, CellKey, ClockConfig, CtEntry, CtKey, EniConfig, EniKey, FlowLoss, FragEntry, FragKey,
     GenConfig, RejectEntry, RejectKey, RuleSetRuns, RuleStats, TableMeta, DEFAULT_CT_ENTRIES,
-    ENI_DIRECT_IFINDEXES, FLOW_EVENTS_BYTES, HOT_RULE_SLOTS, INITIAL_BOUNDS, MAX_CELLS, MAX_ENIS,
-    MAX_FRAG_ENTRIES, MAX_REJECT_ENTRIES, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES, STAT_COUNT,
+    ENI_DIRECT_IFINDEXES, FLOW_EVENTS_BYTES, HOT_RULE_SLOTS, INITIAL_BOUNDS, INITIAL_CELLS,
+    MAX_ENIS, MAX_FRAG_ENTRIES, MAX_REJECT_ENTRIES, MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
+    STAT_COUNT,
 };
 
 use crate::pipeline::Packet;
@@ -50,7 +51,7 @@ pub static FILTER_TABLES: Array<TableMeta> = Array::with_max_entries(MAX_TABLES,
 
 /// (table, dport class, sport class, local class) → rule-set id.
 #[map]
-pub static FILTER_CELLS: HashMap<CellKey, u32> = HashMap::with_max_entries(MAX_CELLS, 0);
+pub static FILTER_CELLS: HashMap<CellKey, u32> = HashMap::with_max_entries(INITIAL_CELLS, 0);
 
 /// Rule set → its runs of remote-address ranges, at
 /// `id_index(rule set, MAX_RULE_SETS)`.

@@ -1,7 +1,8 @@
 //! Apply-path benchmark (`cargo xtask bench`, or `cargo bench -p
 //! filter-user --bench compile`): 10 to 200k rules on one ENI, for both
 //! generators of `filter::compile::synthetic` (services: few port classes;
-//! diverse: as many as the port space allows).
+//! diverse: as many as the port space allows), and a million diverse
+//! rules (issue 18: no fixed limit below a million).
 //!
 //! Per size, the steps an `apply` takes in `filterd`, each timed once:
 //! parse and validate the document text, shadow warnings, the change
@@ -29,6 +30,8 @@ use filter::{
 };
 
 const SIZES: [usize; 5] = [10, 1_000, 10_000, 100_000, 200_000];
+/// The diverse generator's last row.
+const MILLION: usize = 1_000_000;
 const GOAL_APPLY: Duration = Duration::from_secs(2);
 const GOAL_BYTES_PER_RULE: usize = 2048;
 
@@ -179,7 +182,8 @@ fn main() {
             "kern B/r",
             "peak B/r",
         );
-        for rules in SIZES {
+        let million = (generator == Generator::Diverse).then_some(MILLION);
+        for rules in SIZES.into_iter().chain(million) {
             let out = std::process::Command::new(&exe)
                 .args(["--one", &generator.to_string(), &rules.to_string()])
                 .output();

@@ -24,7 +24,7 @@ use crate::{
     daemon::{parse_capture_window, DEFAULT_MAX_CLIENTS},
     flowlog::DEFAULT_KEEP_FILES,
 };
-use filter_common::INITIAL_BOUNDS;
+use filter_common::{INITIAL_BOUNDS, INITIAL_CELLS};
 
 /// Where `filterd` reads its settings when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/filterd/filterd.toml";
@@ -118,6 +118,11 @@ pub struct Settings {
     /// a map already pinned keeps its size.
     #[arg(long, value_name = "N", default_value_t = INITIAL_BOUNDS)]
     pub bounds_entries: u32,
+    /// Cells (table × port and address classes → rule set, about 70 bytes
+    /// each) the data plane's FILTER_CELLS map is made with; like
+    /// bounds_entries, it grows when a generation needs more.
+    #[arg(long, value_name = "N", default_value_t = INITIAL_CELLS)]
+    pub cells_entries: u32,
     /// Apply this document at start instead of restoring the saved
     /// generation.
     #[arg(long, value_name = "FILE")]

@@ -23,16 +23,15 @@ use aya::{
 use filter::compile::{Layout, Prefixes};
 use filter::dataplane::{
     conntrack::kernel_key, detach_all_pinned, ensure_bpffs, Dataplane, DataplaneError,
-    GenerationMaps, LpmEntry, SlotContents,
+    GenerationMaps, LpmEntry, MapSizes, SlotContents,
 };
 use filter::eval::conntrack::ConnKey;
 use filter_common::{
     generation_slot, names, AddrKeyData, CellKey, CtEntry, CtKey, EniConfig, EniKey, GenConfig,
     InnerSummary, PortKeyData, RuleHit, RuleStats, TableMeta, ACTION_ACCEPT, ACTION_DROP,
     ADDR_KEY_FIXED_BITS, CT_TCP_ESTABLISHED, DEFAULT_CT_ENTRIES, FAMILY_V4, FAMILY_V6,
-    HOT_RULE_SLOTS, ID_NONE, INITIAL_BOUNDS, MAX_ENIS, MAX_RULE_SLOTS, MODE_TAP,
-    PORT_KEY_FIXED_BITS, PROTO_TCP, RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT,
-    STAT_COUNT,
+    HOT_RULE_SLOTS, ID_NONE, MAX_ENIS, MAX_RULE_SLOTS, MODE_TAP, PORT_KEY_FIXED_BITS, PROTO_TCP,
+    RULE_SLOT_DEFAULT_DENY, RULE_SLOT_FIRST_DYNAMIC, SLOT_ID_BIT, STAT_COUNT,
 };
 use nix::sched::{setns, CloneFlags};
 
@@ -891,27 +890,27 @@ fn detach_all_pinned_of_nothing_is_fine() {
 /// says when the maps are made, and a pinned table keeps its size.
 #[test]
 fn the_connection_table_takes_its_size_when_made() {
-    let private = Dataplane::load_sized(None, 4096, INITIAL_BOUNDS).expect("load unpinned");
+    let private = Dataplane::load_sized(None, 4096, MapSizes::INITIAL).expect("load unpinned");
     assert_eq!(private.conntrack_capacity().unwrap(), 4096);
     drop(private);
 
     let guard = PinDirGuard::new();
     let first =
-        Dataplane::load_sized(Some(&guard.path), 2048, INITIAL_BOUNDS).expect("load pinned");
+        Dataplane::load_sized(Some(&guard.path), 2048, MapSizes::INITIAL).expect("load pinned");
     assert_eq!(first.conntrack_capacity().unwrap(), 2048);
     drop(first);
     let again =
-        Dataplane::load_sized(Some(&guard.path), 8192, INITIAL_BOUNDS).expect("adopt pinned");
+        Dataplane::load_sized(Some(&guard.path), 8192, MapSizes::INITIAL).expect("adopt pinned");
     assert_eq!(again.conntrack_capacity().unwrap(), 2048);
 }
 
-/// ARCHITECTURE.md, "Growing the bounds": a `FILTER_BOUNDS` too small for
-/// the next generation beside the running one is replaced by a larger one
-/// holding the running generation's ranges, the links move to programs
-/// loaded on it, and the other maps (conntrack here) stay. A restart
-/// adopts the grown array.
+/// ARCHITECTURE.md, "Growing the maps": when `FILTER_BOUNDS` or
+/// `FILTER_CELLS` is too small for the next generation beside the running
+/// one, both are replaced by larger ones holding the running generation's
+/// entries, the links move to programs loaded on them, and the other maps
+/// (conntrack here) stay. A restart adopts the grown maps.
 #[test]
-fn the_bounds_grow_to_the_need_and_links_follow() {
+fn the_maps_grow_to_the_need_and_links_follow() {
     let guard = PinDirGuard::new();
     let pin = guard.path.clone();
     let ns = Netns::new();
@@ -921,15 +920,18 @@ fn the_bounds_grow_to_the_need_and_links_follow() {
         (9..=16).contains(&bounds),
         "the fixture has {bounds} bounds"
     );
+    assert_eq!(Fixture::new(1).cells.len(), 1);
+    let small = |bounds, cells| MapSizes { bounds, cells };
 
-    let mut dp = Dataplane::load_sized(Some(&pin), DEFAULT_CT_ENTRIES, 16).expect("load pinned");
-    assert_eq!(dp.bounds_capacity(), 16);
+    let mut dp =
+        Dataplane::load_sized(Some(&pin), DEFAULT_CT_ENTRIES, small(16, 2)).expect("load pinned");
+    assert_eq!(dp.map_sizes(), small(16, 2));
     dp.attach("veth0").expect("attach");
     let first_xdp = dp.xdp_program().unwrap().info().unwrap().id();
 
     // The first fits.
     write_and_check(&mut dp, &Fixture::new(1));
-    assert_eq!(dp.bounds_capacity(), 16);
+    assert_eq!(dp.map_sizes(), small(16, 2));
     assert_eq!(dp.bounds_region(1).unwrap().start, 0);
     let ct = {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(
@@ -945,41 +947,60 @@ fn the_bounds_grow_to_the_need_and_links_follow() {
         entry
     };
 
-    // The second would go after the first, past the end: the array grows
-    // to hold the first and two like the second, the first's ranges are
-    // copied, and the link runs the programs loaded on the new array.
+    // The second's bounds would go after the first's, past the end (its
+    // cell fits): the bounds grow to hold the first and two like the
+    // second, the cells keep their size, the first's entries are copied,
+    // and the link runs the programs loaded on the new maps.
     write_and_check(&mut dp, &Fixture::new(2));
     let grown = (3 * bounds).next_power_of_two();
-    assert_eq!(dp.bounds_capacity(), grown);
+    assert_eq!(dp.map_sizes(), small(grown, 2));
     assert_eq!(dp.bounds_region(0).unwrap().start, bounds);
     let second_xdp = dp.xdp_program().unwrap().info().unwrap().id();
     assert_ne!(second_xdp, first_xdp);
     assert_eq!(ns.xdp_prog_id("veth0"), Some(u64::from(second_xdp)));
     assert_eq!(dp.attachments().len(), 1);
     assert_eq!(dp.lookup_conntrack(&ct_key(1)).unwrap(), Some(ct));
-    assert!(!pin.join(format!("{}-new", names::BOUNDS)).exists());
+    for map in [names::BOUNDS, names::CELLS] {
+        assert!(!pin.join(format!("{map}-new")).exists());
+    }
 
     // The third fits before the second: no growth.
     write_and_check(&mut dp, &Fixture::new(3));
-    assert_eq!(dp.bounds_capacity(), grown);
+    assert_eq!(dp.map_sizes(), small(grown, 2));
     assert_eq!(dp.bounds_region(1).unwrap().start, 0);
 
-    // A restart adopts the grown array and the running generation in it.
+    // A restart adopts the grown maps and the running generation in them.
     drop(dp);
-    let mut again = Dataplane::load(Some(&pin)).expect("reload pinned");
-    assert_eq!(again.bounds_capacity(), grown);
+    let mut again =
+        Dataplane::load_sized(Some(&pin), DEFAULT_CT_ENTRIES, MapSizes::INITIAL).expect("reload");
+    assert_eq!(again.map_sizes(), small(grown, 2));
     assert_eq!(again.read_slot(1).unwrap(), Fixture::new(3).contents());
     write_and_check(&mut again, &Fixture::new(4));
+    drop(again);
+
+    // Cells alone: one cell per generation in a map of one grows it.
+    let guard = PinDirGuard::new();
+    let mut dp =
+        Dataplane::load_sized(Some(&guard.path), DEFAULT_CT_ENTRIES, small(64, 1)).expect("load");
+    write_and_check(&mut dp, &Fixture::new(1));
+    write_and_check(&mut dp, &Fixture::new(2));
+    assert_eq!(dp.map_sizes(), small(64, 4));
+    write_and_check(&mut dp, &Fixture::new(3));
+    drop(dp);
 
     // Unpinned, the programs cannot move: a clear error, nothing changed.
-    let mut private = Dataplane::load_sized(None, DEFAULT_CT_ENTRIES, 8).expect("load");
+    let mut private =
+        Dataplane::load_sized(None, DEFAULT_CT_ENTRIES, small(8, 1)).expect("load unpinned");
     let err = private
         .write_generation(&Fixture::new(1).maps())
         .unwrap_err();
     assert!(
-        matches!(err, DataplaneError::BoundsFull { capacity: 8, .. }),
+        matches!(err, DataplaneError::Full { map, capacity: 8, .. } if map == names::BOUNDS),
         "{err}"
     );
     assert_eq!(private.active_generation().unwrap(), 0);
-    assert!(Dataplane::load_sized(None, DEFAULT_CT_ENTRIES, 0).is_err());
+    for sizes in [small(0, 1), small(8, 0)] {
+        let err = Dataplane::load_sized(None, DEFAULT_CT_ENTRIES, sizes).unwrap_err();
+        assert!(matches!(err, DataplaneError::MapSize { .. }), "{err}");
+    }
 }

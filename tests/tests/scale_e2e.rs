@@ -6,9 +6,9 @@
 //!   18 MB of JSON, over the old 16 MiB request limit, is applied with
 //!   `filterctl apply`; then datagrams from sampled sources get, in the
 //!   kernel, the verdict the reference evaluator gives them.
-//! - `the_bounds_grow_under_an_open_connection`: a daemon whose
+//! - `the_maps_grow_under_an_open_connection`: a daemon whose
 //!   `FILTER_BOUNDS` starts at 1024 ranges applies diverse documents that
-//!   need more (ARCHITECTURE.md, "Growing the bounds"): the array grows,
+//!   need more (ARCHITECTURE.md, "Growing the maps"): the array grows,
 //!   sampled datagrams get the evaluator's verdicts after each apply and
 //!   after a restart, and a TCP connection opened before the second growth
 //!   goes on after it (conntrack and links carried over).
@@ -225,9 +225,9 @@ fn echo(client: &mut TcpStream, server: &mut TcpStream) -> Result<()> {
 }
 
 #[test]
-fn the_bounds_grow_under_an_open_connection() -> Result<()> {
+fn the_maps_grow_under_an_open_connection() -> Result<()> {
     const INITIAL: u32 = 1024;
-    scale_test("scale_bounds_grow", |id| {
+    scale_test("scale_maps_grow", |id| {
         let mut net = TestNet::new(id)?;
         let host = net.netns("host")?;
         let inst = net.netns("inst")?;
@@ -269,7 +269,7 @@ fn the_bounds_grow_under_an_open_connection() -> Result<()> {
         let samples = samples(&rs)?;
         check_samples(&host, &server, &dev, &samples)?;
         ensure!(
-            daemon.log().contains("FILTER_BOUNDS grew"),
+            daemon.log().contains("maps grew"),
             "the daemon did not log the growth"
         );
 

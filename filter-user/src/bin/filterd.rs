@@ -11,7 +11,7 @@ use filter::{
         auth::Access, conntrack_size_at_start, fd_limit, library::LibraryValidator, serve, socket,
         Daemon, DaemonConfig, DaemonError, DirLocks, ServerConfig, Started,
     },
-    dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents},
+    dataplane::{detach_all_pinned, KernelEnforcer, LinkEvents, MapSizes},
     fleet::{self, EtcdConfig},
     flowlog::{FlowLog, FlowLogConfig},
     metrics::{self, Exporter, Metrics},
@@ -135,7 +135,14 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     // Maps made now get the size of the document the start applies or
     // restores (SPEC §3.1); pinned ones keep theirs.
     let ct_entries = conntrack_size_at_start(&args.state_dir, ruleset.as_deref());
-    let enforcer = KernelEnforcer::load(&args.pin_dir, ct_entries, args.bounds_entries)?;
+    let enforcer = KernelEnforcer::load(
+        &args.pin_dir,
+        ct_entries,
+        MapSizes {
+            bounds: args.bounds_entries,
+            cells: args.cells_entries,
+        },
+    )?;
     let bound = socket::bind(&args.socket, gid)?;
     let config = DaemonConfig {
         flow_log: args.flow_log,

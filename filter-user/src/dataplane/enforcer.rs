@@ -17,7 +17,7 @@ use filter_common::{
 
 use super::{
     conntrack::kernel_key, hooks, pins, Dataplane, DataplaneError, FlowEvents, GenerationMaps,
-    IngressHook,
+    IngressHook, MapSizes,
 };
 use crate::{
     api::{MapFill, StatCounter, TrackedConnection},
@@ -57,21 +57,18 @@ pub struct KernelEnforcer {
     /// The connection table's size when the maps are created next (SPEC
     /// §3.1 `conntrack.max_entries`): existing pins keep theirs.
     ct_entries: u32,
-    /// `FILTER_BOUNDS`'s size when the maps are created (`bounds_entries`).
-    bounds_entries: u32,
+    /// The sizes of the maps that grow, when they are created
+    /// (`bounds_entries`, `cells_entries`).
+    sizes: MapSizes,
 }
 
 impl KernelEnforcer {
     /// Loads the programs and adopts (or creates) the pinned maps and links
     /// under `pin_dir`, mounting bpffs first if needed; takes the pin
     /// directory's lock. A connection table this creates has `ct_entries`
-    /// entries, a `FILTER_BOUNDS` `bounds_entries` (it grows to the need).
-    pub fn load(
-        pin_dir: &Path,
-        ct_entries: u32,
-        bounds_entries: u32,
-    ) -> Result<Self, EnforceError> {
-        let dataplane = Dataplane::load_sized(Some(pin_dir), ct_entries, bounds_entries)
+    /// entries, the maps that grow to the need `sizes`.
+    pub fn load(pin_dir: &Path, ct_entries: u32, sizes: MapSizes) -> Result<Self, EnforceError> {
+        let dataplane = Dataplane::load_sized(Some(pin_dir), ct_entries, sizes)
             .map_err(|e| EnforceError::Load(chain(&e)))?;
         Ok(KernelEnforcer {
             pin_dir: pin_dir.to_owned(),
@@ -80,15 +77,14 @@ impl KernelEnforcer {
             config: None,
             interfaces: None,
             ct_entries,
-            bounds_entries,
+            sizes,
         })
     }
 
     fn dataplane(&mut self) -> Result<&mut Dataplane, String> {
         if self.dataplane.is_none() {
-            let loaded =
-                Dataplane::load_sized(Some(&self.pin_dir), self.ct_entries, self.bounds_entries)
-                    .map_err(|e| format!("loading the data plane: {}", chain(&e)))?;
+            let loaded = Dataplane::load_sized(Some(&self.pin_dir), self.ct_entries, self.sizes)
+                .map_err(|e| format!("loading the data plane: {}", chain(&e)))?;
             self.dataplane = Some(loaded);
         }
         self.dataplane

@@ -93,24 +93,28 @@ pub enum DataplaneError {
     #[error("generation {generation} rejected: {reason}")]
     BadGeneration { generation: u32, reason: String },
 
-    /// `FILTER_BOUNDS` cannot hold a generation beside the running one,
-    /// and cannot grow: it is at its largest, or the maps are not pinned
-    /// (growing swaps the programs of pinned links).
+    /// A map that grows to the need (`FILTER_BOUNDS`, `FILTER_CELLS`)
+    /// cannot hold a generation beside the running one, and cannot grow:
+    /// it would pass its largest size, or the maps are not pinned (growing
+    /// swaps the programs of pinned links).
     #[error(
-        "FILTER_BOUNDS: {needed} sorted ranges do not fit beside the running generation's \
-         ({} from index {}) in {capacity} entries, and it cannot grow: {why}",
-        running.len,
-        running.start
+        "{map}: {needed} more entries do not fit beside the running generation's in its \
+         {capacity}, and it cannot grow: {why}"
     )]
-    BoundsFull {
+    Full {
+        map: &'static str,
         needed: u32,
-        running: filter_common::Run,
         capacity: u32,
         why: &'static str,
     },
 
-    #[error("FILTER_BOUNDS of {0} entries: the size must be from 2 to MAX_BOUNDS (2^26)")]
-    BoundsEntries(u32),
+    #[error("{map} of {entries} entries: the size must be from {min} to {max}")]
+    MapSize {
+        map: &'static str,
+        entries: u32,
+        min: u32,
+        max: u32,
+    },
 
     #[error("invalid interface name {0:?}")]
     InvalidInterfaceName(String),

@@ -81,8 +81,9 @@ pub struct WriteSummary {
 /// What one slot of the maps holds, read back (entries sorted by key).
 /// Of the arrays, what the slot can reach: live tables, rule sets with a
 /// range, and the bounds their runs name. Runs are relative to the
-/// generation's bounds and `config.bounds` is left out, as the compiler
-/// made them: where the bounds lie is [`super::Dataplane::bounds_region`].
+/// generation's bounds, and `config.bounds` and `config.cells` are left
+/// out, as the compiler made them: where the bounds lie is
+/// [`super::Dataplane::bounds_region`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotContents {
     pub config: GenConfig,
@@ -245,6 +246,24 @@ fn validate(maps: &GenerationMaps<'_>, slot: u32) -> std::result::Result<(), Str
         return Err(format!("run {run:?} is past the {end} bounds written"));
     }
     Ok(())
+}
+
+/// What a generation takes of the maps that grow to the need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Need {
+    pub bounds: u32,
+    pub cells: u32,
+}
+
+impl Need {
+    pub(crate) fn of(g: &GenerationMaps<'_>) -> Self {
+        // (`validate` refuses more bounds than a u32 holds.)
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Need {
+            bounds: count(g.layout.bounds.len()),
+            cells: count(g.cells.len()),
+        }
+    }
 }
 
 /// Where a generation of `len` bounds goes in a `FILTER_BOUNDS` of
@@ -508,6 +527,7 @@ impl Maps {
         Ok(SlotContents {
             config: GenConfig {
                 bounds: Run::default(),
+                cells: 0,
                 ..config
             },
             enis: self.read_enis(slot)?,
@@ -517,7 +537,7 @@ impl Maps {
                 half(slot, 2 * ENI_DIRECT_IFINDEXES).0,
                 |e| e.live != 0,
             )?,
-            cells: read_hash(names::CELLS, &self.cells, slot)?,
+            cells: self.read_cells(slot)?,
             tables,
             rule_sets,
             bounds,
@@ -529,6 +549,11 @@ impl Maps {
         self.config
             .get(&slot, 0)
             .map_err(|e| DataplaneError::map(names::CONFIG, "reading", e))
+    }
+
+    /// The cells of `slot`.
+    pub(crate) fn read_cells(&self, slot: u32) -> Result<Vec<(CellKey, u32)>> {
+        read_hash(names::CELLS, &self.cells, slot)
     }
 
     /// The ENIs `slot` guards.
@@ -625,11 +650,13 @@ impl Maps {
                 .map_err(|e| DataplaneError::map(name, "writing the new slot", e))
         }
         let layout = g.layout;
+        let need = Need::of(g);
         let config = GenConfig {
             bounds: Run {
                 start: base,
-                len: layout.bounds.len() as u32,
+                len: need.bounds,
             },
+            cells: need.cells,
             ..*g.config
         };
         self.config
@@ -729,15 +756,19 @@ impl Maps {
             )));
         }
         validate(g, slot).map_err(bad)?;
-        let len = g.layout.bounds.len() as u32;
-        let base = self
-            .bounds_base_for(len)?
-            .ok_or(DataplaneError::BoundsFull {
-                needed: len,
-                running: self.running_bounds()?,
-                capacity: self.bounds_capacity,
-                why: "the data plane did not grow it",
-            })?;
+        let need = Need::of(g);
+        let running = self.running_config()?;
+        let full = |map, needed, capacity| DataplaneError::Full {
+            map,
+            needed,
+            capacity,
+            why: "the data plane did not grow it",
+        };
+        let base = place(running.bounds, need.bounds, self.sizes.bounds)
+            .ok_or_else(|| full(names::BOUNDS, need.bounds, self.sizes.bounds))?;
+        if u64::from(running.cells) + u64::from(need.cells) > u64::from(self.sizes.cells) {
+            return Err(full(names::CELLS, need.cells, self.sizes.cells));
+        }
 
         // Leftovers of an apply that was interrupted (the process died
         // between writing and cleaning up) must not mix into this one.
@@ -797,18 +828,13 @@ impl Maps {
         })
     }
 
-    /// Where the running generation's bounds lie (empty before the first).
-    pub(crate) fn running_bounds(&self) -> Result<Run> {
+    /// The running generation's config (all zero before the first): where
+    /// its bounds lie, how many cells it has.
+    pub(crate) fn running_config(&self) -> Result<GenConfig> {
         match self.active_generation()? {
-            0 => Ok(Run::default()),
-            active => Ok(self.slot_config(generation_slot(active))?.bounds),
+            0 => Ok(GenConfig::default()),
+            active => self.slot_config(generation_slot(active)),
         }
-    }
-
-    /// Where a generation of `len` bounds would go now ([`place`]); None
-    /// when `FILTER_BOUNDS` must grow first.
-    pub(crate) fn bounds_base_for(&self, len: u32) -> Result<Option<u32>> {
-        Ok(place(self.running_bounds()?, len, self.bounds_capacity))
     }
 
     /// Undoes a partial write. The slot is invisible to the programs, so a

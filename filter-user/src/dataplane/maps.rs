@@ -12,7 +12,10 @@ use filter_common::{
     MAX_RULE_SETS, MAX_RULE_SLOTS, MAX_TABLES,
 };
 
-use super::error::{DataplaneError, Result};
+use super::{
+    error::{DataplaneError, Result},
+    MapSizes,
+};
 
 /// Maps that hold state a restarted daemon must find again: pinned by name.
 /// The flow-log collector (`crate::flowlog`) reads `FILTER_CT`,
@@ -48,8 +51,9 @@ pub(crate) struct Maps {
     pub cells: HashMap<MapData, CellKey, u32>,
     pub rule_sets: Array<MapData, RuleSetRuns>,
     pub bounds: Array<MapData, Bound>,
-    /// `FILTER_BOUNDS`'s size: any, since it grows to the need.
-    pub bounds_capacity: u32,
+    /// The sizes of `FILTER_BOUNDS` and `FILTER_CELLS`: any, since they
+    /// grow to the need.
+    pub sizes: MapSizes,
     pub ct: HashMap<MapData, CtKey, CtEntry>,
     pub stats: PerCpuArray<MapData, u64>,
     /// Rule slots below `HOT_RULE_SLOTS`, per CPU.
@@ -103,7 +107,10 @@ impl Maps {
         check::<u32, RuleStats>(ebpf, names::RULE_STATS_SHARED, false)?;
         check::<RejectKey, RejectEntry>(ebpf, names::REJECTS, false)?;
         check::<u32, FlowLoss>(ebpf, names::FLOWLOSS, true)?;
-        let bounds_capacity = max_entries(ebpf, names::BOUNDS)?;
+        let sizes = MapSizes {
+            bounds: max_entries(ebpf, names::BOUNDS)?,
+            cells: max_entries(ebpf, names::CELLS)?,
+        };
         Ok(Self {
             active: typed(ebpf, names::ACTIVE)?,
             clock: typed(ebpf, names::CLOCK)?,
@@ -114,7 +121,7 @@ impl Maps {
             cells: typed(ebpf, names::CELLS)?,
             rule_sets: typed(ebpf, names::RULE_SETS)?,
             bounds: typed(ebpf, names::BOUNDS)?,
-            bounds_capacity,
+            sizes,
             ct: typed(ebpf, names::CT)?,
             stats: typed(ebpf, names::STATS)?,
             rule_stats: typed(ebpf, names::RULE_STATS)?,

@@ -28,7 +28,7 @@ pub mod object;
 pub mod pins;
 pub(crate) mod sys;
 
-use std::{collections::BTreeMap, fs, io, path::Path};
+use std::{collections::BTreeMap, fs, io, ops::RangeInclusive, path::Path};
 
 use aya::{
     maps::{Map, MapData},
@@ -36,8 +36,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use filter_common::{
-    names, CtEntry, CtKey, EniConfig, EniKey, Run, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS, MAX_BOUNDS,
-    STAT_COUNT,
+    names, CtEntry, CtKey, EniConfig, EniKey, Run, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS,
+    INITIAL_CELLS, MAX_BOUNDS, MAX_CELLS, STAT_COUNT,
 };
 
 pub use attach::{Attachment, IngressHook};
@@ -45,6 +45,7 @@ pub use counters::RuleCounters;
 pub use enforcer::KernelEnforcer;
 pub use error::{DataplaneError, Result};
 pub use flows::{decode, scan_flow_maps, Event, FlowEvents, FlowScan};
+use generation::Need;
 pub use generation::{GenerationMaps, LpmEntry, SlotContents, WriteSummary};
 pub use links::{LinkEvent, LinkEvents};
 pub use pins::{detach_all_pinned, ensure_bpffs, DetachReport};
@@ -66,12 +67,11 @@ pub struct Dataplane {
     /// Set while an upgrade over another layout waits for its first
     /// generation (see [`Dataplane::load_object`]).
     upgrade: Option<Upgrade>,
-    /// The object the programs came from: growing `FILTER_BOUNDS` loads
-    /// them again ([`Dataplane::grow_bounds`]).
+    /// The object the programs came from: growing the maps loads them
+    /// again ([`Dataplane::grow_for`]).
     object: &'static [u8],
-    /// Interfaces whose pinned links still run the programs of the
-    /// `FILTER_BOUNDS` before it grew: no generation is written until they
-    /// are moved.
+    /// Interfaces whose pinned links still run the programs of the maps
+    /// before they grew: no generation is written until they are moved.
     unmoved: Vec<(String, Attachment)>,
 }
 
@@ -84,54 +84,87 @@ struct Upgrade {
     held_back: Vec<(String, IngressHook)>,
 }
 
-/// How [`open`] gets `FILTER_BOUNDS`.
+/// The sizes of the maps that grow to the need, `FILTER_BOUNDS` and
+/// `FILTER_CELLS` (ARCHITECTURE.md, "Growing the maps"), in entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    pub bounds: u32,
+    pub cells: u32,
+}
+
+impl MapSizes {
+    /// What fresh maps are made with by default.
+    pub const INITIAL: Self = Self {
+        bounds: INITIAL_BOUNDS,
+        cells: INITIAL_CELLS,
+    };
+
+    /// Each map's name, size, and the sizes it may have.
+    fn each(self) -> [(&'static str, u32, RangeInclusive<u32>); 2] {
+        [
+            (names::BOUNDS, self.bounds, 2..=MAX_BOUNDS),
+            (names::CELLS, self.cells, 1..=MAX_CELLS),
+        ]
+    }
+}
+
+/// How [`open`] gets the maps that grow.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Bounds {
-    /// The pinned one, at its own size; else a new one of this many
-    /// entries, pinned.
-    Adopt(u32),
-    /// A new one of this many entries, not pinned yet
-    /// ([`Dataplane::grow_bounds`] pins it once it holds the running
-    /// generation).
-    Grown(u32),
+pub(crate) enum Sizing {
+    /// The pinned ones, at their own sizes; else new ones of these, pinned.
+    Adopt(MapSizes),
+    /// New ones of these sizes, not pinned yet ([`Dataplane::grow_for`]
+    /// pins them once they hold the running generation).
+    Grown(MapSizes),
 }
 
 /// Opens the object: maps pinned under `pin_dir` adopted (checked against
 /// this build's layouts) or created and pinned.
 ///
 /// The flow-log ring buffer is pinned too, but only for this process: a
-/// new process starts on a new ring (`Bounds::Adopt` removes the pin), and
-/// its programs reloaded on a grown `FILTER_BOUNDS` write into the ring
-/// its reader already holds.
+/// new process starts on a new ring (`Sizing::Adopt` removes the pin), and
+/// its programs reloaded on grown maps write into the ring its reader
+/// already holds.
 pub(crate) fn open(
     object: &[u8],
     pin_dir: Option<&PinDir>,
     ct_entries: u32,
-    bounds: Bounds,
+    sizing: Sizing,
 ) -> Result<(Ebpf, Maps)> {
     let mut loader = EbpfLoader::new();
     // Only a map this load creates takes it; aya reuses a pin as it is.
     loader.map_max_entries(names::CT, ct_entries);
-    let bounds_entries = match bounds {
-        Bounds::Adopt(entries) => pin_dir
-            .and_then(|dir| MapData::from_pin(dir.root().join(names::BOUNDS)).ok())
-            .and_then(|map| map.info().ok())
-            .map_or(entries, |info| info.max_entries()),
-        Bounds::Grown(entries) => entries,
+    let (sizes, adopt) = match sizing {
+        Sizing::Adopt(sizes) => (sizes, true),
+        Sizing::Grown(sizes) => (sizes, false),
     };
-    if !(2..=MAX_BOUNDS).contains(&bounds_entries) {
-        return Err(DataplaneError::BoundsEntries(bounds_entries));
+    let growing = sizes.each().map(|(name, _, _)| name);
+    for (map, wanted, allowed) in sizes.each() {
+        let entries = pin_dir
+            .filter(|_| adopt)
+            .and_then(|dir| MapData::from_pin(dir.root().join(map)).ok())
+            .and_then(|pinned| pinned.info().ok())
+            .map_or(wanted, |info| info.max_entries());
+        if !allowed.contains(&entries) {
+            return Err(DataplaneError::MapSize {
+                map,
+                entries,
+                min: *allowed.start(),
+                max: *allowed.end(),
+            });
+        }
+        // aya checks indexes against the object's size: it must be the
+        // map's.
+        loader.map_max_entries(map, entries);
     }
-    // aya checks indexes against the object's size: it must be the map's.
-    loader.map_max_entries(names::BOUNDS, bounds_entries);
     if let Some(dir) = pin_dir {
         for name in PINNED_MAPS {
-            if *name != names::BOUNDS || matches!(bounds, Bounds::Adopt(_)) {
+            if adopt || !growing.contains(name) {
                 loader.map_pin_path(name, dir.root().join(name));
             }
         }
         let events = dir.root().join(names::EVENTS);
-        if matches!(bounds, Bounds::Adopt(_)) {
+        if adopt {
             replace_pin(&events)?;
         }
         loader.map_pin_path(names::EVENTS, events);
@@ -164,16 +197,16 @@ impl Dataplane {
     /// A program the verifier rejects fails with
     /// [`DataplaneError::Verifier`], which carries the verifier log.
     pub fn load(pins: Option<&Path>) -> Result<Self> {
-        Self::load_sized(pins, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS)
+        Self::load_sized(pins, DEFAULT_CT_ENTRIES, MapSizes::INITIAL)
     }
 
     /// [`Self::load`] with a connection table of `ct_entries` entries
-    /// (`conntrack.max_entries`, SPEC §3.1) and a `FILTER_BOUNDS` of
-    /// `bounds_entries` (it grows when a generation needs more), if this
-    /// load creates them. Pinned maps keep the size they were made with:
-    /// [`Self::conntrack_capacity`] and [`Self::bounds_capacity`] say which.
-    pub fn load_sized(pins: Option<&Path>, ct_entries: u32, bounds_entries: u32) -> Result<Self> {
-        Self::load_object_sized(object::object()?, pins, ct_entries, bounds_entries)
+    /// (`conntrack.max_entries`, SPEC §3.1) and the maps that grow made
+    /// at `sizes`, if this load creates them. Pinned maps keep the size
+    /// they were made with: [`Self::conntrack_capacity`] and
+    /// [`Self::map_sizes`] say which.
+    pub fn load_sized(pins: Option<&Path>, ct_entries: u32, sizes: MapSizes) -> Result<Self> {
+        Self::load_object_sized(object::object()?, pins, ct_entries, sizes)
     }
 
     /// [`Self::load`] from another build of the object: the benchmark's
@@ -186,18 +219,18 @@ impl Dataplane {
     /// generation is written ([`Self::write_generation`]): no moment
     /// unguarded. Tracked connections do not carry over.
     pub fn load_object(object: &'static [u8], pins: Option<&Path>) -> Result<Self> {
-        Self::load_object_sized(object, pins, DEFAULT_CT_ENTRIES, INITIAL_BOUNDS)
+        Self::load_object_sized(object, pins, DEFAULT_CT_ENTRIES, MapSizes::INITIAL)
     }
 
     fn load_object_sized(
         object: &'static [u8],
         pins: Option<&Path>,
         ct_entries: u32,
-        bounds_entries: u32,
+        sizes: MapSizes,
     ) -> Result<Self> {
         let pin_dir = pins.map(PinDir::open).transpose()?;
-        let bounds = Bounds::Adopt(bounds_entries);
-        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref(), ct_entries, bounds) {
+        let sizing = Sizing::Adopt(sizes);
+        let (ebpf, maps, upgrade) = match open(object, pin_dir.as_ref(), ct_entries, sizing) {
             Ok((ebpf, maps)) => (ebpf, maps, None),
             Err(e @ (DataplaneError::PinnedLayout { .. } | DataplaneError::Load(_))) => {
                 let Some(dir) = &pin_dir else {
@@ -212,7 +245,7 @@ impl Dataplane {
                      tracked connections cannot be carried over",
                     dir.root().display()
                 );
-                let (ebpf, maps) = open(object, Some(dir), ct_entries, bounds)?;
+                let (ebpf, maps) = open(object, Some(dir), ct_entries, sizing)?;
                 (ebpf, maps, Some(Upgrade::default()))
             }
             Err(e) => return Err(e),
@@ -292,22 +325,20 @@ impl Dataplane {
     /// [`WriteSummary::cleanup_error`] and the leftovers, invisible to the
     /// programs, are removed by the next apply (step 2).
     ///
-    /// Before step 1, when `FILTER_BOUNDS` has no room for the generation
-    /// beside the running one, it grows ([`Self::grow_bounds`]).
+    /// Before step 1, when `FILTER_BOUNDS` or `FILTER_CELLS` has no room
+    /// for the generation beside the running one, they grow
+    /// ([`Self::grow_for`]).
     pub fn write_generation(&mut self, maps: &GenerationMaps<'_>) -> Result<WriteSummary> {
         self.move_links()?;
-        let len = u32::try_from(maps.layout.bounds.len()).unwrap_or(u32::MAX);
-        if self.maps.bounds_base_for(len)?.is_none() {
-            self.grow_bounds(len)?;
-        }
+        self.grow_for(Need::of(maps))?;
         let summary = self.maps.write_generation(maps)?;
         self.finish_upgrade();
         Ok(summary)
     }
 
-    /// `FILTER_BOUNDS`'s size now.
-    pub fn bounds_capacity(&self) -> u32 {
-        self.maps.bounds_capacity
+    /// The sizes of the maps that grow, now.
+    pub fn map_sizes(&self) -> MapSizes {
+        self.maps.sizes
     }
 
     /// Where slot `slot`'s generation has its ranges in `FILTER_BOUNDS`.
