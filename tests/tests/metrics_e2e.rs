@@ -306,6 +306,12 @@ fn scenario(id: &TestId) -> Result<()> {
         get("filter_conntrack_capacity").is_some_and(|c| c > 0.0),
         "{text}"
     );
+    let bounds = |family| get(&series(family, &[("map", "FILTER_BOUNDS")]));
+    ensure!(
+        bounds("filter_map_entries").is_some_and(|n| n > 0.0)
+            && bounds("filter_map_capacity") == Some(f64::from(filter_common::INITIAL_BOUNDS)),
+        "the running generation's ranges and FILTER_BOUNDS' size:\n{text}"
+    );
     ensure!(
         get("filter_flowlog_records_total").is_some_and(|c| c > 0.0),
         "{text}"

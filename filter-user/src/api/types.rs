@@ -389,6 +389,14 @@ pub struct StatusResult {
     pub digest: Option<String>,
     pub enis: Vec<EniStatus>,
     pub conntrack: MapFill,
+    /// `FILTER_BOUNDS`: the running generation's sorted ranges, of the
+    /// array's size (it grows to the need; ARCHITECTURE.md, "Growing the
+    /// maps").
+    #[serde(default)]
+    pub ranges: MapFill,
+    /// `FILTER_CELLS`: the running generation's cells, of the map's size.
+    #[serde(default)]
+    pub cells: MapFill,
     /// Every verdict counter of the data plane (drops and passes).
     pub stats: Vec<StatCounter>,
     pub daemon: DaemonInfo,

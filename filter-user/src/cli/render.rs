@@ -225,16 +225,22 @@ pub fn status(r: &StatusResult) -> String {
     );
     let _ = writeln!(out, "state dir   {}", r.daemon.state_dir);
     let _ = writeln!(out, "pin dir     {}", r.daemon.pin_dir);
-    let fill = if r.conntrack.size == 0 {
-        0.0
-    } else {
-        r.conntrack.used as f64 * 100.0 / r.conntrack.size as f64
-    };
-    let _ = writeln!(
-        out,
-        "conntrack   {} / {} ({fill:.1}%)",
-        r.conntrack.used, r.conntrack.size
-    );
+    for (label, fill) in [
+        ("conntrack", r.conntrack),
+        ("ranges", r.ranges),
+        ("cells", r.cells),
+    ] {
+        let percent = if fill.size == 0 {
+            0.0
+        } else {
+            fill.used as f64 * 100.0 / fill.size as f64
+        };
+        let _ = writeln!(
+            out,
+            "{label:<11} {} / {} ({percent:.1}%)",
+            fill.used, fill.size
+        );
+    }
     out.push('\n');
     let rows: Vec<Vec<String>> = r
         .enis

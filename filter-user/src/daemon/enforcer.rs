@@ -66,6 +66,9 @@ pub struct DataplaneStatus {
     /// Interface → the hooks a program is attached at (`xdp`, `tc`).
     pub hooks: BTreeMap<String, Vec<String>>,
     pub conntrack: MapFill,
+    /// The running generation's share of the maps that grow.
+    pub ranges: MapFill,
+    pub cells: MapFill,
     /// Every verdict counter (`FILTER_STATS`), summed over CPUs.
     pub stats: Vec<StatCounter>,
 }

@@ -85,6 +85,8 @@ impl<E: Enforcer> Daemon<E> {
             digest: running.as_ref().and_then(|r| r.digest.clone()),
             enis,
             conntrack: dataplane.conntrack,
+            ranges: dataplane.ranges,
+            cells: dataplane.cells,
             stats: dataplane.stats,
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -348,12 +348,19 @@ impl Enforcer for KernelEnforcer {
                 .or_insert_with(|| vec!["pinned".to_owned()]);
         }
         let stats = dataplane.stats().map_err(read)?;
+        let (used, size) = (dataplane.map_use().map_err(read)?, dataplane.map_sizes());
+        let fill = |used: u32, size: u32| MapFill {
+            used: used.into(),
+            size: size.into(),
+        };
         Ok(DataplaneStatus {
             hooks,
             conntrack: MapFill {
                 used: dataplane.conntrack_count().map_err(read)? as u64,
                 size: u64::from(dataplane.conntrack_capacity().map_err(read)?),
             },
+            ranges: fill(used.bounds, size.bounds),
+            cells: fill(used.cells, size.cells),
             stats: STAT_LABELS
                 .iter()
                 .map(|(index, label)| StatCounter {

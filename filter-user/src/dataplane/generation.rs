@@ -274,7 +274,7 @@ pub(crate) fn place(running: Run, len: u32, capacity: u32) -> Option<u32> {
     if len <= running.start {
         return Some(0);
     }
-    let after = running.start + running.len;
+    let after = running.start.saturating_add(running.len);
     (u64::from(after) + u64::from(len) <= u64::from(capacity)).then_some(after)
 }
 

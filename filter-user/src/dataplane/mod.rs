@@ -341,6 +341,16 @@ impl Dataplane {
         self.maps.sizes
     }
 
+    /// What the running generation takes of the maps that grow (zero
+    /// before the first).
+    pub fn map_use(&self) -> Result<MapSizes> {
+        let running = self.maps.running_config()?;
+        Ok(MapSizes {
+            bounds: running.bounds.len,
+            cells: running.cells,
+        })
+    }
+
     /// Where slot `slot`'s generation has its ranges in `FILTER_BOUNDS`.
     pub fn bounds_region(&self, slot: u32) -> Result<Run> {
         Ok(self.maps.slot_config(slot)?.bounds)

@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use filter_common::{STAT_DROP_BAD_TCP_OFF, STAT_DROP_TRUNC_ETH, STAT_LABELS};
+use filter_common::{names, STAT_DROP_BAD_TCP_OFF, STAT_DROP_TRUNC_ETH, STAT_LABELS};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -25,6 +25,9 @@ const MALFORMED: RangeInclusive<u32> = STAT_DROP_TRUNC_ETH..=STAT_DROP_BAD_TCP_O
 pub struct Snapshot {
     pub conntrack_entries: u64,
     pub conntrack_capacity: u64,
+    /// (map, entries the running generation uses, size) of the maps that
+    /// grow to the need.
+    pub maps: Vec<(&'static str, u64, u64)>,
     /// 0 while nothing runs.
     pub generation: u32,
     /// (ENI, interface, hook, attached): one per hook in use, or one with
@@ -54,6 +57,10 @@ impl From<&StatusResult> for Snapshot {
         Snapshot {
             conntrack_entries: s.conntrack.used,
             conntrack_capacity: s.conntrack.size,
+            maps: vec![
+                (names::BOUNDS, s.ranges.used, s.ranges.size),
+                (names::CELLS, s.cells.used, s.cells.size),
+            ],
             generation: s.generation.unwrap_or(0),
             interfaces,
             malformed: s
@@ -124,6 +131,31 @@ impl Collector for StatusFamilies {
             "Size of the connection-tracking table",
             clamp(s.conntrack_capacity),
         )?;
+        type Value = fn(&(&str, u64, u64)) -> u64;
+        let families: [(&str, &str, Value); 2] = [
+            (
+                "filter_map_entries",
+                "Entries the running generation uses in a map that grows to the need",
+                |m| m.1,
+            ),
+            (
+                "filter_map_capacity",
+                "Size of a map that grows to the need",
+                |m| m.2,
+            ),
+        ];
+        for (name, help, value) in families {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for map in &s.maps {
+                let labels = [("map", map.0)];
+                ConstGauge::new(clamp(value(map))).encode(family.encode_family(&labels)?)?;
+            }
+        }
         gauge(
             &mut encoder,
             "filter_generation",
@@ -188,6 +220,8 @@ mod tests {
             applied_at: None,
             enis: vec![eni("a", &["tc", "tcx-egress"]), eni("b", &[])],
             conntrack: MapFill { used: 3, size: 100 },
+            ranges: MapFill { used: 7, size: 64 },
+            cells: MapFill::default(),
             stats: vec![
                 stat("drop_bad_ihl", 2),
                 stat("drop_nacl", 9),
@@ -208,6 +242,7 @@ mod tests {
         let s = Snapshot::from(&status);
         assert_eq!(s.generation, 4);
         assert_eq!((s.conntrack_entries, s.conntrack_capacity), (3, 100));
+        assert_eq!(s.maps[0], (names::BOUNDS, 7, 64));
         assert_eq!(
             s.malformed,
             vec![("bad_ihl".to_owned(), 2), ("truncated_ipv4".to_owned(), 1)]

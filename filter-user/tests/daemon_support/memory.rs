@@ -202,6 +202,9 @@ impl Enforcer for MemoryEnforcer {
                     dp.conntrack_size
                 },
             },
+            // No maps that grow in memory.
+            ranges: MapFill::default(),
+            cells: MapFill::default(),
             stats: filter_common::STAT_LABELS
                 .iter()
                 .map(|(index, label)| StatCounter {

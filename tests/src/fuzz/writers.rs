@@ -85,6 +85,11 @@ fn inputs(u: &mut Unstructured<'_>) -> Result<Inputs> {
             used: u.arbitrary()?,
             size: u.arbitrary()?,
         },
+        ranges: MapFill {
+            used: u.arbitrary()?,
+            size: u.arbitrary()?,
+        },
+        cells: MapFill::default(),
         stats: filter_common::STAT_LABELS
             .iter()
             .map(|(index, name)| {
