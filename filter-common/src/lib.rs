@@ -126,12 +126,16 @@ pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 /// Limits on the compiler's prefix tables, which become sorted ranges
 /// (`ranges.rs`; `FILTER_BOUNDS` grows to [`MAX_BOUNDS`] of them): entries
 /// per kind, counted like map entries (half per generation), so that one
-/// table too big is refused by name before the layout.
-pub const MAX_PORT_ENTRIES: u32 = 1 << 19;
+/// table too big is refused by name before the layout. Port, remote and
+/// member prefixes may be as many as there are bounds (each takes at least
+/// one), so only the ranges' memory stops them.
+pub const MAX_PORT_ENTRIES: u32 = MAX_BOUNDS;
+/// Local addresses are the ENIs' own: 32k per generation is 64 for each of
+/// the 512 ENIs a document may have, and each local class multiplies a
+/// table's cells.
 pub const MAX_ADDR_CLASS_ENTRIES: u32 = 1 << 16;
-/// As many as there are bounds: each entry takes at least one.
 pub const MAX_RULE_ENTRIES: u32 = MAX_BOUNDS;
-pub const MAX_INNER_ENTRIES: u32 = 1 << 18;
+pub const MAX_INNER_ENTRIES: u32 = MAX_BOUNDS;
 pub const MAX_FRAG_ENTRIES: u32 = 16_384;
 
 /// Longest IPv6 extension-header chain the parser walks before it gives up

@@ -60,8 +60,9 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    pub fn rule_set_count(&self) -> usize {
-        self.rule_sets.len()
+    /// The entries, and how many rule sets they use; the rest is freed.
+    pub fn finish(self) -> (Entries, usize) {
+        (self.out, self.rule_sets.len())
     }
 
     /// Emits table `id` of `spec`, whose inner-access groups have the given

@@ -192,14 +192,17 @@ pub fn compile_from(
         half(MAX_RULE_SLOTS - RULE_SLOT_FIRST_DYNAMIC),
     )?;
 
-    let reason_texts: Vec<String> = plan.reasons.iter().map(Reason::to_string).collect();
-    let reason_names: Vec<&str> = reason_texts.iter().map(String::as_str).collect();
-    let rule_plan = slots
-        .rules
-        .plan_preferring(&reason_names, HOT_RULE_SLOTS, slots::RULE_SLOT_LIMIT)
-        .ok_or(CompileError::SlotsExhausted {
-            limit: MAX_RULE_SLOTS,
-        })?;
+    // The reasons' names only for the slot plan (which keeps its own).
+    let rule_plan = {
+        let reason_texts: Vec<String> = plan.reasons.iter().map(Reason::to_string).collect();
+        let reason_names: Vec<&str> = reason_texts.iter().map(String::as_str).collect();
+        slots
+            .rules
+            .plan_preferring(&reason_names, HOT_RULE_SLOTS, slots::RULE_SLOT_LIMIT)
+            .ok_or(CompileError::SlotsExhausted {
+                limit: MAX_RULE_SLOTS,
+            })?
+    };
     let eni_names: Vec<&str> = rs.enis.iter().map(|e| e.id.as_str()).collect();
     let eni_plan =
         slots
@@ -270,8 +273,17 @@ pub fn compile_from(
     }
 
     let mut slot_reasons: BTreeMap<u32, Reason> = fixed_slots().into_iter().collect();
-    let rule_sets = emitter.rule_set_count();
-    let entries = emitter.out;
+    slot_reasons.extend(
+        reason_slot
+            .iter()
+            .copied()
+            .zip(std::mem::take(&mut plan.reasons)),
+    );
+    // The layout needs the entries alone: the emitter's rule-set interner
+    // and the planned tables go before it is built (at 100k rules, the
+    // peak of an apply is here).
+    let (entries, rule_sets) = emitter.finish();
+    drop(plan);
     let layout = Layout::build(
         &Prefixes {
             tables: &entries.tables,
@@ -284,7 +296,6 @@ pub fn compile_from(
         },
         slot,
     )?;
-    slot_reasons.extend(reason_slot.iter().copied().zip(plan.reasons));
     let next = SlotTable {
         rules: rule_plan.next_state,
         enis: eni_plan.next_state,

@@ -132,17 +132,19 @@ impl<E: Enforcer> Daemon<E> {
             previous.as_ref().map(|r| r.generation),
             core.store.generations()?.last().copied(),
         );
-        // One step after the other: compiling beside the warnings' analysis
-        // took a tenth less time but raised the peak RSS by a fifth.
-        let compiled = core.enforcer.compile(generation, &ruleset, &core.slots)?;
-        // The compiler's intermediate tables.
-        super::memory::release_freed();
+        // One step after the other, the analyses first: compiling beside
+        // the warnings' analysis took a tenth less time but raised the peak
+        // RSS by a fifth, and after the compiler the analysis sat beside
+        // the compiled generation (6 MB more at 100k rules).
         let (warnings, notices, changes) = (
             self.validator.warnings(&ruleset),
             self.validator.notices(&ruleset),
             summarize(previous.as_ref().map(|r| &*r.ruleset), &ruleset),
         );
         // The change summary's digests, the warnings' analysis.
+        super::memory::release_freed();
+        let compiled = core.enforcer.compile(generation, &ruleset, &core.slots)?;
+        // The compiler's intermediate tables.
         super::memory::release_freed();
         let mut result = ApplyResult {
             generation,
