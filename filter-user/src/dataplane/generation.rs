@@ -278,6 +278,12 @@ pub(crate) fn place(running: Run, len: u32, capacity: u32) -> Option<u32> {
     (u64::from(after) + u64::from(len) <= u64::from(capacity)).then_some(after)
 }
 
+/// Whether `need` more cells fit in a `FILTER_CELLS` of `capacity`
+/// entries beside the running generation's `running`.
+pub(crate) fn cells_fit(running: u32, need: u32, capacity: u32) -> bool {
+    u64::from(running) + u64::from(need) <= u64::from(capacity)
+}
+
 /// A run whose start `to` maps (an empty run stays empty, at 0): into
 /// `FILTER_BOUNDS` when written, back to the generation's own indexes when
 /// read.
@@ -766,7 +772,7 @@ impl Maps {
         };
         let base = place(running.bounds, need.bounds, self.sizes.bounds)
             .ok_or_else(|| full(names::BOUNDS, need.bounds, self.sizes.bounds))?;
-        if u64::from(running.cells) + u64::from(need.cells) > u64::from(self.sizes.cells) {
+        if !cells_fit(running.cells, need.cells, self.sizes.cells) {
             return Err(full(names::CELLS, need.cells, self.sizes.cells));
         }
 

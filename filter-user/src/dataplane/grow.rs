@@ -8,7 +8,7 @@ use filter_common::{generation_slot, names, GenConfig, MAX_BOUNDS, MAX_CELLS};
 
 use super::{
     error::{DataplaneError, Result},
-    generation::{batch_error, place, Need},
+    generation::{batch_error, cells_fit, place, Need},
     load_programs,
     maps::Maps,
     open, pins, sys, Attachment, Dataplane, MapSizes, Sizing,
@@ -35,7 +35,7 @@ impl Maps {
     fn sizes_for(&self, running: &GenConfig, need: Need) -> Option<MapSizes> {
         let now = self.sizes;
         let bounds = place(running.bounds, need.bounds, now.bounds).is_none();
-        let cells = u64::from(running.cells) + u64::from(need.cells) > u64::from(now.cells);
+        let cells = !cells_fit(running.cells, need.cells, now.cells);
         (bounds || cells).then(|| MapSizes {
             bounds: if bounds {
                 let end = running.bounds.start.saturating_add(running.bounds.len);
@@ -81,9 +81,8 @@ impl Dataplane {
             return Ok(());
         };
         let old = self.maps.sizes;
-        // The first map that lacks room names the error.
-        let full = |why| {
-            let (map, needed, capacity) = if sizes.bounds != old.bounds {
+        let full = |bounds: bool, why| {
+            let (map, needed, capacity) = if bounds {
                 (names::BOUNDS, need.bounds, old.bounds)
             } else {
                 (names::CELLS, need.cells, old.cells)
@@ -96,15 +95,17 @@ impl Dataplane {
             }
         };
         let Some(dir) = &self.pins else {
+            // The first map that lacks room names the error.
             return Err(full(
+                sizes.bounds != old.bounds,
                 "growing it needs pinned links, and this data plane has no pin directory",
             ));
         };
-        let end = u64::from(running.bounds.start) + u64::from(running.bounds.len);
-        if end + u64::from(need.bounds) > u64::from(MAX_BOUNDS)
-            || u64::from(running.cells) + u64::from(need.cells) > u64::from(MAX_CELLS)
-        {
-            return Err(full("it would pass its largest size"));
+        if place(running.bounds, need.bounds, MAX_BOUNDS).is_none() {
+            return Err(full(true, "it would pass its largest size"));
+        }
+        if !cells_fit(running.cells, need.cells, MAX_CELLS) {
+            return Err(full(false, "it would pass its largest size"));
         }
         let started = std::time::Instant::now();
         let ct_entries = self.maps.conntrack_capacity()?;

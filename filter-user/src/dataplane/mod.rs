@@ -28,7 +28,7 @@ pub mod object;
 pub mod pins;
 pub(crate) mod sys;
 
-use std::{collections::BTreeMap, fs, io, ops::RangeInclusive, path::Path};
+use std::{collections::BTreeMap, ops::RangeInclusive, path::Path};
 
 use aya::{
     maps::{Map, MapData},
@@ -165,7 +165,7 @@ pub(crate) fn open(
         }
         let events = dir.root().join(names::EVENTS);
         if adopt {
-            replace_pin(&events)?;
+            pins::remove_stale_pin(&events)?;
         }
         loader.map_pin_path(names::EVENTS, events);
     }
@@ -524,7 +524,9 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()
     };
     for name in [names::PROG_XDP, names::PROG_TC, names::PROG_TC_INGRESS] {
         let path = pins.root().join(pins::PROGS_DIR).join(name);
-        replace_pin(&path)?;
+        // An earlier process's program: its links keep it alive until
+        // they are updated.
+        pins::remove_stale_pin(&path)?;
         ebpf.program_mut(name)
             .ok_or(DataplaneError::MissingProgram(name))?
             .pin(&path)
@@ -555,16 +557,6 @@ fn load_tc<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedCl
     prog.load()
         .map_err(|e| DataplaneError::program(name, "loading", e))?;
     Ok(prog)
-}
-
-/// Removes an earlier process's program pin (its links keep that program
-/// alive until they are updated).
-fn replace_pin(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DataplaneError::io("removing old program pin", path, e)),
-    }
 }
 
 /// The daemon moves the data plane between threads.

@@ -111,6 +111,15 @@ pub(crate) fn remove_retired(pin_dir: &Path) -> Result<()> {
     }
 }
 
+/// Removes what is pinned at `path`, if anything, to pin anew there.
+pub(crate) fn remove_stale_pin(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataplaneError::io("removing a stale pin", path, e)),
+    }
+}
+
 /// Pins `map` at `path` in place of what is pinned there, in one step: it
 /// is pinned beside, then renamed over, so `path` always names a map.
 pub(crate) fn pin_over(map: &aya::maps::MapData, path: &Path) -> Result<()> {
@@ -118,11 +127,7 @@ pub(crate) fn pin_over(map: &aya::maps::MapData, path: &Path) -> Result<()> {
     // (bpffs refuses names with a dot.)
     beside.push("-new");
     let beside = PathBuf::from(beside);
-    match fs::remove_file(&beside) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DataplaneError::io("removing a stale pin", &beside, e)),
-    }
+    remove_stale_pin(&beside)?;
     map.pin(&beside).map_err(|source| DataplaneError::Pin {
         path: beside.clone(),
         source,
